@@ -1,0 +1,17 @@
+//! vipd: a per-agent layer-4 load balancer for Marathon service ports and VIPs.
+//!
+//! Layout, from the pure core outwards:
+//! - [`model`]: Marathon's JSON (apps, tasks, legacy fields), parsed with per-app fault isolation.
+//! - [`table`]: the routing table and the pure builder `table::build` (no I/O, no clock).
+//! - [`published`]: the one `ArcSwap` that holds the current table, and its single writer.
+//! - [`source`], [`control`]: the control plane (file/Marathon sources, the control loop).
+//! - [`dataplane`]: listeners, TCP and UDP forwarding, per-backend runtime state.
+#![deny(rust_2018_idioms)]
+
+pub mod cli;
+pub mod control;
+pub mod dataplane;
+pub mod model;
+pub mod published;
+pub mod source;
+pub mod table;

@@ -1,0 +1,432 @@
+//! Marathon's JSON, as vipd reads it.
+//!
+//! Owns: the serde model of the apps document (`GET /v2/apps?embed=apps.tasks`, `{"apps":[…]}`)
+//! and of a single app (`GET /v2/apps/{id}`, `{"app":{…}}`), as Marathon 0.x through 1.10 send
+//! them, legacy fields included; and the per-app fault isolation: one malformed app is reported
+//! with its id and the failing field, and every other app still parses.
+//!
+//! Must not: interpret what the fields mean for routing (that is `table::build`), do I/O, or
+//! read a clock. Every array is `#[serde(default)]` with `null` treated as missing, every scalar
+//! is an `Option`, and unknown fields are ignored, because Marathon omits empty fields in some
+//! versions and emits them in others (FACTS.md §2).
+
+pub mod ids;
+
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A document that could not be read as an apps document at all. No partial result exists.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("not a Marathon apps document: {0}")]
+    NotAnAppsDocument(String),
+}
+
+/// One app that was skipped because part of it has the wrong type.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AppRejection {
+    /// The app's `id`, when it could be read.
+    pub app: Option<String>,
+    /// The JSON path that failed and why, e.g. `portDefinitions: invalid type: …`.
+    pub message: String,
+}
+
+/// The parsed apps document: the good apps in document order, plus what was skipped.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppsSnapshot {
+    /// Each app behind an `Arc`, so that applying an event to one app clones only that app.
+    pub apps: Vec<Arc<App>>,
+    pub rejected: Vec<AppRejection>,
+}
+
+/// Parses the body of `GET /v2/apps?embed=apps.tasks`.
+///
+/// Each app is parsed on its own: a wrong type inside one app rejects only that app. A body that
+/// is not a JSON object with an `apps` array is an error.
+pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
+    #[derive(Deserialize)]
+    struct RawDoc<'a> {
+        #[serde(borrow)]
+        apps: Option<Vec<&'a RawValue>>,
+    }
+    let doc: RawDoc<'_> = match serde_json::from_slice(body) {
+        Ok(doc) => doc,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(ModelError::NotAnAppsDocument(e.to_string()))
+        }
+        Err(e) => return Err(ModelError::Json(e)),
+    };
+    let raw_apps = doc
+        .apps
+        .ok_or_else(|| ModelError::NotAnAppsDocument("no \"apps\" array".into()))?;
+    let mut snapshot = AppsSnapshot {
+        apps: Vec::with_capacity(raw_apps.len()),
+        rejected: Vec::new(),
+    };
+    for raw in raw_apps {
+        match parse_app_value(raw.get()) {
+            Ok(app) => snapshot.apps.push(Arc::new(app)),
+            Err(rejection) => snapshot.rejected.push(rejection),
+        }
+    }
+    Ok(snapshot)
+}
+
+/// Parses the body of `GET /v2/apps/{id}` (`{"app": {…}}`).
+pub fn parse_single_app_document(body: &[u8]) -> Result<Result<App, AppRejection>, ModelError> {
+    #[derive(Deserialize)]
+    struct RawDoc<'a> {
+        #[serde(borrow)]
+        app: Option<&'a RawValue>,
+    }
+    let doc: RawDoc<'_> = match serde_json::from_slice(body) {
+        Ok(doc) => doc,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return Err(ModelError::NotAnAppsDocument(e.to_string()))
+        }
+        Err(e) => return Err(ModelError::Json(e)),
+    };
+    let raw = doc
+        .app
+        .ok_or_else(|| ModelError::NotAnAppsDocument("no \"app\" object".into()))?;
+    Ok(parse_app_value(raw.get()))
+}
+
+/// Parses one app object. The fast path is a plain serde parse; only on failure is the app
+/// parsed again with path tracking, so that the warning names the field that failed.
+pub fn parse_app_value(json: &str) -> Result<App, AppRejection> {
+    match serde_json::from_str::<App>(json) {
+        Ok(app) => Ok(app),
+        Err(_) => Err(describe_failure::<App>(json)),
+    }
+}
+
+fn describe_failure<T: DeserializeOwned>(json: &str) -> AppRejection {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: Option<serde_json::Value>,
+    }
+    let app = serde_json::from_str::<IdOnly>(json)
+        .ok()
+        .and_then(|i| i.id)
+        .map(|id| match id {
+            serde_json::Value::String(s) => s,
+            other => other.to_string(),
+        });
+    let mut de = serde_json::Deserializer::from_str(json);
+    let message = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => "malformed app".to_string(),
+        Err(e) => {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            // serde_json appends " at line L column C"; the path says more.
+            let mut reason = inner.to_string();
+            if let Some(pos) = reason.find(" at line ") {
+                reason.truncate(pos);
+            }
+            if path == "." || path.is_empty() {
+                reason
+            } else {
+                format!("{path}: {reason}")
+            }
+        }
+    };
+    AppRejection { app, message }
+}
+
+/// `null` and a missing key both become the type's default.
+pub(crate) fn null_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+pub type Labels = BTreeMap<String, String>;
+
+// === Apps ===
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_default")]
+    pub labels: Labels,
+    /// 1.5+ networking. Empty means "not given" (legacy fields or host mode decide).
+    #[serde(default, deserialize_with = "null_default")]
+    pub networks: Vec<Network>,
+    /// Host-mode port declarations. `None` when missing or null.
+    #[serde(default)]
+    pub port_definitions: Option<Vec<PortDefinition>>,
+    /// Legacy (≤1.4) top-level service ports.
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    #[serde(default)]
+    pub require_ports: Option<bool>,
+    #[serde(default)]
+    pub container: Option<Container>,
+    /// Legacy (≤1.4) IP-per-task declaration.
+    #[serde(default)]
+    pub ip_address: Option<IpAddressSpec>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Network {
+    /// `host`, `container` or `container/bridge`; RAML default when omitted is `container`.
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    /// The service port (Marathon rewrites it to the assigned service port in responses).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub docker: Option<DockerSpec>,
+    #[serde(default)]
+    pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DockerSpec {
+    /// Legacy `HOST`, `BRIDGE`, `USER` (or `NONE`).
+    #[serde(default)]
+    pub network: Option<String>,
+    /// Legacy location of port mappings.
+    #[serde(default)]
+    pub port_mappings: Option<Vec<PortMapping>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    #[serde(default)]
+    pub container_port: Option<u16>,
+    /// Absent means no host port was requested (IP-per-task); 0 means "any".
+    #[serde(default)]
+    pub host_port: Option<u16>,
+    #[serde(default)]
+    pub service_port: Option<u16>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub labels: Labels,
+    #[serde(default, deserialize_with = "null_default")]
+    pub network_names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpAddressSpec {
+    #[serde(default)]
+    pub network_name: Option<String>,
+    #[serde(default)]
+    pub discovery: Option<Discovery>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Discovery {
+    #[serde(default, deserialize_with = "null_default")]
+    pub ports: Vec<DiscoveryPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiscoveryPort {
+    #[serde(default)]
+    pub number: Option<u16>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    /// `HTTP`, `HTTPS`, `TCP`, `COMMAND`, `MESOS_HTTP`, `MESOS_HTTPS`, `MESOS_TCP`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port_index: Option<u32>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval_seconds: Option<f64>,
+    #[serde(default)]
+    pub timeout_seconds: Option<f64>,
+    #[serde(default)]
+    pub grace_period_seconds: Option<f64>,
+    #[serde(default)]
+    pub max_consecutive_failures: Option<u32>,
+}
+
+// === Tasks ===
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Task {
+    pub id: String,
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// Agent hostname as Mesos reports it (FQDN or IP). Missing for tasks not yet placed.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Host ports, flattened over the mappings that requested one.
+    #[serde(default, deserialize_with = "null_default")]
+    pub ports: Vec<u16>,
+    #[serde(default, deserialize_with = "null_default")]
+    pub ip_addresses: Vec<TaskIpAddress>,
+    /// `TASK_*`. Missing on old servers, which means running.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// `None` when the key is absent (≤1.5 omits it when empty), `Some([])` when present and empty.
+    #[serde(default)]
+    pub health_check_results: Option<Vec<HealthResult>>,
+    #[serde(default)]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskIpAddress {
+    pub ip_address: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthResult {
+    pub alive: bool,
+    /// 1.4+ form.
+    #[serde(default)]
+    pub instance_id: Option<String>,
+    /// Pre-1.4 form.
+    #[serde(default)]
+    pub task_id: Option<String>,
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn null_and_missing_arrays_are_empty() {
+        let doc = br#"{"apps":[{"id":"/a","networks":null,"tasks":null,"healthChecks":null,"labels":null}]}"#;
+        let s = parse_apps_document(doc).unwrap();
+        assert_eq!(s.apps.len(), 1);
+        assert!(s.apps[0].networks.is_empty());
+        assert!(s.apps[0].tasks.is_empty());
+        assert!(s.rejected.is_empty());
+    }
+
+    #[test]
+    fn malformed_app_is_rejected_with_id_and_field_others_survive() {
+        let doc = br#"{"apps":[
+            {"id":"/good","portDefinitions":[{"port":10000}]},
+            {"id":"/bad","portDefinitions":{"port":1}},
+            {"id":"/bad2","tasks":[{"id":"t1","ports":["x"]}]}
+        ]}"#;
+        let s = parse_apps_document(doc).unwrap();
+        assert_eq!(s.apps.len(), 1);
+        assert_eq!(s.apps[0].id, "/good");
+        assert_eq!(s.rejected.len(), 2);
+        assert_eq!(s.rejected[0].app.as_deref(), Some("/bad"));
+        assert!(
+            s.rejected[0].message.starts_with("portDefinitions: "),
+            "{}",
+            s.rejected[0].message
+        );
+        assert_eq!(s.rejected[1].app.as_deref(), Some("/bad2"));
+        assert!(
+            s.rejected[1].message.starts_with("tasks[0].ports[0]: "),
+            "{}",
+            s.rejected[1].message
+        );
+    }
+
+    #[test]
+    fn not_an_apps_document_is_an_error() {
+        assert!(matches!(
+            parse_apps_document(b"[1,2]"),
+            Err(ModelError::NotAnAppsDocument(_))
+        ));
+        assert!(matches!(
+            parse_apps_document(br#"{"tasks":[]}"#),
+            Err(ModelError::NotAnAppsDocument(_))
+        ));
+        assert!(matches!(
+            parse_apps_document(br#"{"apps":{}}"#),
+            Err(ModelError::NotAnAppsDocument(_))
+        ));
+        assert!(matches!(
+            parse_apps_document(b"{\"apps\": [}"),
+            Err(ModelError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn app_without_id_is_rejected() {
+        let s = parse_apps_document(br#"{"apps":[{"instances":1}]}"#).unwrap();
+        assert_eq!(s.rejected.len(), 1);
+        assert_eq!(s.rejected[0].app, None);
+        assert!(
+            s.rejected[0].message.contains("id"),
+            "{}",
+            s.rejected[0].message
+        );
+    }
+
+    #[test]
+    fn single_app_document() {
+        let app = parse_single_app_document(br#"{"app":{"id":"/x"}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(app.id, "/x");
+    }
+}

@@ -1,0 +1,1 @@
+//! The file source: `vipd run --apps FILE`, the embedded default.
