@@ -1,2 +1,223 @@
-//! The control plane: the control loop (the single writer of the table), hostname resolution,
-//! and health. Kept apart from the data plane, which only reads what this publishes.
+//! The control plane's heart: the control loop, the single writer of the routing table.
+//!
+//! Owns: turning each source snapshot into a table (resolve agent hostnames → `table::build`),
+//! publishing it with one `ArcSwap` store when it differs from the current one, and then telling
+//! the consumers that follow the table (VIP address manager, listeners) to reconcile. Also the
+//! log line per publish with a one-line diff summary, and warnings logged once each.
+//!
+//! Must not: touch sockets or forward traffic (the data plane does), talk to Marathon (sources do),
+//! or publish anything when a source fails: sources only ever hand over good snapshots, so the
+//! last good table keeps serving.
+
+use crate::published::{PublishedTable, TablePublisher};
+use crate::source::{SourceHandle, SourceSnapshot};
+use crate::table::diff::TableDiff;
+use crate::table::{self, BuildOptions, Resolved, Warning};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Resolves agent hostnames before a build.
+pub trait ResolveHosts: Send + Sync {
+    fn resolve_all(&self, hosts: Vec<String>) -> impl Future<Output = Resolved> + Send;
+}
+
+/// Something that follows the published table (listeners, VIP addresses).
+pub trait FollowTable: Send {
+    fn follow(&mut self, published: &Arc<PublishedTable>) -> impl Future<Output = ()> + Send;
+}
+
+/// No follower (for `vipd table`-like uses and tests).
+impl FollowTable for () {
+    async fn follow(&mut self, _published: &Arc<PublishedTable>) {}
+}
+
+/// Followers run in order: the first finishes before the second starts (addresses before
+/// listeners, so that a VIP's address exists when its listener binds).
+impl<A: FollowTable, B: FollowTable> FollowTable for (A, B) {
+    async fn follow(&mut self, published: &Arc<PublishedTable>) {
+        self.0.follow(published).await;
+        self.1.follow(published).await;
+    }
+}
+
+/// What one pass of the loop did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new table was published with this generation.
+    Published { generation: u64 },
+    /// The built table equals the current one; nothing was stored.
+    Unchanged,
+}
+
+/// Timings of the last pass, for logs and metrics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PassTimings {
+    pub resolve: Duration,
+    pub build: Duration,
+    /// From when the source saw its input to the end of publishing.
+    pub input_to_publish: Duration,
+}
+
+/// The control loop. There is exactly one, and it owns the only [`TablePublisher`].
+pub struct ControlLoop<R, F> {
+    publisher: TablePublisher,
+    resolver: R,
+    options: BuildOptions,
+    followers: F,
+    logged_warnings: BTreeSet<Warning>,
+    pub last_timings: PassTimings,
+}
+
+impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
+    pub fn new(publisher: TablePublisher, resolver: R, options: BuildOptions, followers: F) -> Self {
+        ControlLoop {
+            publisher,
+            resolver,
+            options,
+            followers,
+            logged_warnings: BTreeSet::new(),
+            last_timings: PassTimings::default(),
+        }
+    }
+
+    /// Runs until `shutdown` fires, handling every snapshot the source publishes. Bursts coalesce:
+    /// the watch channel only ever holds the newest snapshot.
+    pub async fn run(mut self, mut source: SourceHandle, shutdown: CancellationToken) -> F {
+        loop {
+            let snapshot = source.snapshots.borrow_and_update().clone();
+            if let Some(snapshot) = snapshot {
+                self.handle(&snapshot).await;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return self.followers,
+                changed = source.snapshots.changed() => {
+                    if changed.is_err() {
+                        // The source ended (only at shutdown); keep serving what we have.
+                        shutdown.cancelled().await;
+                        return self.followers;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass: resolve, build, compare, publish, follow.
+    pub async fn handle(&mut self, snapshot: &SourceSnapshot) -> Outcome {
+        let started = Instant::now();
+        let hosts: BTreeSet<&str> = snapshot
+            .apps
+            .apps
+            .iter()
+            .flat_map(|app| app.tasks.iter())
+            .filter_map(|task| task.host.as_deref())
+            .collect();
+        let resolved = self
+            .resolver
+            .resolve_all(hosts.into_iter().map(str::to_owned).collect())
+            .await;
+        let resolve_time = started.elapsed();
+
+        let build_started = Instant::now();
+        let (new_table, warnings) =
+            table::build(&snapshot.apps, &resolved, &self.options).into_parts();
+        let build_time = build_started.elapsed();
+        self.log_new_warnings(warnings);
+
+        let current = self.publisher.current();
+        if current.generation > 0 && current.table == new_table {
+            tracing::debug!(origin = ?snapshot.origin, "table unchanged; nothing published");
+            self.last_timings = PassTimings {
+                resolve: resolve_time,
+                build: build_time,
+                input_to_publish: snapshot.observed_at.elapsed(),
+            };
+            return Outcome::Unchanged;
+        }
+        let diff = TableDiff::between(&current.table, &new_table);
+        let published = self.publisher.publish(new_table);
+        self.followers.follow(&published).await;
+        let input_to_publish = snapshot.observed_at.elapsed();
+        self.last_timings = PassTimings {
+            resolve: resolve_time,
+            build: build_time,
+            input_to_publish,
+        };
+        tracing::info!(
+            generation = published.generation,
+            frontends = published.table.frontends.len(),
+            origin = ?snapshot.origin,
+            build_ms = build_time.as_secs_f64() * 1e3,
+            latency_ms = input_to_publish.as_secs_f64() * 1e3,
+            "published table: {}",
+            diff.summary()
+        );
+        Outcome::Published {
+            generation: published.generation,
+        }
+    }
+
+    /// Logs each warning once while it persists; a warning that goes away and comes back is logged
+    /// again. Avoids a log storm from a broken app on every rebuild.
+    fn log_new_warnings(&mut self, warnings: Vec<Warning>) {
+        let current: BTreeSet<Warning> = warnings.into_iter().collect();
+        for w in current.difference(&self.logged_warnings) {
+            tracing::warn!(app = w.app.as_deref().unwrap_or("-"), "{}", w.message);
+        }
+        self.logged_warnings = current;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::parse_apps_document;
+    use crate::published;
+    use crate::source::Origin;
+    use std::sync::Mutex;
+
+    struct NoResolve;
+    impl ResolveHosts for NoResolve {
+        async fn resolve_all(&self, _hosts: Vec<String>) -> Resolved {
+            Resolved::default()
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<u64>>>);
+    impl FollowTable for Recorder {
+        async fn follow(&mut self, published: &Arc<PublishedTable>) {
+            self.0.lock().unwrap().push(published.generation);
+        }
+    }
+
+    fn snapshot(doc: &str) -> SourceSnapshot {
+        SourceSnapshot {
+            apps: Arc::new(parse_apps_document(doc.as_bytes()).unwrap()),
+            origin: Origin::File,
+            observed_at: Instant::now(),
+        }
+    }
+
+    #[tokio::test]
+    async fn first_snapshot_always_publishes_and_an_equal_one_does_not() {
+        let (publisher, reader) = published::channel();
+        let recorder = Recorder::default();
+        let mut control = ControlLoop::new(
+            publisher,
+            NoResolve,
+            BuildOptions::default(),
+            recorder.clone(),
+        );
+        let empty = snapshot(r#"{"apps":[]}"#);
+        assert_eq!(
+            control.handle(&empty).await,
+            Outcome::Published { generation: 1 }
+        );
+        assert_eq!(control.handle(&empty).await, Outcome::Unchanged);
+        assert_eq!(reader.load_full().generation, 1);
+        assert_eq!(*recorder.0.lock().unwrap(), vec![1]);
+    }
+}
