@@ -150,6 +150,37 @@ async fn every_backend_refusing_closes_the_client_after_the_tries() {
     assert!(dead.iter().all(|a| h.backend_stats(*a).failures() <= 1));
 }
 
+#[tokio::test]
+async fn a_backend_that_never_answers_times_out_and_the_next_one_serves() {
+    init_tracing();
+    let Some(hole) = blackhole().await else {
+        eprintln!("skipped: this kernel does not drop SYNs for a full accept queue");
+        return;
+    };
+    let a = TaggedEchoServer::start("a").await;
+    let mut h = Harness::new(vipd::dataplane::DataplaneConfig {
+        connect_timeout: Duration::from_millis(200),
+        ..test_config()
+    });
+    let listen = free_addr(LOCALHOST);
+    h.publish(table(vec![frontend(
+        listen,
+        vec![up(hole.addr), up(a.addr)],
+    )]));
+    h.wait_bound(listen).await;
+    for i in 0..4 {
+        assert_eq!(
+            roundtrip(listen, b"x").await.unwrap(),
+            "a",
+            "connection {i}"
+        );
+    }
+    let s = h.backend_stats(hole.addr);
+    assert!(s.failures_timeout >= 2, "{s:?}");
+    assert_eq!(s.failures_timeout, s.failures());
+    assert_eq!(s.last_failure, Some(ConnectFailure::Timeout));
+}
+
 /// Sends `n` connections and returns how many each server got.
 async fn spread(listen: SocketAddr, n: usize) -> HashMap<String, usize> {
     let mut tags = HashMap::new();

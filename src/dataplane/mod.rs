@@ -341,9 +341,8 @@ impl Dataplane {
         entry.connections.close();
         let live = entry.connections.len();
         tracing::info!(frontend = %key, live, "frontend removed; stopped accepting, draining");
-        if live == 0 {
-            return;
-        }
+        // Watch even when `live` is 0: a connection accepted just before the stop may still be
+        // joining the tracker.
         let grace = self.config.drain_timeout;
         let shutdown = self.stop_all.clone();
         let (connections, cut) = (entry.connections, entry.cut);

@@ -372,3 +372,37 @@ pub async fn wait_refused(addr: SocketAddr) -> bool {
     })
     .await
 }
+
+/// A backend address whose connects hang (SYNs dropped): a listener with backlog 0 that never
+/// accepts, with its accept queue filled by test-owned loopback connections.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<TcpStream>,
+}
+
+/// `None` if the kernel here would not drop SYNs for a full accept queue (the caller skips).
+pub async fn blackhole() -> Option<Blackhole> {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => fillers.push(s),
+            Ok(Err(e)) => panic!("filling the blackhole: {e}"),
+            Err(_) => {
+                return Some(Blackhole {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                })
+            }
+        }
+    }
+    None
+}
