@@ -23,7 +23,7 @@ pub mod backends;
 pub mod listener;
 pub mod relay;
 pub mod select;
-pub mod tcp;
+mod tcp;
 
 pub use backends::{
     BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
