@@ -1,4 +1,502 @@
-//! The data plane: listeners that follow the published table, and TCP/UDP forwarding.
+//! The data plane: listeners that follow the published table, and TCP forwarding (UDP later).
 //!
-//! Must not: build or publish tables, or talk to Marathon. It reads the published table and keeps
-//! per-backend runtime state (active connections, recent failures) that survives table swaps.
+//! Owns: [`Dataplane`] (the listener manager: [`Dataplane::reconcile`] opens listeners for new
+//! frontends and closes removed ones, never rebinding an unchanged frontend), per-backend and
+//! per-frontend runtime state ([`backends`]), backend selection ([`select`]), the relay
+//! ([`relay`]) and graceful shutdown. Configuration comes from [`DataplaneArgs`] (clap, `VIPD_*`).
+//!
+//! Lifecycle of a frontend: added → a listener task binds it (retrying with backoff on error) and
+//! accepts; removed → it stops accepting at once (the socket is closed), its live connections go
+//! on until they close or `--drain-timeout` expires, then they are cut. Shutdown does the same for
+//! every frontend with the grace it is given.
+//!
+//! Must not: build or publish tables, or talk to Marathon. It only reads the published table
+//! (one `load_full` per connection) and keeps runtime state outside the table, keyed by backend
+//! address / frontend key, so that it survives every table swap.
+//!
+//! UDP seam: [`Dataplane::reconcile`] reports UDP frontends as
+//! [`ListenerState::Unsupported`] and opens nothing for them. The UDP data plane will add a
+//! `udp.rs` listener task next to `tcp.rs` and reuse the listener status, bind backoff, the
+//! backend registry and [`select`].
+
+pub mod backends;
+pub mod listener;
+pub mod relay;
+pub mod select;
+mod tcp;
+
+pub use backends::{
+    BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
+};
+pub use listener::{ListenerState, ListenerStatusHandle};
+pub use relay::{CloseReason, RelayConfig};
+
+use crate::published::{PublishedTable, TableReader};
+use crate::table::{FrontendKey, Protocol};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Data plane flags of `vipd run`. Durations take humantime values: `500ms`, `30s`, `1h`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DataplaneArgs {
+    /// Time allowed for one TCP connect to a backend before trying the next one.
+    #[arg(long, env = "VIPD_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+    /// Connect attempts per client connection, each on a different backend, before the client is
+    /// closed (at least 1).
+    #[arg(long, env = "VIPD_CONNECT_TRIES", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub connect_tries: u32,
+    /// Close a TCP connection after this long without a byte in either direction; 0 = never.
+    #[arg(long, env = "VIPD_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+    /// Close a TCP connection this long after it was established, busy or not; 0 or unset = never.
+    #[arg(long, env = "VIPD_MAX_LIFETIME", value_parser = parse_duration)]
+    pub max_lifetime: Option<Duration>,
+    /// Grace given to live connections of a frontend that left the table, and to all connections
+    /// at shutdown, before they are cut.
+    #[arg(long, env = "VIPD_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Accept backlog of each TCP listening socket (the kernel caps it at net.core.somaxconn).
+    #[arg(long, env = "VIPD_LISTEN_BACKLOG", default_value_t = 1024,
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub listen_backlog: i32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m, 1h)"))
+}
+
+/// The data plane's settings, resolved from [`DataplaneArgs`] (or built directly in tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataplaneConfig {
+    pub connect_timeout: Duration,
+    /// At least 1.
+    pub connect_tries: u32,
+    pub idle_timeout: Option<Duration>,
+    pub max_lifetime: Option<Duration>,
+    pub drain_timeout: Duration,
+    pub listen_backlog: i32,
+    /// First delay of the bind retry backoff (not a flag).
+    pub bind_retry_initial: Duration,
+    /// Cap of the bind retry backoff (not a flag).
+    pub bind_retry_max: Duration,
+    /// Size of each of the two relay buffers of a connection (not a flag).
+    pub relay_buffer_size: usize,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            connect_timeout: Duration::from_secs(1),
+            connect_tries: 3,
+            idle_timeout: Some(Duration::from_secs(3600)),
+            max_lifetime: None,
+            drain_timeout: Duration::from_secs(30),
+            listen_backlog: 1024,
+            bind_retry_initial: Duration::from_millis(100),
+            bind_retry_max: Duration::from_secs(5),
+            relay_buffer_size: relay::DEFAULT_BUFFER_SIZE,
+        }
+    }
+}
+
+impl From<&DataplaneArgs> for DataplaneConfig {
+    fn from(a: &DataplaneArgs) -> Self {
+        let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+        DataplaneConfig {
+            connect_timeout: a.connect_timeout,
+            connect_tries: a.connect_tries.max(1),
+            idle_timeout: nonzero(a.idle_timeout),
+            max_lifetime: a.max_lifetime.and_then(nonzero),
+            drain_timeout: a.drain_timeout,
+            listen_backlog: a.listen_backlog.max(1),
+            ..DataplaneConfig::default()
+        }
+    }
+}
+
+/// What [`Dataplane::shutdown`] observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShutdownReport {
+    /// Connections alive when accepting stopped.
+    pub live: usize,
+    /// Of those, the ones that finished within the grace period.
+    pub finished: usize,
+    /// Of those, the ones cut when the grace period expired.
+    pub cut: usize,
+}
+
+/// A frontend the data plane is serving (or trying to bind).
+struct ListenerEntry {
+    /// Stops binding/accepting.
+    stop: CancellationToken,
+    /// Cancelled when the listener task has closed its socket.
+    socket_closed: CancellationToken,
+    /// This frontend's connections.
+    connections: TaskTracker,
+    /// Cuts this frontend's connections.
+    cut: CancellationToken,
+}
+
+/// The listener manager. Create it inside a tokio runtime; [`Dataplane::reconcile`] spawns tasks.
+pub struct Dataplane {
+    config: DataplaneConfig,
+    tables: TableReader,
+    listeners: HashMap<FrontendKey, ListenerEntry>,
+    /// Frontends seen but not served (UDP), so they are logged once.
+    unsupported: HashSet<FrontendKey>,
+    /// Sockets of removed frontends that may still be closing (a re-added key waits for them).
+    closing: HashMap<FrontendKey, CancellationToken>,
+    status: ListenerStatusHandle,
+    backends: Arc<BackendRegistry>,
+    frontends: Arc<FrontendRegistry>,
+    next_owner: u64,
+    /// Parent of every listener's `stop`.
+    stop_all: CancellationToken,
+    /// Parent of every frontend's `cut`.
+    cut_all: CancellationToken,
+    /// Listener tasks and drain watchers.
+    tasks: TaskTracker,
+    /// Every connection task.
+    connections: TaskTracker,
+}
+
+impl Dataplane {
+    pub fn new(config: DataplaneConfig, tables: TableReader) -> Self {
+        Dataplane {
+            config,
+            tables,
+            listeners: HashMap::new(),
+            unsupported: HashSet::new(),
+            closing: HashMap::new(),
+            status: ListenerStatusHandle::default(),
+            backends: Arc::new(BackendRegistry::new()),
+            frontends: Arc::new(FrontendRegistry::new()),
+            next_owner: 0,
+            stop_all: CancellationToken::new(),
+            cut_all: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            connections: TaskTracker::new(),
+        }
+    }
+
+    pub fn config(&self) -> &DataplaneConfig {
+        &self.config
+    }
+
+    /// Reconciles listeners against `published`: opens new frontends, stops accepting on removed
+    /// ones (their live connections drain), and leaves unchanged frontends alone (never rebound).
+    /// Returns at once: binding happens in spawned tasks, with retry. Must run inside a tokio
+    /// runtime. Idempotent: calling it twice with the same table does nothing the second time.
+    pub fn reconcile(&mut self, published: &PublishedTable) {
+        let table = &published.table;
+        let wanted: HashSet<FrontendKey> = table.frontends.iter().map(|f| f.key()).collect();
+
+        // Removed frontends: stop accepting now, drain their connections in the background.
+        let removed: Vec<FrontendKey> = self
+            .listeners
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in &removed {
+            if let Some(entry) = self.listeners.remove(key) {
+                self.retire(*key, entry);
+            }
+        }
+        let gone_unsupported: Vec<FrontendKey> = self
+            .unsupported
+            .iter()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
+        for key in &gone_unsupported {
+            self.unsupported.remove(key);
+            self.status.remove(key);
+        }
+        self.closing.retain(|_, closed| !closed.is_cancelled());
+
+        // New frontends.
+        let mut opened = 0usize;
+        for frontend in &table.frontends {
+            let key = frontend.key();
+            if self.listeners.contains_key(&key) || self.unsupported.contains(&key) {
+                continue;
+            }
+            match key.protocol {
+                Protocol::Tcp => {
+                    self.open_tcp(key);
+                    opened += 1;
+                }
+                Protocol::Udp => {
+                    // UDP seam: a udp listener task will be opened here.
+                    tracing::info!(frontend = %key, "udp frontends are not served yet; skipping");
+                    self.unsupported.insert(key);
+                    self.next_owner += 1;
+                    self.status.insert(
+                        key,
+                        self.next_owner,
+                        ListenerState::Unsupported {
+                            reason: "udp is not served yet",
+                        },
+                    );
+                }
+            }
+        }
+
+        // Runtime state: make sure every current backend has an entry, drop the unused rest.
+        let addrs: HashSet<_> = table
+            .frontends
+            .iter()
+            .flat_map(|f| f.backends.iter().map(|b| b.address))
+            .collect();
+        self.backends.ensure(&addrs);
+        let pruned_backends = self.backends.prune(&addrs);
+        let pruned_frontends = self.frontends.prune(&wanted);
+
+        if opened > 0 || !removed.is_empty() {
+            tracing::info!(
+                generation = published.generation,
+                opened,
+                closed = removed.len(),
+                listeners = self.listeners.len(),
+                pruned_backends,
+                pruned_frontends,
+                "listeners reconciled"
+            );
+        } else {
+            tracing::debug!(
+                generation = published.generation,
+                pruned_backends,
+                pruned_frontends,
+                "listeners unchanged"
+            );
+        }
+    }
+
+    fn open_tcp(&mut self, key: FrontendKey) {
+        self.next_owner += 1;
+        let owner = self.next_owner;
+        let stop = self.stop_all.child_token();
+        let cut = self.cut_all.child_token();
+        let socket_closed = CancellationToken::new();
+        let frontend_connections = TaskTracker::new();
+        self.status.insert(key, owner, ListenerState::Pending);
+        let ctx = Arc::new(tcp::ConnectionContext {
+            key,
+            tables: self.tables.clone(),
+            selector: Box::new(select::RoundRobin::new()),
+            backends: self.backends.clone(),
+            stats: self.frontends.get_or_insert(key),
+            connect_timeout: self.config.connect_timeout,
+            connect_tries: self.config.connect_tries.max(1),
+            relay: RelayConfig {
+                idle_timeout: self.config.idle_timeout,
+                max_lifetime: self.config.max_lifetime,
+                buffer_size: self.config.relay_buffer_size,
+            },
+            connections: self.connections.clone(),
+            frontend_connections: frontend_connections.clone(),
+            cut: cut.clone(),
+        });
+        let task = listener::ListenerTask {
+            key,
+            owner,
+            backlog: self.config.listen_backlog,
+            retry: listener::Backoff::new(
+                self.config.bind_retry_initial,
+                self.config.bind_retry_max,
+            ),
+            status: self.status.clone(),
+            stop: stop.clone(),
+            previous_closed: self.closing.remove(&key),
+            socket_closed: socket_closed.clone(),
+        };
+        self.tasks.spawn(listener::run_tcp_listener(task, ctx));
+        self.listeners.insert(
+            key,
+            ListenerEntry {
+                stop,
+                socket_closed,
+                connections: frontend_connections,
+                cut,
+            },
+        );
+    }
+
+    /// Stops accepting on a removed frontend and lets its connections drain.
+    fn retire(&mut self, key: FrontendKey, entry: ListenerEntry) {
+        entry.stop.cancel();
+        self.status.remove(&key);
+        self.closing.insert(key, entry.socket_closed);
+        entry.connections.close();
+        let live = entry.connections.len();
+        tracing::info!(frontend = %key, live, "frontend removed; stopped accepting, draining");
+        // Watch even when `live` is 0: a connection accepted just before the stop may still be
+        // joining the tracker.
+        let grace = self.config.drain_timeout;
+        let shutdown = self.stop_all.clone();
+        let (connections, cut) = (entry.connections, entry.cut);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = connections.wait() => {
+                    tracing::info!(frontend = %key, "removed frontend drained");
+                }
+                _ = tokio::time::sleep(grace) => {
+                    let remaining = connections.len();
+                    cut.cancel();
+                    tracing::info!(frontend = %key, cut = remaining, "drain timeout; cutting connections");
+                }
+                // Shutdown takes over (it cuts everything after its own grace).
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Per-frontend listener status, for `/readyz` and DNS.
+    pub fn listener_status(&self) -> ListenerStatusHandle {
+        self.status.clone()
+    }
+
+    /// Per-backend runtime state (keyed by address; survives table swaps).
+    pub fn backends(&self) -> Arc<BackendRegistry> {
+        self.backends.clone()
+    }
+
+    /// Per-frontend runtime counters (accepted, active, ...).
+    pub fn frontends(&self) -> Arc<FrontendRegistry> {
+        self.frontends.clone()
+    }
+
+    /// Connections alive now (all frontends, removed ones included).
+    pub fn live_connections(&self) -> usize {
+        self.connections.len()
+    }
+
+    /// Stops accepting everywhere, waits for live connections up to `grace`, then cuts the rest.
+    pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        self.stop_all.cancel();
+        self.tasks.close();
+        // Listener tasks exit promptly once stopped (their sockets close); drain watchers too.
+        self.tasks.wait().await;
+        self.connections.close();
+        let live = self.connections.len();
+        tracing::info!(live, grace = ?grace, "data plane shutting down: stopped accepting");
+        let remaining = match tokio::time::timeout(grace, self.connections.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.connections.len(),
+        };
+        if remaining > 0 {
+            self.cut_all.cancel();
+            // Cut connections end at their next poll; bound the wait anyway.
+            if tokio::time::timeout(Duration::from_secs(5), self.connections.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    left = self.connections.len(),
+                    "connections still running after cut"
+                );
+            }
+        }
+        let remaining = remaining.min(live);
+        let report = ShutdownReport {
+            live,
+            finished: live - remaining,
+            cut: remaining,
+        };
+        tracing::info!(
+            live = report.live,
+            finished = report.finished,
+            cut = report.cut,
+            "data plane stopped"
+        );
+        report
+    }
+}
+
+impl Drop for Dataplane {
+    /// Dropped without [`Dataplane::shutdown`]: stop accepting and cut everything at once.
+    fn drop(&mut self) {
+        self.stop_all.cancel();
+        self.cut_all.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        dp: DataplaneArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<DataplaneConfig, clap::Error> {
+        let mut argv = vec!["vipd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| DataplaneConfig::from(&c.dp))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.connect_tries, 3);
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(3600)));
+        assert_eq!(c.max_lifetime, None);
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.listen_backlog, 1024);
+    }
+
+    #[test]
+    fn humantime_values_and_zero_means_none() {
+        let c = parse(&[
+            "--connect-timeout",
+            "500ms",
+            "--idle-timeout",
+            "0",
+            "--max-lifetime",
+            "2h",
+            "--drain-timeout",
+            "1m 30s",
+        ])
+        .unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(7200)));
+        assert_eq!(c.drain_timeout, Duration::from_secs(90));
+        assert_eq!(parse(&["--max-lifetime", "0s"]).unwrap().max_lifetime, None);
+    }
+
+    #[test]
+    fn bad_values_are_rejected_with_a_clear_error() {
+        let err = parse(&["--connect-timeout", "soon"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--connect-timeout") && err.contains("500ms"),
+            "{err}"
+        );
+        let err = parse(&["--connect-tries", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--connect-tries"), "{err}");
+        let err = parse(&["--listen-backlog=-5"]).unwrap_err().to_string();
+        assert!(err.contains("--listen-backlog"), "{err}");
+        let err = parse(&["--idle-timeout", "10"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--idle-timeout"),
+            "a bare number needs a unit: {err}"
+        );
+    }
+}

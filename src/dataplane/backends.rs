@@ -1,0 +1,468 @@
+//! Per-backend and per-frontend runtime state: plain atomics that outlive every table swap.
+//!
+//! Owns: [`BackendRegistry`] (keyed by backend `SocketAddr`) and [`FrontendRegistry`] (keyed by
+//! [`FrontendKey`]). A key keeps the same `Arc` for as long as it is in the registry, so counters
+//! carry over when a new table is published. Entries are pruned only at reconcile, and only when
+//! the key is in no frontend of the current table AND nothing is using it (zero active).
+//!
+//! Must not: decide anything (selection and ejection read these counters, they live elsewhere),
+//! read the table, or do I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
+//! knows about Prometheus.
+//!
+//! Race note: taking an entry for a new connection (`begin_connect`) and pruning both hold the map
+//! lock, and the connection bumps `active` before the read lock is released, so a prune can never
+//! orphan an entry a connection is about to use.
+
+use crate::table::FrontendKey;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+
+/// Why a connect to a backend failed. Stable label strings for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConnectFailure {
+    /// The backend answered with a RST (nothing listening).
+    Refused,
+    /// No answer within `--connect-timeout`.
+    Timeout,
+    /// Anything else (unreachable, no route, local resource errors, ...).
+    Other,
+}
+
+impl ConnectFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Refused => "refused",
+            ConnectFailure::Timeout => "timeout",
+            ConnectFailure::Other => "other",
+        }
+    }
+
+    /// Classifies a connect error (a timeout is classified by the caller, which owns the timer).
+    pub fn from_io(err: &std::io::Error) -> Self {
+        match err.kind() {
+            std::io::ErrorKind::ConnectionRefused => ConnectFailure::Refused,
+            std::io::ErrorKind::TimedOut => ConnectFailure::Timeout,
+            _ => ConnectFailure::Other,
+        }
+    }
+
+    fn code(self) -> u8 {
+        match self {
+            ConnectFailure::Refused => 1,
+            ConnectFailure::Timeout => 2,
+            ConnectFailure::Other => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Self> {
+        match code {
+            1 => Some(ConnectFailure::Refused),
+            2 => Some(ConnectFailure::Timeout),
+            3 => Some(ConnectFailure::Other),
+            _ => None,
+        }
+    }
+}
+
+// === impl BackendStats ===
+
+/// Runtime counters of one backend address. All counters are monotonic except `active` and
+/// `consecutive_failures`.
+#[derive(Debug, Default)]
+pub struct BackendStats {
+    /// Connections using this backend now, counting connect attempts in flight.
+    active: AtomicU64,
+    /// Connections established (successful connects), ever.
+    total: AtomicU64,
+    failures_refused: AtomicU64,
+    failures_timeout: AtomicU64,
+    failures_other: AtomicU64,
+    /// Failed connects since the last successful one (the input of passive ejection, later).
+    consecutive_failures: AtomicU64,
+    /// [`ConnectFailure::code`] of the last failure; 0 = none yet.
+    last_failure: AtomicU8,
+    /// Bytes relayed from clients to this backend.
+    bytes_to_backend: AtomicU64,
+    /// Bytes relayed from this backend to clients.
+    bytes_from_backend: AtomicU64,
+}
+
+impl BackendStats {
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    pub fn consecutive_failures(&self) -> u64 {
+        self.consecutive_failures.load(Relaxed)
+    }
+
+    pub fn record_connected(&self) {
+        self.total.fetch_add(1, Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+    }
+
+    pub fn record_failure(&self, reason: ConnectFailure) {
+        let counter = match reason {
+            ConnectFailure::Refused => &self.failures_refused,
+            ConnectFailure::Timeout => &self.failures_timeout,
+            ConnectFailure::Other => &self.failures_other,
+        };
+        counter.fetch_add(1, Relaxed);
+        self.consecutive_failures.fetch_add(1, Relaxed);
+        self.last_failure.store(reason.code(), Relaxed);
+    }
+
+    /// The relay's byte counters for this backend (client→backend, backend→client).
+    pub fn byte_counters(&self) -> (&AtomicU64, &AtomicU64) {
+        (&self.bytes_to_backend, &self.bytes_from_backend)
+    }
+
+    pub fn snapshot(&self) -> BackendStatsSnapshot {
+        BackendStatsSnapshot {
+            active: self.active.load(Relaxed),
+            total: self.total.load(Relaxed),
+            failures_refused: self.failures_refused.load(Relaxed),
+            failures_timeout: self.failures_timeout.load(Relaxed),
+            failures_other: self.failures_other.load(Relaxed),
+            consecutive_failures: self.consecutive_failures.load(Relaxed),
+            last_failure: ConnectFailure::from_code(self.last_failure.load(Relaxed)),
+            bytes_to_backend: self.bytes_to_backend.load(Relaxed),
+            bytes_from_backend: self.bytes_from_backend.load(Relaxed),
+        }
+    }
+}
+
+/// A point-in-time copy of [`BackendStats`] (for the admin API and tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BackendStatsSnapshot {
+    pub active: u64,
+    pub total: u64,
+    pub failures_refused: u64,
+    pub failures_timeout: u64,
+    pub failures_other: u64,
+    pub consecutive_failures: u64,
+    pub last_failure: Option<ConnectFailure>,
+    pub bytes_to_backend: u64,
+    pub bytes_from_backend: u64,
+}
+
+impl BackendStatsSnapshot {
+    pub fn failures(&self) -> u64 {
+        self.failures_refused + self.failures_timeout + self.failures_other
+    }
+}
+
+/// Holds one unit of a backend's `active` count; dropping it gives the unit back.
+#[derive(Debug)]
+pub struct ActiveBackend {
+    stats: Arc<BackendStats>,
+}
+
+impl ActiveBackend {
+    pub fn stats(&self) -> &BackendStats {
+        &self.stats
+    }
+}
+
+impl Drop for ActiveBackend {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+// === impl BackendRegistry ===
+
+/// Runtime state of every backend address, shared by all frontends that forward to it.
+#[derive(Debug, Default)]
+pub struct BackendRegistry {
+    entries: RwLock<HashMap<SocketAddr, Arc<BackendStats>>>,
+}
+
+impl BackendRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Takes (or creates) the entry for `addr` and counts one more active user of it.
+    pub fn begin_connect(&self, addr: SocketAddr) -> ActiveBackend {
+        {
+            let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(stats) = map.get(&addr) {
+                stats.active.fetch_add(1, Relaxed);
+                return ActiveBackend {
+                    stats: stats.clone(),
+                };
+            }
+        }
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let stats = map.entry(addr).or_default().clone();
+        stats.active.fetch_add(1, Relaxed);
+        ActiveBackend { stats }
+    }
+
+    /// The entry for `addr`, if any (never creates one).
+    pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendStats>> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        map.get(addr).cloned()
+    }
+
+    /// Creates entries for addresses that have none (so the admin API lists backends that never
+    /// got a connection).
+    pub fn ensure<'a>(&self, addrs: impl IntoIterator<Item = &'a SocketAddr>) {
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        for addr in addrs {
+            map.entry(*addr).or_default();
+        }
+    }
+
+    /// Drops entries not in `keep` that nothing uses any more. Returns how many were dropped.
+    pub fn prune(&self, keep: &HashSet<SocketAddr>) -> usize {
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let before = map.len();
+        map.retain(|addr, stats| keep.contains(addr) || stats.active.load(Relaxed) > 0);
+        before - map.len()
+    }
+
+    /// Every entry's counters, sorted by address.
+    pub fn snapshot(&self) -> Vec<(SocketAddr, BackendStatsSnapshot)> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map.iter().map(|(a, s)| (*a, s.snapshot())).collect();
+        out.sort_by_key(|(a, _)| *a);
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// === impl FrontendStats ===
+
+/// Runtime counters of one frontend.
+#[derive(Debug, Default)]
+pub struct FrontendStats {
+    accepted: AtomicU64,
+    active: AtomicU64,
+    /// Connections closed because no backend could be reached (none eligible, or every try failed).
+    no_backend: AtomicU64,
+    /// Connections cut by a drain timeout or shutdown.
+    cut: AtomicU64,
+    /// Accept errors by class (resource exhaustion such as EMFILE, or anything else).
+    accept_errors_resource: AtomicU64,
+    accept_errors_other: AtomicU64,
+}
+
+impl FrontendStats {
+    pub fn active(&self) -> u64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Counts an accepted connection; the returned guard holds one unit of `active`.
+    pub fn accepted(self: &Arc<Self>) -> ActiveFrontend {
+        self.accepted.fetch_add(1, Relaxed);
+        self.active.fetch_add(1, Relaxed);
+        ActiveFrontend {
+            stats: self.clone(),
+        }
+    }
+
+    pub fn record_no_backend(&self) {
+        self.no_backend.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_cut(&self) {
+        self.cut.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_accept_error(&self, resource_exhausted: bool) {
+        if resource_exhausted {
+            self.accept_errors_resource.fetch_add(1, Relaxed);
+        } else {
+            self.accept_errors_other.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn snapshot(&self) -> FrontendStatsSnapshot {
+        FrontendStatsSnapshot {
+            accepted: self.accepted.load(Relaxed),
+            active: self.active.load(Relaxed),
+            no_backend: self.no_backend.load(Relaxed),
+            cut: self.cut.load(Relaxed),
+            accept_errors_resource: self.accept_errors_resource.load(Relaxed),
+            accept_errors_other: self.accept_errors_other.load(Relaxed),
+        }
+    }
+}
+
+/// A point-in-time copy of [`FrontendStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FrontendStatsSnapshot {
+    pub accepted: u64,
+    pub active: u64,
+    pub no_backend: u64,
+    pub cut: u64,
+    pub accept_errors_resource: u64,
+    pub accept_errors_other: u64,
+}
+
+/// Holds one unit of a frontend's `active` count.
+#[derive(Debug)]
+pub struct ActiveFrontend {
+    stats: Arc<FrontendStats>,
+}
+
+impl ActiveFrontend {
+    pub fn stats(&self) -> &FrontendStats {
+        &self.stats
+    }
+}
+
+impl Drop for ActiveFrontend {
+    fn drop(&mut self) {
+        self.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+// === impl FrontendRegistry ===
+
+/// Runtime state of every frontend, by key. Survives swaps while the frontend stays in the table
+/// (and while a removed frontend still has live connections).
+#[derive(Debug, Default)]
+pub struct FrontendRegistry {
+    entries: RwLock<HashMap<FrontendKey, Arc<FrontendStats>>>,
+}
+
+impl FrontendRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn get_or_insert(&self, key: FrontendKey) -> Arc<FrontendStats> {
+        if let Some(s) = self.get(&key) {
+            return s;
+        }
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(key).or_default().clone()
+    }
+
+    pub fn get(&self, key: &FrontendKey) -> Option<Arc<FrontendStats>> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        map.get(key).cloned()
+    }
+
+    /// Drops entries not in `keep` with no active connection. Returns how many were dropped.
+    pub fn prune(&self, keep: &HashSet<FrontendKey>) -> usize {
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let before = map.len();
+        map.retain(|key, stats| keep.contains(key) || stats.active.load(Relaxed) > 0);
+        before - map.len()
+    }
+
+    /// Every entry's counters, sorted by key.
+    pub fn snapshot(&self) -> Vec<(FrontendKey, FrontendStatsSnapshot)> {
+        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map.iter().map(|(k, s)| (*k, s.snapshot())).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::Protocol;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn same_address_keeps_its_entry_and_active_counts_follow_guards() {
+        let reg = BackendRegistry::new();
+        let a = reg.begin_connect(addr(1));
+        let b = reg.begin_connect(addr(1));
+        assert!(std::ptr::eq(a.stats(), b.stats()));
+        assert_eq!(reg.get(&addr(1)).unwrap().active(), 2);
+        drop(a);
+        assert_eq!(reg.get(&addr(1)).unwrap().active(), 1);
+        drop(b);
+        assert_eq!(reg.get(&addr(1)).unwrap().active(), 0);
+    }
+
+    #[test]
+    fn prune_keeps_listed_and_busy_entries() {
+        let reg = BackendRegistry::new();
+        reg.ensure(&[addr(1), addr(2), addr(3)]);
+        let busy = reg.begin_connect(addr(2));
+        let keep: HashSet<_> = [addr(1)].into_iter().collect();
+        assert_eq!(reg.prune(&keep), 1, "only the idle, unlisted addr(3) goes");
+        assert!(reg.get(&addr(2)).is_some());
+        assert!(reg.get(&addr(3)).is_none());
+        drop(busy);
+        assert_eq!(reg.prune(&keep), 1);
+        assert_eq!(reg.len(), 1);
+    }
+
+    #[test]
+    fn failures_count_by_reason_and_success_resets_the_streak() {
+        let stats = BackendStats::default();
+        stats.record_failure(ConnectFailure::Refused);
+        stats.record_failure(ConnectFailure::Timeout);
+        let s = stats.snapshot();
+        assert_eq!(
+            (s.failures_refused, s.failures_timeout, s.failures()),
+            (1, 1, 2)
+        );
+        assert_eq!(s.consecutive_failures, 2);
+        assert_eq!(s.last_failure, Some(ConnectFailure::Timeout));
+        stats.record_connected();
+        let s = stats.snapshot();
+        assert_eq!((s.consecutive_failures, s.total), (0, 1));
+        assert_eq!(
+            s.last_failure,
+            Some(ConnectFailure::Timeout),
+            "last reason is kept"
+        );
+    }
+
+    #[test]
+    fn frontend_entries_survive_until_idle_and_unlisted() {
+        let reg = FrontendRegistry::new();
+        let key = FrontendKey {
+            protocol: Protocol::Tcp,
+            listen: addr(80),
+        };
+        let stats = reg.get_or_insert(key);
+        let conn = stats.accepted();
+        assert!(Arc::ptr_eq(&stats, &reg.get_or_insert(key)));
+        assert_eq!(reg.prune(&HashSet::new()), 0, "busy entry stays");
+        drop(conn);
+        assert_eq!(stats.snapshot().accepted, 1);
+        assert_eq!(reg.prune(&HashSet::new()), 1);
+    }
+
+    #[test]
+    fn connect_errors_classify() {
+        use std::io::{Error, ErrorKind};
+        assert_eq!(
+            ConnectFailure::from_io(&Error::from(ErrorKind::ConnectionRefused)),
+            ConnectFailure::Refused
+        );
+        assert_eq!(
+            ConnectFailure::from_io(&Error::from(ErrorKind::TimedOut)),
+            ConnectFailure::Timeout
+        );
+        assert_eq!(
+            ConnectFailure::from_io(&Error::from_raw_os_error(libc::EHOSTUNREACH)),
+            ConnectFailure::Other
+        );
+    }
+}

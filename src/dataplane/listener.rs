@@ -1,0 +1,428 @@
+//! Listening sockets: binding (socket2), bind retry with backoff, and the per-frontend listener
+//! status that `/readyz` and DNS read.
+//!
+//! Owns: [`bind_tcp`] (socket options), [`Backoff`] (capped exponential with jitter),
+//! [`ListenerStatusHandle`], the accept-error classification ([`AcceptErrorClass`]) and a small
+//! log rate limiter. The TCP listener task ([`run_tcp_listener`]) binds with retry, reports its
+//! status, then hands the socket to the accept loop in `tcp.rs`.
+//!
+//! Bind errors (port in use, address not local) are logged at `warn` once per change of error for
+//! that frontend and retried forever with backoff until the frontend leaves the table; they never
+//! affect other frontends or the daemon.
+//!
+//! Must not: read the table or pick backends; UDP will reuse the status, backoff and error
+//! handling here with its own socket type.
+
+use crate::table::FrontendKey;
+use rand::Rng;
+use serde::Serialize;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Binds a nonblocking TCP listening socket on `addr`.
+///
+/// Options: `SO_REUSEADDR` (rebind while old connections sit in TIME_WAIT), `IPV6_V6ONLY` for
+/// IPv6 addresses (so `[::]:p` and `0.0.0.0:p` can be separate frontends), close-on-exec
+/// (socket2's default), and the given accept backlog.
+pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+// === impl Backoff ===
+
+/// Capped exponential backoff with jitter: attempt `n` waits a uniformly random time in
+/// `[d/2, d]`, where `d = min(max, initial * 2^n)`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+}
+
+impl Backoff {
+    /// `initial` is raised to 1 ms and `max` to at least `initial`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.max(Duration::from_millis(1));
+        Backoff {
+            initial,
+            max: max.max(initial),
+            attempt: 0,
+        }
+    }
+
+    /// The delay before the next try.
+    pub fn next_delay(&mut self) -> Duration {
+        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
+        let ceiling = self.initial.saturating_mul(factor).min(self.max);
+        self.attempt = self.attempt.saturating_add(1);
+        let nanos = ceiling.as_nanos() as u64;
+        Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
+    }
+
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
+// === impl ListenerStatusHandle ===
+
+/// What the data plane knows about one frontend's listening socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum ListenerState {
+    /// Not attempted yet.
+    Pending,
+    /// Accepting on `local`.
+    Bound { local: SocketAddr },
+    /// The last bind failed; retrying with backoff.
+    Failed { error: String, attempts: u32 },
+    /// The data plane does not serve this frontend's protocol yet (UDP).
+    Unsupported { reason: &'static str },
+}
+
+#[derive(Debug)]
+struct StatusEntry {
+    /// The listener instance that owns the entry; a stale task cannot overwrite a newer one.
+    owner: u64,
+    state: ListenerState,
+}
+
+/// Cloneable, thread-safe view of every current frontend's listener state.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerStatusHandle {
+    inner: Arc<RwLock<HashMap<FrontendKey, StatusEntry>>>,
+}
+
+impl ListenerStatusHandle {
+    pub fn is_bound(&self, key: &FrontendKey) -> bool {
+        matches!(self.state(key), Some(ListenerState::Bound { .. }))
+    }
+
+    /// The bound local address (useful when a frontend listens on port 0).
+    pub fn local_addr(&self, key: &FrontendKey) -> Option<SocketAddr> {
+        match self.state(key) {
+            Some(ListenerState::Bound { local }) => Some(local),
+            _ => None,
+        }
+    }
+
+    pub fn state(&self, key: &FrontendKey) -> Option<ListenerState> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        map.get(key).map(|e| e.state.clone())
+    }
+
+    /// True once every frontend of the last reconciled table has had at least one bind attempt
+    /// (bound, failed, or unsupported).
+    pub fn all_attempted(&self) -> bool {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        map.values().all(|e| e.state != ListenerState::Pending)
+    }
+
+    /// Every frontend's state, sorted by key.
+    pub fn snapshot(&self) -> Vec<(FrontendKey, ListenerState)> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map.iter().map(|(k, e)| (*k, e.state.clone())).collect();
+        out.sort_by_key(|(k, _)| *k);
+        out
+    }
+
+    pub(crate) fn insert(&self, key: FrontendKey, owner: u64, state: ListenerState) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        map.insert(key, StatusEntry { owner, state });
+    }
+
+    /// Updates the entry only if `owner` still owns it.
+    pub(crate) fn update(&self, key: &FrontendKey, owner: u64, state: ListenerState) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(key) {
+            if entry.owner == owner {
+                entry.state = state;
+            }
+        }
+    }
+
+    pub(crate) fn remove(&self, key: &FrontendKey) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        map.remove(key);
+    }
+}
+
+// === accept errors ===
+
+/// How the accept loop reacts to an accept error. It never exits on one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptErrorClass {
+    /// Out of file descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the pending
+    /// connection stays in the backlog; pause [`ACCEPT_RESOURCE_PAUSE`] and try again.
+    ResourceExhausted,
+    /// A problem with that one connection (ECONNABORTED, EPROTO, EPERM, ...): accept the next.
+    Connection,
+    /// Anything unexpected: pause [`ACCEPT_OTHER_PAUSE`] (no busy loop) and try again.
+    Other,
+}
+
+/// Pause after a resource-exhaustion accept error.
+pub const ACCEPT_RESOURCE_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after an unexpected accept error.
+pub const ACCEPT_OTHER_PAUSE: Duration = Duration::from_millis(10);
+
+impl AcceptErrorClass {
+    pub fn of(err: &io::Error) -> Self {
+        match err.raw_os_error() {
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+                AcceptErrorClass::ResourceExhausted
+            }
+            Some(
+                libc::ECONNABORTED
+                | libc::ECONNRESET
+                | libc::EPROTO
+                | libc::EPERM
+                | libc::EINTR
+                | libc::EAGAIN
+                | libc::ENETDOWN
+                | libc::ENOPROTOOPT
+                | libc::EHOSTDOWN
+                | libc::ENONET
+                | libc::EHOSTUNREACH
+                | libc::EOPNOTSUPP
+                | libc::ENETUNREACH
+                | libc::ETIMEDOUT,
+            ) => AcceptErrorClass::Connection,
+            _ => match err.kind() {
+                io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::Interrupted
+                | io::ErrorKind::WouldBlock => AcceptErrorClass::Connection,
+                _ => AcceptErrorClass::Other,
+            },
+        }
+    }
+
+    /// How long the accept loop pauses before the next accept.
+    pub fn pause(self) -> Option<Duration> {
+        match self {
+            AcceptErrorClass::ResourceExhausted => Some(ACCEPT_RESOURCE_PAUSE),
+            AcceptErrorClass::Connection => None,
+            AcceptErrorClass::Other => Some(ACCEPT_OTHER_PAUSE),
+        }
+    }
+}
+
+/// Lets one log line through per `interval` and counts the ones it held back.
+#[derive(Debug)]
+pub struct LogLimiter {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub fn new(interval: Duration) -> Self {
+        LogLimiter {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// `Some(n)` if a line may be logged now (`n` = lines suppressed since the last one).
+    pub fn allow(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.saturating_duration_since(last) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+// === the listener task ===
+
+/// What a TCP listener task needs besides the connection context.
+pub(crate) struct ListenerTask {
+    pub key: FrontendKey,
+    pub owner: u64,
+    pub backlog: i32,
+    pub retry: Backoff,
+    pub status: ListenerStatusHandle,
+    /// Stop binding/accepting (frontend removed, or shutdown).
+    pub stop: CancellationToken,
+    /// Cancelled once a previous listener on the same key has closed its socket.
+    pub previous_closed: Option<CancellationToken>,
+    /// Cancelled (on drop) when this task's socket is closed.
+    pub socket_closed: CancellationToken,
+}
+
+/// Binds with retry, then runs the accept loop until `stop`. Never returns early on errors.
+pub(crate) async fn run_tcp_listener(
+    mut task: ListenerTask,
+    ctx: Arc<super::tcp::ConnectionContext>,
+) {
+    let _closed = task.socket_closed.clone().drop_guard();
+    if let Some(previous) = task.previous_closed.take() {
+        tokio::select! {
+            _ = previous.cancelled() => {}
+            _ = task.stop.cancelled() => return,
+        }
+    }
+    let key = task.key;
+    let mut attempts = 0u32;
+    let mut last_error: Option<String> = None;
+    let listener = loop {
+        attempts += 1;
+        let bound = bind_tcp(key.listen, task.backlog)
+            .and_then(tokio::net::TcpListener::from_std)
+            .and_then(|l| l.local_addr().map(|a| (l, a)));
+        match bound {
+            Ok((listener, local)) => {
+                task.status
+                    .update(&key, task.owner, ListenerState::Bound { local });
+                if attempts > 1 {
+                    tracing::info!(frontend = %key, %local, attempts, "listening (bind succeeded after retries)");
+                } else {
+                    tracing::info!(frontend = %key, %local, "listening");
+                }
+                break listener;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                if last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(frontend = %key, %error, "bind failed; retrying with backoff");
+                } else {
+                    tracing::debug!(frontend = %key, %error, attempts, "bind failed again");
+                }
+                task.status.update(
+                    &key,
+                    task.owner,
+                    ListenerState::Failed {
+                        error: error.clone(),
+                        attempts,
+                    },
+                );
+                last_error = Some(error);
+                let delay = task.retry.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = task.stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    super::tcp::accept_loop(listener, ctx, task.stop).await;
+    tracing::info!(frontend = %key, "stopped accepting");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let d: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
+        for (i, d) in d.iter().enumerate() {
+            let ceiling = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
+            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {i}: {d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+        // Many attempts never overflow.
+        for _ in 0..100 {
+            assert!(b.next_delay() <= Duration::from_secs(1));
+        }
+    }
+
+    #[test]
+    fn accept_errors_classify_and_resource_errors_pause() {
+        let e = |code| io::Error::from_raw_os_error(code);
+        assert_eq!(
+            AcceptErrorClass::of(&e(libc::EMFILE)),
+            AcceptErrorClass::ResourceExhausted
+        );
+        assert_eq!(
+            AcceptErrorClass::of(&e(libc::ENFILE)),
+            AcceptErrorClass::ResourceExhausted
+        );
+        assert_eq!(
+            AcceptErrorClass::of(&e(libc::ECONNABORTED)),
+            AcceptErrorClass::Connection
+        );
+        assert_eq!(
+            AcceptErrorClass::of(&e(libc::EBADF)),
+            AcceptErrorClass::Other
+        );
+        let pause = AcceptErrorClass::ResourceExhausted.pause().unwrap();
+        assert!(pause >= Duration::from_millis(50) && pause <= Duration::from_millis(100));
+        assert_eq!(AcceptErrorClass::Connection.pause(), None);
+        assert!(AcceptErrorClass::Other.pause().is_some(), "no busy loop");
+    }
+
+    #[test]
+    fn log_limiter_counts_what_it_suppressed() {
+        let mut l = LogLimiter::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(l.allow(t0), Some(0));
+        assert_eq!(l.allow(t0 + Duration::from_secs(1)), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(2)), None);
+        assert_eq!(l.allow(t0 + Duration::from_secs(6)), Some(2));
+    }
+
+    #[tokio::test]
+    async fn bind_reports_address_in_use() {
+        let first = bind_tcp("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = first.local_addr().unwrap();
+        let err = bind_tcp(addr, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        bind_tcp(addr, 16).expect("free again");
+    }
+
+    #[tokio::test]
+    async fn bind_ipv6_loopback_is_v6_only() {
+        let Ok(l) = bind_tcp("[::1]:0".parse().unwrap(), 16) else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        assert!(socket2::SockRef::from(&l).only_v6().unwrap());
+    }
+
+    #[test]
+    fn status_updates_only_from_the_owner() {
+        let status = ListenerStatusHandle::default();
+        let key = FrontendKey {
+            protocol: crate::table::Protocol::Tcp,
+            listen: "127.0.0.1:1".parse().unwrap(),
+        };
+        status.insert(key, 2, ListenerState::Pending);
+        assert!(!status.all_attempted());
+        let local = key.listen;
+        status.update(&key, 1, ListenerState::Bound { local });
+        assert!(
+            !status.is_bound(&key),
+            "a stale listener cannot claim the entry"
+        );
+        status.update(&key, 2, ListenerState::Bound { local });
+        assert!(status.is_bound(&key));
+        assert!(status.all_attempted());
+        status.remove(&key);
+        assert_eq!(status.state(&key), None);
+    }
+}
