@@ -6,11 +6,14 @@
 //! - [`published`]: the one `ArcSwap` that holds the current table, and its single writer.
 //! - [`source`], [`control`]: the control plane (file/Marathon sources, the control loop).
 //! - [`dataplane`]: listeners, TCP and UDP forwarding, per-backend runtime state.
+//! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`.
 #![deny(rust_2018_idioms)]
 
+pub mod addresses;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod model;
 pub mod published;
 pub mod source;
