@@ -9,6 +9,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod cli;
+pub mod commands;
 pub mod control;
 pub mod dataplane;
 pub mod model;
