@@ -11,6 +11,7 @@
 
 pub mod addresses;
 pub mod cli;
+pub mod commands;
 pub mod control;
 pub mod dataplane;
 pub mod dns;

@@ -9,6 +9,8 @@
 //! or publish anything when a source fails: sources only ever hand over good snapshots, so the
 //! last good table keeps serving.
 
+pub mod resolve;
+
 use crate::published::{PublishedTable, TablePublisher};
 use crate::source::{SourceHandle, SourceSnapshot};
 use crate::table::diff::TableDiff;
