@@ -1,20 +1,64 @@
+//! The `vipd` binary: parse flags, set up logging and the runtime, dispatch the subcommand.
+//! `anyhow` is used here only; everything below returns typed errors.
+
+use anyhow::Context;
 use clap::Parser;
-use vipd::cli::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+use vipd::cli::{Cli, Command, LogArgs, LogFormat};
+
+fn init_logging(args: &LogArgs) {
+    let filter = match &args.log_level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Table(args) => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
+            // Warnings are part of the JSON output; keep stderr for the one-line error.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
-                .build()?;
+                .build()
+                .context("cannot start the runtime")?;
             let mut stdout = std::io::stdout().lock();
-            if let Err(e) = runtime.block_on(vipd::commands::table::run(&args, &mut stdout)) {
+            if let Err(e) = rt.block_on(vipd::commands::table::run(&args, &mut stdout)) {
                 // One line, whatever the error text holds.
                 let line = e.to_string().replace(['\n', '\r'], " ");
                 eprintln!("vipd table: {line}");
                 std::process::exit(1);
             }
+            Ok(())
+        }
+        Command::Run(args) => {
+            init_logging(&cli.log);
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.worker_threads {
+                builder.worker_threads(n.max(1));
+            }
+            let rt = builder
+                .enable_all()
+                .thread_name("vipd-worker")
+                .build()
+                .context("cannot start the runtime")?;
+            rt.block_on(async {
+                let daemon = vipd::daemon::Daemon::start(&args)?;
+                daemon.run_until_signal().await?;
+                anyhow::Ok(())
+            })
+        }
+        Command::Demo(args) => {
+            init_logging(&cli.log);
+            let rt = tokio::runtime::Runtime::new().context("cannot start the runtime")?;
+            rt.block_on(vipd::demo::run(args))?;
             Ok(())
         }
     }

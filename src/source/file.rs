@@ -97,7 +97,7 @@ async fn run(
     let mut poll = tokio::time::interval(POLL_INTERVAL);
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    loop {
+    while !shutdown.is_cancelled() {
         let current = stamp(&path);
         if force || woken || current != last_stamp {
             let observed_at = Instant::now();

@@ -406,3 +406,4 @@ pub async fn blackhole() -> Option<Blackhole> {
     }
     None
 }
+pub mod daemon;
