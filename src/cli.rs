@@ -94,6 +94,12 @@ pub struct RunArgs {
     pub table: TableOptionArgs,
     #[command(flatten)]
     pub dataplane: crate::dataplane::DataplaneArgs,
+    #[command(flatten)]
+    pub addresses: crate::addresses::AddressArgs,
+    #[command(flatten)]
+    pub dns: crate::dns::DnsArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -112,6 +118,18 @@ impl RunArgs {
         args.source.apps = Some(path);
         args
     }
+}
+
+/// The admin HTTP server (`/metrics`, `/healthz`, `/readyz`, `/v1/vips`, `/v1/config`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AdminArgs {
+    /// Address of the admin HTTP server. Keep it on localhost unless the network is trusted:
+    /// it shows the whole table.
+    #[arg(long, env = "VIPD_ADMIN_LISTEN", default_value = "127.0.0.1:61421")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+    /// Run without the admin server.
+    #[arg(long, env = "VIPD_NO_ADMIN")]
+    pub no_admin: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -1,29 +1,40 @@
 //! `vipd run`: assembles the daemon from its parts and runs it until a signal.
 //!
-//! Owns: the wiring (source → control loop → publisher → followers: VIP addresses, then
-//! listeners), the signal handling (SIGTERM/SIGINT: stop accepting, drain up to the grace period,
-//! exit 0; SIGHUP: re-read the source now), and the order of shutdown.
+//! Owns: the wiring (source → control loop → publisher → followers: VIP addresses first, then
+//! listeners), the side servers (admin on its own thread, DNS), the signal handling
+//! (SIGTERM/SIGINT: stop accepting, drain up to the grace period, remove the VIP addresses vipd
+//! added, exit 0; SIGHUP: re-read the source now), and the order of shutdown.
 //!
 //! Must not: contain routing, forwarding or Marathon logic of its own; every decision lives in the
 //! module that owns it.
 
+use crate::addresses::{AddressError, AddressManager};
+use crate::admin::{AdminError, AdminServer, AdminState};
 use crate::cli::{RunArgs, SourceArgs};
 use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
-use crate::dataplane::{Dataplane, DataplaneConfig};
+use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
+use crate::dns::{DnsError, DnsServer, ServingCheck};
+use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
 use crate::source::{self, SourceHandle};
-use crate::table::{BuildOptions, Resolved};
+use crate::table::{BuildOptions, FrontendKey, Resolved};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
-/// Errors that stop the daemon from starting.
+/// Errors that stop the daemon from starting. Each names what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("no source given: pass --apps FILE or --marathon URL")]
     NoSource,
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error(transparent)]
+    Addresses(#[from] AddressError),
+    #[error(transparent)]
+    Admin(#[from] AdminError),
+    #[error("DNS server: {0}")]
+    Dns(#[from] DnsError),
 }
 
 impl ResolveHosts for HostResolver {
@@ -39,18 +50,58 @@ impl FollowTable for Dataplane {
     }
 }
 
+/// VIP addresses follow the table (before the listeners, which need them to bind).
+impl FollowTable for AddressManager {
+    async fn follow(&mut self, published: &Arc<PublishedTable>) {
+        let report = self.reconcile(&published.table).await;
+        if !report.added.is_empty() || !report.removed.is_empty() {
+            tracing::info!(added = ?report.added, removed = ?report.removed, "VIP addresses reconciled");
+        }
+    }
+}
+
+impl<T: FollowTable> FollowTable for Option<T> {
+    async fn follow(&mut self, published: &Arc<PublishedTable>) {
+        if let Some(inner) = self {
+            inner.follow(published).await;
+        }
+    }
+}
+
+/// DNS answers a VIP name only once one of its listeners is bound (dcos-net #130).
+struct ListenersServing(ListenerStatusHandle);
+
+impl ServingCheck for ListenersServing {
+    fn is_serving(&self, key: &FrontendKey) -> bool {
+        self.0.is_bound(key)
+    }
+}
+
+type Followers = (Option<AddressManager>, Dataplane);
+
 /// A running daemon, for `run` and `demo`.
 pub struct Daemon {
     pub tables: TableReader,
     pub shutdown: CancellationToken,
+    pub admin_addr: Option<std::net::SocketAddr>,
+    pub dns_addr: Option<std::net::SocketAddr>,
     source: SourceHandle,
-    task: tokio::task::JoinHandle<Dataplane>,
+    control: tokio::task::JoinHandle<Followers>,
+    dns: Option<tokio::task::JoinHandle<Result<(), DnsError>>>,
+    admin: Option<AdminServer>,
     grace: std::time::Duration,
 }
 
 impl Daemon {
-    /// Starts every part. Must be called inside a tokio runtime.
-    pub fn start(args: &RunArgs) -> Result<Daemon, StartError> {
+    /// Starts every part. Must be called inside a tokio runtime. `config` is the redacted
+    /// effective configuration shown by `/v1/config`.
+    pub async fn start(args: &RunArgs, config: serde_json::Value) -> Result<Daemon, StartError> {
+        // Fail fast on what the operator must fix, before anything is bound.
+        let addresses = if args.addresses.manage_addresses {
+            Some(AddressManager::new(&args.addresses).await?)
+        } else {
+            None
+        };
         let shutdown = CancellationToken::new();
         let source = start_source(&args.source, shutdown.clone())?;
         let (publisher, tables) = published::channel();
@@ -62,18 +113,63 @@ impl Daemon {
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let dataplane = Dataplane::new(dataplane_config, tables.clone());
+        let listeners = dataplane.listener_status();
+
+        let metrics = Arc::new(Metrics::new());
+        metrics.register(Box::new(DataplaneCollector::new(
+            dataplane.backends(),
+            dataplane.frontends(),
+            listeners.clone(),
+        )));
+        let warnings = Arc::default();
+        let admin = match args.admin.admin_listen {
+            Some(listen) if !args.admin.no_admin => Some(AdminServer::start(
+                listen,
+                AdminState {
+                    metrics: metrics.clone(),
+                    tables: tables.clone(),
+                    listeners: listeners.clone(),
+                    backends: dataplane.backends(),
+                    frontends: dataplane.frontends(),
+                    warnings: Arc::clone(&warnings),
+                    config: Arc::new(config),
+                },
+            )?),
+            _ => None,
+        };
+
+        let (dns, dns_addr) = match args.dns.dns_listen {
+            Some(listen) => {
+                let zone = crate::dns::parse_zone(&args.table.zone)?;
+                let server = DnsServer::bind(listen).await?;
+                let local = server.local_addr();
+                let serving: Arc<dyn ServingCheck + Send + Sync> =
+                    Arc::new(ListenersServing(listeners.clone()));
+                let task =
+                    tokio::spawn(server.run(tables.clone(), serving, zone, shutdown.clone()));
+                (Some(task), Some(local))
+            }
+            None => (None, None),
+        };
+
+        let followers: Followers = (addresses, dataplane);
         let control = ControlLoop::new(
             publisher,
             HostResolver::new(Default::default()),
             options,
-            dataplane,
-        );
-        let task = tokio::spawn(control.run(source.clone(), shutdown.clone()));
+            followers,
+        )
+        .with_observability(metrics.control.clone(), warnings);
+        let control = tokio::spawn(control.run(source.clone(), shutdown.clone()));
         Ok(Daemon {
             tables,
             shutdown,
+            admin_addr: admin.as_ref().map(|a| a.local_addr),
+            dns_addr,
             source,
-            task,
+            control,
+            dns,
+            admin,
             grace,
         })
     }
@@ -95,15 +191,30 @@ impl Daemon {
         Ok(())
     }
 
-    /// Stops accepting, waits for live connections up to the grace period, and returns.
-    pub async fn stop(self) {
+    /// Stops accepting, waits for live connections up to the grace period, removes the VIP
+    /// addresses vipd added, and returns.
+    pub async fn stop(mut self) {
         self.shutdown.cancel();
-        match self.task.await {
-            Ok(dataplane) => {
+        match self.control.await {
+            Ok((mut addresses, dataplane)) => {
                 let report = dataplane.shutdown(self.grace).await;
-                tracing::info!(?report, "stopped");
+                tracing::info!(?report, "data plane stopped");
+                if let Some(addresses) = addresses.as_mut() {
+                    let report = addresses.cleanup().await;
+                    tracing::info!(removed = ?report.removed, errors = report.errors.len(), "VIP addresses removed");
+                }
             }
             Err(e) => tracing::error!(error = %e, "control loop ended abnormally"),
+        }
+        if let Some(dns) = self.dns.take() {
+            match dns.await {
+                Ok(Err(e)) => tracing::warn!(error = %e, "DNS server ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "DNS server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
         }
     }
 }

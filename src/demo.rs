@@ -140,7 +140,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
 
     let mut run_args = RunArgs::for_apps_file(path.clone());
     run_args.table.bind_address = Ipv4Addr::LOCALHOST.into();
-    let daemon = Daemon::start(&run_args)?;
+    // Any free port: a second demo (or a real vipd) may hold the default one.
+    run_args.admin.admin_listen = Some((Ipv4Addr::LOCALHOST, 0).into());
+    let daemon = Daemon::start(&run_args, serde_json::json!({"demo": true})).await?;
+    let admin = daemon.admin_addr;
 
     // Prove it works before telling the user to try: three connections, three greetings.
     let greetings = self_check((Ipv4Addr::LOCALHOST, service_port).into(), 3).await;
@@ -161,6 +164,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         "       (without nc: bash -c 'exec 3<>/dev/tcp/127.0.0.1/{service_port}; head -1 <&3')"
     );
     println!("Table: vipd table --apps {}", path.display());
+    if let Some(admin) = admin {
+        println!("Admin: curl http://{admin}/v1/vips   (and /metrics, /readyz)");
+    }
     println!(
         "Edit {} to change the table live; Ctrl-C stops.",
         path.display()

@@ -10,6 +10,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod addresses;
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod control;
@@ -17,6 +18,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod dns;
+pub mod metrics;
 pub mod model;
 pub mod published;
 pub mod source;

@@ -2,7 +2,7 @@
 //! `anyhow` is used here only; everything below returns typed errors.
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use tracing_subscriber::EnvFilter;
 use vipd::cli::{Cli, Command, LogArgs, LogFormat};
 
@@ -13,7 +13,8 @@ fn init_logging(args: &LogArgs) {
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match args.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -21,7 +22,11 @@ fn init_logging(args: &LogArgs) {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Table(args) => {
             // Warnings are part of the JSON output; keep stderr for the one-line error.
@@ -49,8 +54,12 @@ fn main() -> anyhow::Result<()> {
                 .thread_name("vipd-worker")
                 .build()
                 .context("cannot start the runtime")?;
+            let config = matches
+                .subcommand_matches("run")
+                .map(vipd::admin::effective_config)
+                .unwrap_or_default();
             rt.block_on(async {
-                let daemon = vipd::daemon::Daemon::start(&args)?;
+                let daemon = vipd::daemon::Daemon::start(&args, config).await?;
                 daemon.run_until_signal().await?;
                 anyhow::Ok(())
             })

@@ -17,7 +17,7 @@ use crate::table::diff::TableDiff;
 use crate::table::{self, BuildOptions, Resolved, Warning};
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +71,9 @@ pub struct ControlLoop<R, F> {
     followers: F,
     logged_warnings: BTreeSet<Warning>,
     pub last_timings: PassTimings,
+    metrics: Option<crate::metrics::ControlMetrics>,
+    /// The last build's warnings, for the admin API.
+    warnings: Arc<Mutex<Vec<Warning>>>,
 }
 
 impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
@@ -87,7 +90,21 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
             followers,
             logged_warnings: BTreeSet::new(),
             last_timings: PassTimings::default(),
+            metrics: None,
+            warnings: Arc::default(),
         }
+    }
+
+    /// Records build and publish metrics into `metrics`, and keeps the last warnings in
+    /// `warnings` (read by the admin API).
+    pub fn with_observability(
+        mut self,
+        metrics: crate::metrics::ControlMetrics,
+        warnings: Arc<Mutex<Vec<Warning>>>,
+    ) -> Self {
+        self.metrics = Some(metrics);
+        self.warnings = warnings;
+        self
     }
 
     /// Runs until `shutdown` fires, handling every snapshot the source publishes. Bursts coalesce:
@@ -131,6 +148,12 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         let (new_table, warnings) =
             table::build(&snapshot.apps, &resolved, &self.options).into_parts();
         let build_time = build_started.elapsed();
+        if let Some(m) = &self.metrics {
+            m.built(build_time, warnings.len());
+        }
+        if let Ok(mut shared) = self.warnings.lock() {
+            shared.clone_from(&warnings);
+        }
         self.log_new_warnings(warnings);
 
         let current = self.publisher.current();
@@ -152,6 +175,19 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
             build: build_time,
             input_to_publish,
         };
+        if let Some(m) = &self.metrics {
+            m.publish_latency.observe(input_to_publish.as_secs_f64());
+            m.published(
+                published.generation,
+                published.table.frontends.len(),
+                published
+                    .table
+                    .frontends
+                    .iter()
+                    .map(|f| f.backends.len())
+                    .sum(),
+            );
+        }
         tracing::info!(
             generation = published.generation,
             frontends = published.table.frontends.len(),

@@ -115,3 +115,36 @@ pub fn write_atomically(path: &Path, content: &str) {
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
+
+impl VipdProcess {
+    /// The address the admin server logged (`admin server listening local=ADDR`).
+    pub fn admin_addr(&self, timeout: Duration) -> Option<std::net::SocketAddr> {
+        self.logged_addr("admin server listening", timeout)
+    }
+
+    /// Finds `local=ADDR` (or `listen=ADDR`) on the first log line containing `needle`.
+    pub fn logged_addr(&self, needle: &str, timeout: Duration) -> Option<std::net::SocketAddr> {
+        if !self.wait_for_log(needle, timeout) {
+            return None;
+        }
+        let line = self.log().into_iter().find(|l| l.contains(needle))?;
+        line.split_whitespace()
+            .filter_map(|w| {
+                w.strip_prefix("local=")
+                    .or_else(|| w.strip_prefix("listen="))
+            })
+            .find_map(|a| a.trim_matches('"').parse().ok())
+    }
+}
+
+/// A plain HTTP GET on loopback; returns (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let resp = client.get(url).send().await.expect("admin request");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap_or_default())
+}

@@ -1,0 +1,370 @@
+//! Prometheus metrics: names, help texts, label sets, and how each is produced.
+//!
+//! Owns: the [`Metrics`] registry. Control-plane metrics (table generation, publish time, build
+//! duration, input→publish latency) are ordinary metrics the control loop records into. Data-plane
+//! metrics are produced **at scrape time** by [`DataplaneCollector`] from the per-frontend and
+//! per-backend runtime registries, so the hot path pays nothing beyond the atomics it already
+//! keeps, and a backend or frontend that leaves the table stops being exported with it.
+//!
+//! Label sets are bounded by the table: `frontend` is `protocol:listen` (one value per frontend),
+//! `backend` is the backend address (one per backend), and the remaining labels (`reason`,
+//! `direction`, `kind`, `state`) take a fixed handful of values. A cluster with F frontends and B
+//! backends exports about 7·F + 9·B data-plane series.
+//!
+//! Must not: hold locks that the data plane takes per packet, or label anything by client address.
+
+use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Everything vipd exports.
+pub struct Metrics {
+    pub registry: Registry,
+    pub control: ControlMetrics,
+}
+
+/// Recorded by the control loop at each pass.
+#[derive(Clone)]
+pub struct ControlMetrics {
+    pub generation: IntGauge,
+    pub last_publish: prometheus::Gauge,
+    pub build_duration: Histogram,
+    pub publish_latency: Histogram,
+    pub frontends: IntGauge,
+    pub backends: IntGauge,
+    pub warnings: IntGauge,
+}
+
+impl ControlMetrics {
+    /// Records a publish.
+    pub fn published(&self, generation: u64, frontends: usize, backends: usize) {
+        self.generation.set(generation as i64);
+        self.frontends.set(frontends as i64);
+        self.backends.set(backends as i64);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_publish.set(now.as_secs_f64());
+    }
+
+    pub fn built(&self, build: Duration, warnings: usize) {
+        self.build_duration.observe(build.as_secs_f64());
+        self.warnings.set(warnings as i64);
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::with_opts(Opts::new(name, help)).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("unique");
+            g
+        };
+        let generation = gauge(
+            "vipd_table_generation",
+            "Generation of the published table.",
+        );
+        let frontends = gauge("vipd_table_frontends", "Frontends in the published table.");
+        let backends = gauge(
+            "vipd_table_backends",
+            "Backends in the published table (summed over frontends).",
+        );
+        let warnings = gauge(
+            "vipd_table_warnings",
+            "Warnings from the last table build (apps or ports skipped).",
+        );
+        let last_publish = prometheus::Gauge::with_opts(Opts::new(
+            "vipd_table_last_publish_timestamp_seconds",
+            "Unix time of the last table publish.",
+        ))
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_publish.clone()))
+            .expect("unique");
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            registry.register(Box::new(h.clone())).expect("unique");
+            h
+        };
+        let build_duration = histogram(
+            "vipd_table_build_duration_seconds",
+            "Time to build a table from a snapshot (table::build).",
+            vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+        );
+        let publish_latency = histogram(
+            "vipd_table_publish_latency_seconds",
+            "From the source seeing a change (event received, file changed, fetch done) to the new table being published and followed.",
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
+        );
+        #[cfg(target_os = "linux")]
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique");
+        Metrics {
+            registry,
+            control: ControlMetrics {
+                generation,
+                last_publish,
+                build_duration,
+                publish_latency,
+                frontends,
+                backends,
+                warnings,
+            },
+        }
+    }
+
+    /// Registers an extra collector (data plane, source status).
+    pub fn register(&self, collector: Box<dyn Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::error!(error = %e, "metrics collector not registered");
+        }
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+// === Building families by hand (scrape-time collectors) ===
+
+/// One metric family under construction.
+pub struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    metrics: Vec<proto::Metric>,
+}
+
+impl Family {
+    pub fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: MetricType::COUNTER,
+            metrics: Vec::new(),
+        }
+    }
+
+    pub fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: MetricType::GAUGE,
+            metrics: Vec::new(),
+        }
+    }
+
+    /// Adds one sample with the given labels.
+    pub fn add(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut m = proto::Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = proto::LabelPair::default();
+                    l.set_name(k.to_string());
+                    l.set_value(v.to_string());
+                    l
+                })
+                .collect(),
+        );
+        match self.kind {
+            MetricType::COUNTER => {
+                let mut c = proto::Counter::default();
+                c.set_value(value);
+                m.set_counter(c);
+            }
+            _ => {
+                let mut g = proto::Gauge::default();
+                g.set_value(value);
+                m.set_gauge(g);
+            }
+        }
+        self.metrics.push(m);
+    }
+
+    pub fn desc(&self) -> Desc {
+        Desc::new(
+            self.name.to_string(),
+            self.help.to_string(),
+            Vec::new(),
+            Default::default(),
+        )
+        .expect("valid metric name")
+    }
+
+    pub fn finish(self) -> Option<MetricFamily> {
+        if self.metrics.is_empty() {
+            return None;
+        }
+        let mut f = MetricFamily::default();
+        f.set_name(self.name.to_string());
+        f.set_help(self.help.to_string());
+        f.set_field_type(self.kind);
+        f.set_metric(self.metrics);
+        Some(f)
+    }
+}
+
+/// Exports the data plane's runtime registries at scrape time.
+pub struct DataplaneCollector {
+    backends: Arc<BackendRegistry>,
+    frontends: Arc<FrontendRegistry>,
+    listeners: ListenerStatusHandle,
+    descs: Vec<Desc>,
+}
+
+impl DataplaneCollector {
+    pub fn new(
+        backends: Arc<BackendRegistry>,
+        frontends: Arc<FrontendRegistry>,
+        listeners: ListenerStatusHandle,
+    ) -> Self {
+        let mut collector = DataplaneCollector {
+            backends,
+            frontends,
+            listeners,
+            descs: Vec::new(),
+        };
+        collector.descs = collector.families().iter().map(Family::desc).collect();
+        collector
+    }
+
+    /// Every family, filled from the registries' current snapshots.
+    fn families(&self) -> Vec<Family> {
+        let mut accepted = Family::counter(
+            "vipd_frontend_connections_total",
+            "TCP connections accepted by the frontend.",
+        );
+        let active = Family::gauge(
+            "vipd_frontend_connections_active",
+            "TCP connections currently open through the frontend.",
+        );
+        let mut active = active;
+        let mut no_backend = Family::counter(
+            "vipd_frontend_no_backend_total",
+            "Connections closed because no eligible backend answered.",
+        );
+        let mut cut = Family::counter(
+            "vipd_frontend_connections_cut_total",
+            "Connections cut by a drain timeout or shutdown grace period.",
+        );
+        let mut accept_errors = Family::counter(
+            "vipd_frontend_accept_errors_total",
+            "accept(2) errors by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
+        );
+        let mut listener_up = Family::gauge(
+            "vipd_frontend_listener_up",
+            "1 when the frontend's socket is bound, 0 while binding fails or is pending.",
+        );
+        for (key, s) in self.frontends.snapshot() {
+            let f = key.to_string();
+            let l = [("frontend", f.as_str())];
+            accepted.add(&l, s.accepted as f64);
+            active.add(&l, s.active as f64);
+            no_backend.add(&l, s.no_backend as f64);
+            cut.add(&l, s.cut as f64);
+            accept_errors.add(
+                &[("frontend", &f), ("kind", "resource")],
+                s.accept_errors_resource as f64,
+            );
+            accept_errors.add(
+                &[("frontend", &f), ("kind", "other")],
+                s.accept_errors_other as f64,
+            );
+        }
+        for (key, state) in self.listeners.snapshot() {
+            let up = matches!(state, ListenerState::Bound { .. });
+            listener_up.add(&[("frontend", &key.to_string())], f64::from(u8::from(up)));
+        }
+
+        let mut b_total = Family::counter(
+            "vipd_backend_connections_total",
+            "Connections established to the backend.",
+        );
+        let mut b_active = Family::gauge(
+            "vipd_backend_connections_active",
+            "Connections currently open (or connecting) to the backend.",
+        );
+        let mut b_failures = Family::counter(
+            "vipd_backend_connect_failures_total",
+            "Failed connection attempts to the backend, by reason (refused, timeout, other).",
+        );
+        let mut b_consecutive = Family::gauge(
+            "vipd_backend_consecutive_failures",
+            "Connect failures since the backend's last success.",
+        );
+        let mut b_bytes = Family::counter(
+            "vipd_backend_bytes_total",
+            "Bytes relayed, by direction: to_backend (client→backend) and from_backend.",
+        );
+        for (addr, s) in self.backends.snapshot() {
+            let b = addr.to_string();
+            let l = [("backend", b.as_str())];
+            b_total.add(&l, s.total as f64);
+            b_active.add(&l, s.active as f64);
+            b_consecutive.add(&l, s.consecutive_failures as f64);
+            for (reason, v) in [
+                ("refused", s.failures_refused),
+                ("timeout", s.failures_timeout),
+                ("other", s.failures_other),
+            ] {
+                b_failures.add(&[("backend", &b), ("reason", reason)], v as f64);
+            }
+            b_bytes.add(
+                &[("backend", &b), ("direction", "to_backend")],
+                s.bytes_to_backend as f64,
+            );
+            b_bytes.add(
+                &[("backend", &b), ("direction", "from_backend")],
+                s.bytes_from_backend as f64,
+            );
+        }
+        vec![
+            accepted,
+            active,
+            no_backend,
+            cut,
+            accept_errors,
+            listener_up,
+            b_total,
+            b_active,
+            b_failures,
+            b_consecutive,
+            b_bytes,
+        ]
+    }
+}
+
+impl Collector for DataplaneCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families()
+            .into_iter()
+            .filter_map(Family::finish)
+            .collect()
+    }
+}
