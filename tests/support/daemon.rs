@@ -20,7 +20,17 @@ impl VipdProcess {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> VipdProcess {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_vipd"));
+        Self::spawn(env!("CARGO_BIN_EXE_vipd"), args, env)
+    }
+
+    /// Starts another program that execs vipd in place (e.g. `ip netns exec NS vipd …`), so the
+    /// PID is still vipd's.
+    pub fn start_with_program(program: &str, args: &[&str]) -> VipdProcess {
+        Self::spawn(program, args, &[])
+    }
+
+    fn spawn(program: &str, args: &[&str], env: &[(&str, &str)]) -> VipdProcess {
+        let mut cmd = Command::new(program);
         cmd.args(args)
             .env("NO_COLOR", "1")
             .env_remove("RUST_LOG")
