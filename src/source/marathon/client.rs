@@ -193,7 +193,7 @@ pub struct FullFetch {
 
 /// One app as fetched.
 pub enum AppFetch {
-    Found(App),
+    Found(Box<App>),
     /// 404: the app is gone.
     Gone,
     /// The app exists but is malformed: the caller falls back to a full fetch.
@@ -476,7 +476,7 @@ impl MarathonClient {
                     status: 404,
                 });
             }
-            let snapshot = parse_off_thread(body.clone(), |b| parse_apps_document(b))
+            let snapshot = parse_off_thread(body.clone(), parse_apps_document)
                 .await
                 .map_err(|msg| FetchError::Parse {
                     url: redact_url(&url),
@@ -502,14 +502,14 @@ impl MarathonClient {
             if status == StatusCode::NOT_FOUND {
                 return Ok((AppFetch::Gone, at));
             }
-            let parsed = parse_off_thread(body, |b| parse_single_app_document(b))
+            let parsed = parse_off_thread(body, parse_single_app_document)
                 .await
                 .map_err(|msg| FetchError::Parse {
                     url: redact_url(&url),
                     msg,
                 })?;
             Ok(match parsed {
-                Ok(app) => (AppFetch::Found(app), at),
+                Ok(app) => (AppFetch::Found(Box::new(app)), at),
                 Err(rejection) => (AppFetch::Rejected(rejection), at),
             })
         })

@@ -517,9 +517,12 @@ enum Job {
     Apps(Vec<String>),
 }
 
+/// One app's fetch: its id and what came back, with when it was read.
+type AppOutcome = (String, Result<(AppFetch, Instant), FetchError>);
+
 enum Outcome {
     Full(Result<FullFetch, FetchError>),
-    Apps(Vec<(String, Result<(AppFetch, Instant), FetchError>)>),
+    Apps(Vec<AppOutcome>),
 }
 
 struct InFlight {
@@ -608,6 +611,8 @@ impl Driver {
             } else {
                 None
             };
+            self.status
+                .set_fetch_pending(self.in_flight.is_some() || self.queue.due.is_some());
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
@@ -672,6 +677,8 @@ impl Driver {
         self.current = Some(snap.clone());
         self.serving_stale = false;
         self.status.emitted(SystemTime::now(), false);
+        self.status
+            .set_fetch_pending(self.in_flight.is_some() || self.queue.due.is_some());
         self.tx.send_replace(Some(SourceSnapshot {
             apps: snap,
             origin,
@@ -830,7 +837,7 @@ impl Driver {
                             self.status.synced(false);
                             observed.get_or_insert(at);
                             changed |= match fetch {
-                                AppFetch::Found(app) => replace_app(&mut snap, &id, Some(app)),
+                                AppFetch::Found(app) => replace_app(&mut snap, &id, Some(*app)),
                                 AppFetch::Gone => replace_app(&mut snap, &id, None),
                                 AppFetch::Rejected(r) => {
                                     tracing::warn!(app = %id, reason = %r.message, "malformed app; fetching everything");

@@ -67,6 +67,8 @@ pub struct MarathonStatus {
     /// A full fetch that started after the current stream connected has completed: events and
     /// snapshot are consistent.
     pub stream_synced: bool,
+    /// A fetch is in flight or queued.
+    pub fetch_pending: bool,
     /// The Marathon URL API calls go to (redacted).
     pub current_url: String,
     /// Where the event stream is connected, after redirects (redacted).
@@ -98,6 +100,7 @@ impl MarathonStatus {
 struct Inner {
     sse_connected: AtomicBool,
     stream_synced: AtomicBool,
+    fetch_pending: AtomicBool,
     serving_stale_state: AtomicBool,
     urls: Mutex<(String, Option<String>)>,
     last_sync: Mutex<Option<SystemTime>>,
@@ -125,6 +128,7 @@ impl MarathonStatusHandle {
         MarathonStatus {
             sse_connected: i.sse_connected.load(Ordering::Relaxed),
             stream_synced: i.stream_synced.load(Ordering::Relaxed),
+            fetch_pending: i.fetch_pending.load(Ordering::Relaxed),
             current_url,
             stream_url,
             last_successful_sync: *i.last_sync.lock().expect("status lock"),
@@ -156,6 +160,9 @@ impl MarathonStatusHandle {
     }
     pub(crate) fn set_stream_synced(&self, v: bool) {
         self.inner.stream_synced.store(v, Ordering::Relaxed);
+    }
+    pub(crate) fn set_fetch_pending(&self, v: bool) {
+        self.inner.fetch_pending.store(v, Ordering::Relaxed);
     }
     pub(crate) fn set_current_url(&self, url: String) {
         if let Ok(mut u) = self.inner.urls.lock() {
