@@ -594,3 +594,37 @@ async fn leader_failover_keeps_health_through_a_full_resync() {
     assert_eq!(t.health_check_results.as_ref().map(|r| r.len()), Some(1));
     assert!(t.health_check_results.as_ref().unwrap()[0].alive);
 }
+
+#[tokio::test]
+async fn periodic_resync_runs_without_events() {
+    let fake = FakeMarathon::start(two_apps()).await;
+    let mut cfg = config(&[&fake.url()]);
+    cfg.resync_interval = Duration::from_millis(100);
+    let _r = start(cfg);
+    wait_until("three more full fetches", || fake.count("/v2/apps") >= 5).await;
+}
+
+#[tokio::test]
+async fn token_file_is_reread_so_rotation_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "tok-one\n").unwrap();
+    let fake = FakeMarathon::start(two_apps()).await;
+    fake.require_token("tok-one");
+    let mut cfg = config(&[&fake.url()]);
+    cfg.auth.token_file = Some(token_file.clone());
+    let mut r = start(cfg);
+    r.synced().await;
+    // Rotate: Marathon now wants the new token, and the file holds it.
+    fake.require_token("tok-two");
+    std::fs::write(&token_file, "tok-two").unwrap();
+    let mut doc = two_apps();
+    doc["apps"]
+        .as_array_mut()
+        .unwrap()
+        .push(app("/after-rotation", &[]));
+    fake.set_apps(doc);
+    r.handle.resync();
+    r.snapshot_where("fetched with the new token", |s| s.apps.apps.len() == 3)
+        .await;
+}

@@ -463,12 +463,8 @@ pub fn carry_forward_health(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usi
         let Some(old) = prev_apps.get(app.id.trim_start_matches('/')) else {
             continue;
         };
-        let mut new = (**app).clone();
-        let n = carry_app_health(old, &mut new);
-        if n > 0 {
-            carried += n;
-            *app = Arc::new(new);
-        }
+        // Freshly parsed apps are not shared: `make_mut` does not copy them.
+        carried += carry_app_health(old, Arc::make_mut(app));
     }
     carried
 }
@@ -480,39 +476,45 @@ fn lacks_results(t: &Task) -> bool {
     }
 }
 
-#[derive(Hash, PartialEq, Eq)]
-enum TaskKey<'a> {
-    Instance(InstanceKey),
-    Raw(&'a str),
-}
-
-fn task_key(id: &str) -> TaskKey<'_> {
-    match instance_key(id) {
-        Some(k) => TaskKey::Instance(k),
-        None => TaskKey::Raw(id),
-    }
-}
-
 /// Carries results from `old`'s tasks into `new`'s result-less tasks. Returns how many.
+///
+/// Task ids usually survive a failover unchanged, so tasks are matched by id first (no
+/// allocation); only the misses pay for [`instance_key`] (a new incarnation or another era's
+/// spelling of the same instance).
 fn carry_app_health(old: &App, new: &mut App) -> usize {
     if new.health_checks.is_empty() || !new.tasks.iter().any(lacks_results) {
         return 0;
     }
-    let known: HashMap<TaskKey<'_>, &Vec<HealthResult>> = old
+    let by_id: HashMap<&str, &Vec<HealthResult>> = old
         .tasks
         .iter()
         .filter_map(|t| match &t.health_check_results {
-            Some(r) if !r.is_empty() => Some((task_key(&t.id), r)),
+            Some(r) if !r.is_empty() => Some((t.id.as_str(), r)),
             _ => None,
         })
         .collect();
-    if known.is_empty() {
+    if by_id.is_empty() {
         return 0;
     }
+    let mut by_key: Option<HashMap<InstanceKey, &Vec<HealthResult>>> = None;
     let mut carried = 0;
     for t in new.tasks.iter_mut().filter(|t| lacks_results(t)) {
-        if let Some(r) = known.get(&task_key(&t.id)) {
-            t.health_check_results = Some((*r).clone());
+        let found = match by_id.get(t.id.as_str()) {
+            Some(r) => Some(*r),
+            None => instance_key(&t.id).and_then(|k| {
+                by_key
+                    .get_or_insert_with(|| {
+                        by_id
+                            .iter()
+                            .filter_map(|(id, r)| instance_key(id).map(|k| (k, *r)))
+                            .collect()
+                    })
+                    .get(&k)
+                    .copied()
+            }),
+        };
+        if let Some(r) = found {
+            t.health_check_results = Some(r.clone());
             carried += 1;
         }
     }

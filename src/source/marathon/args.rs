@@ -121,9 +121,6 @@ impl MarathonArgs {
             client_key: self.marathon_client_key,
             insecure: self.marathon_insecure,
         };
-        if cfg.tls.insecure {
-            tracing::warn!("--marathon-insecure: Marathon's TLS certificate will NOT be verified");
-        }
         cfg.connect_timeout = self.marathon_connect_timeout;
         cfg.request_timeout = self.marathon_timeout;
         cfg.stream_timeout = self.marathon_stream_timeout;

@@ -157,6 +157,9 @@ pub fn spawn(
     let status = MarathonStatusHandle::default();
     let handle = SourceHandle::new(rx, resync.clone());
     let cfg = Arc::new(config);
+    if cfg.tls.insecure {
+        tracing::warn!("--marathon-insecure: Marathon's TLS certificate will NOT be verified");
+    }
     let client = match MarathonClient::new(&cfg) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -550,6 +553,8 @@ struct Driver {
     fetch_backoff: Backoff,
     fetch_log: ErrorLog,
     rng: rand::rngs::StdRng,
+    /// When the periodic full resync is due; pushed back by every successful full fetch.
+    next_periodic: tokio::time::Instant,
 }
 
 impl Driver {
@@ -588,6 +593,7 @@ impl Driver {
             stream_up: false,
             fetch_log: ErrorLog::new("fetch"),
             rng: rand::rngs::StdRng::from_os_rng(),
+            next_periodic: tokio::time::Instant::now(),
         }
     }
 
@@ -604,7 +610,7 @@ impl Driver {
             .stale
             .is_some()
             .then(|| TInstant::now() + self.cfg.connect_timeout);
-        let mut next_periodic = TInstant::now() + self.periodic_delay();
+        self.next_periodic = TInstant::now() + self.periodic_delay();
         loop {
             let due = if self.in_flight.is_none() {
                 self.queue.due
@@ -646,9 +652,9 @@ impl Driver {
                 _ = sleep_until(due.unwrap_or_else(far)), if due.is_some() => {
                     self.start_fetch();
                 }
-                _ = sleep_until(next_periodic) => {
+                _ = sleep_until(self.next_periodic) => {
                     self.queue.full(TInstant::now());
-                    next_periodic = TInstant::now() + self.periodic_delay();
+                    self.next_periodic = TInstant::now() + self.periodic_delay();
                 }
                 _ = sleep_until(stale_deadline.unwrap_or_else(far)), if stale_deadline.is_some() => {
                     stale_deadline = None;
@@ -790,6 +796,7 @@ impl Driver {
             Outcome::Full(Ok(f)) => {
                 self.fetch_log.ok(&f.url);
                 self.fetch_backoff.reset();
+                self.next_periodic = tokio::time::Instant::now() + self.periodic_delay();
                 self.status.synced(true);
                 self.status.set_current_url(self.client.current_url());
                 if self.stream_up && epoch == self.epoch {
