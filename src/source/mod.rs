@@ -8,6 +8,7 @@
 //! snapshot in the channel; it never publishes an empty one because of an error.
 
 pub mod file;
+pub mod marathon;
 
 use crate::model::AppsSnapshot;
 use std::sync::Arc;

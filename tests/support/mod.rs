@@ -407,3 +407,4 @@ pub async fn blackhole() -> Option<Blackhole> {
     None
 }
 pub mod daemon;
+pub mod fake_marathon;

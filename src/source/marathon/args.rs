@@ -1,0 +1,258 @@
+//! Command-line flags of the Marathon source, for `vipd run` to flatten.
+//!
+//! Owns: the `--marathon*` and `--state-dir` flags (each also a `VIPD_*` environment variable)
+//! and their conversion into a [`MarathonConfig`], reading the password file.
+//!
+//! Must not: start anything, or let a credential reach `Debug` output (the password is a
+//! [`Secret`]; URLs are parsed into endpoints without userinfo).
+
+use super::client::ConfigError;
+use super::redact::Secret;
+use super::{AuthConfig, MarathonConfig, TlsConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MarathonArgs {
+    /// Marathon URL(s), comma-separated (HA: tried in order, the one that answers is kept).
+    /// `http[s]://[user:pass@]host:port[/prefix]`.
+    #[arg(
+        long = "marathon",
+        env = "VIPD_MARATHON",
+        value_delimiter = ',',
+        value_name = "URL[,URL...]"
+    )]
+    pub marathon: Vec<String>,
+    /// HTTP basic auth user (for URLs without `user:pass@`).
+    #[arg(long, env = "VIPD_MARATHON_USER")]
+    pub marathon_user: Option<String>,
+    /// HTTP basic auth password. Prefer --marathon-password-file.
+    #[arg(
+        long,
+        env = "VIPD_MARATHON_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "marathon_password_file"
+    )]
+    pub marathon_password: Option<Secret>,
+    /// File holding the HTTP basic auth password.
+    #[arg(long, env = "VIPD_MARATHON_PASSWORD_FILE")]
+    pub marathon_password_file: Option<PathBuf>,
+    /// File holding a DC/OS service token (`Authorization: token=...`); re-read on every request.
+    #[arg(long, env = "VIPD_MARATHON_TOKEN_FILE")]
+    pub marathon_token_file: Option<PathBuf>,
+    /// PEM bundle of CA certificates that replaces the built-in roots.
+    #[arg(long, env = "VIPD_MARATHON_CA_FILE")]
+    pub marathon_ca_file: Option<PathBuf>,
+    /// PEM client certificate (with --marathon-client-key).
+    #[arg(
+        long,
+        env = "VIPD_MARATHON_CLIENT_CERT",
+        requires = "marathon_client_key"
+    )]
+    pub marathon_client_cert: Option<PathBuf>,
+    /// PEM private key of the client certificate.
+    #[arg(
+        long,
+        env = "VIPD_MARATHON_CLIENT_KEY",
+        requires = "marathon_client_cert"
+    )]
+    pub marathon_client_key: Option<PathBuf>,
+    /// Do not verify Marathon's TLS certificate (logs a warning). Off by default.
+    #[arg(long, env = "VIPD_MARATHON_INSECURE")]
+    pub marathon_insecure: bool,
+    /// TCP/TLS connect timeout.
+    #[arg(long, env = "VIPD_MARATHON_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub marathon_connect_timeout: Duration,
+    /// Total timeout of one API request (the apps document can be tens of MB).
+    #[arg(long, env = "VIPD_MARATHON_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub marathon_timeout: Duration,
+    /// Reconnect the event stream after this long without a byte (Marathon heartbeats every 10s).
+    #[arg(long, env = "VIPD_MARATHON_STREAM_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub marathon_stream_timeout: Duration,
+    /// Period of the full resync (jittered ±15%).
+    #[arg(long, env = "VIPD_MARATHON_RESYNC_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub marathon_resync_interval: Duration,
+    /// Window in which app-definition events are coalesced into one re-fetch.
+    #[arg(long, env = "VIPD_MARATHON_EVENT_DEBOUNCE", default_value = "200ms", value_parser = parse_duration)]
+    pub marathon_event_debounce: Duration,
+    /// First reconnect/retry delay (doubles per failure, jittered).
+    #[arg(long, env = "VIPD_MARATHON_BACKOFF_INITIAL", default_value = "1s", value_parser = parse_duration)]
+    pub marathon_backoff_initial: Duration,
+    /// Longest reconnect/retry delay.
+    #[arg(long, env = "VIPD_MARATHON_BACKOFF_MAX", default_value = "60s", value_parser = parse_duration)]
+    pub marathon_backoff_max: Duration,
+    /// Directory for the last-known-good Marathon state, served when Marathon is down at start.
+    #[arg(long, env = "VIPD_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+impl MarathonArgs {
+    /// True when `--marathon` was given.
+    pub fn enabled(&self) -> bool {
+        !self.marathon.is_empty()
+    }
+
+    pub fn into_config(self) -> Result<MarathonConfig, ConfigError> {
+        let urls: Vec<&str> = self.marathon.iter().map(String::as_str).collect();
+        let mut cfg = MarathonConfig::new(&urls)?;
+        let password = match (&self.marathon_password, &self.marathon_password_file) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(path)) => {
+                let s = std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+                    what: "password file",
+                    path: path.clone(),
+                    source,
+                })?;
+                Some(Secret::new(s.trim_end_matches(['\r', '\n'])))
+            }
+            (None, None) => None,
+        };
+        cfg.auth = AuthConfig {
+            basic: match (self.marathon_user, password) {
+                (Some(u), p) => Some((u, p.unwrap_or_else(|| Secret::new("")))),
+                (None, Some(_)) => return Err(ConfigError::PasswordWithoutUser),
+                (None, None) => None,
+            },
+            token_file: self.marathon_token_file,
+        };
+        cfg.tls = TlsConfig {
+            ca_file: self.marathon_ca_file,
+            client_cert: self.marathon_client_cert,
+            client_key: self.marathon_client_key,
+            insecure: self.marathon_insecure,
+        };
+        cfg.connect_timeout = self.marathon_connect_timeout;
+        cfg.request_timeout = self.marathon_timeout;
+        cfg.stream_timeout = self.marathon_stream_timeout;
+        cfg.resync_interval = self.marathon_resync_interval;
+        cfg.event_debounce = self.marathon_event_debounce;
+        cfg.backoff_initial = self.marathon_backoff_initial;
+        cfg.backoff_max = self.marathon_backoff_max;
+        cfg.state_dir = self.state_dir;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds (`1.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], s[i..].trim()),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (use e.g. 250ms, 3s, 5m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct T {
+        #[command(flatten)]
+        m: MarathonArgs,
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_debug_hides_the_password() {
+        let t = T::try_parse_from([
+            "x",
+            "--marathon",
+            "http://m1:8080,http://bob:urlpass99@m2:8080",
+            "--marathon-user",
+            "alice",
+            "--marathon-password",
+            "flagpass77",
+            "--marathon-resync-interval",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(t.m.marathon.len(), 2);
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("flagpass77"), "{dbg}");
+        let cfg = t.m.into_config().unwrap();
+        let dbg = format!("{cfg:?}");
+        assert!(
+            !dbg.contains("flagpass77") && !dbg.contains("urlpass99"),
+            "{dbg}"
+        );
+        assert_eq!(cfg.resync_interval, Duration::from_secs(120));
+        assert_eq!(cfg.endpoints[1].url().as_str(), "http://m2:8080/");
+    }
+
+    #[test]
+    fn bad_combinations_are_clear_errors() {
+        let t = T::try_parse_from([
+            "x",
+            "--marathon",
+            "http://u:p@m1",
+            "--marathon-token-file",
+            "/tmp/t",
+        ])
+        .unwrap();
+        assert!(matches!(
+            t.m.into_config(),
+            Err(ConfigError::ConflictingAuth)
+        ));
+        let t = T::try_parse_from(["x", "--marathon", "http://m1", "--marathon-password", "p"])
+            .unwrap();
+        assert!(matches!(
+            t.m.into_config(),
+            Err(ConfigError::PasswordWithoutUser)
+        ));
+        assert!(T::try_parse_from([
+            "x",
+            "--marathon",
+            "http://m1",
+            "--marathon-client-cert",
+            "/c"
+        ])
+        .is_err());
+        let t = T::try_parse_from([
+            "x",
+            "--marathon",
+            "http://m1",
+            "--marathon-ca-file",
+            "/nonexistent/ca.pem",
+        ])
+        .unwrap();
+        assert!(matches!(t.m.into_config(), Err(ConfigError::File { .. })));
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let t = T::try_parse_from([
+            "x",
+            "--marathon",
+            "http://m1",
+            "--marathon-ca-file",
+            ca.to_str().unwrap(),
+        ])
+        .unwrap();
+        assert!(matches!(t.m.into_config(), Err(ConfigError::Tls { .. })));
+        let t = T::try_parse_from(["x"]).unwrap();
+        assert!(!t.m.enabled());
+        assert!(matches!(t.m.into_config(), Err(ConfigError::NoUrl)));
+    }
+}

@@ -1,0 +1,643 @@
+//! HTTP access to Marathon: endpoints (HA list), auth, TLS, timeouts, redirects, error kinds.
+//!
+//! Owns: the reqwest client (rustls), the list of Marathon URLs and which one is current ("stick
+//! to the one that answers, rotate on failure"), the `Authorization` header (HTTP basic, or a
+//! DC/OS `token=` read from a file on every request so rotation works), manual redirect
+//! following with the credentials sent again (reqwest drops `Authorization` on cross-host
+//! redirects, and a non-leader answers `/v2/events` with a redirect to the leader, FACTS.md §1),
+//! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}` and opening `GET /v2/events`.
+//!
+//! Must not: hold state beyond the current endpoint, apply events, log credentials (URLs are
+//! stored without userinfo and printed with [`redact_url`]; errors are built without reqwest's
+//! URL), or follow redirects without a bound.
+
+use super::events::SUBSCRIBED_EVENT_TYPES;
+use super::redact::{redact_url, take_userinfo, Secret};
+use super::status::SyncErrorKind;
+use super::MarathonConfig;
+use crate::model::{
+    parse_apps_document, parse_single_app_document, App, AppRejection, AppsSnapshot,
+};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, LOCATION};
+use reqwest::{Method, StatusCode, Url};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// Bodies above this size are parsed on the blocking pool.
+const BLOCKING_PARSE_THRESHOLD: usize = 256 * 1024;
+
+/// One Marathon URL, without userinfo; credentials found in the URL are kept aside.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MarathonEndpoint {
+    url: Url,
+    basic: Option<(String, Secret)>,
+}
+
+impl MarathonEndpoint {
+    /// Parses `http[s]://[user:pass@]host[:port][/prefix]`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let mut url = Url::parse(s.trim()).map_err(|e| ConfigError::Url {
+            // The input may hold a password: print only that it failed.
+            reason: e.to_string(),
+        })?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(ConfigError::Url {
+                reason: format!("scheme {:?} is not http or https", url.scheme()),
+            });
+        }
+        if url.host_str().is_none() {
+            return Err(ConfigError::Url {
+                reason: "no host".into(),
+            });
+        }
+        let basic = take_userinfo(&mut url);
+        url.set_query(None);
+        url.set_fragment(None);
+        Ok(MarathonEndpoint { url, basic })
+    }
+
+    /// The URL without credentials.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    pub fn has_credentials(&self) -> bool {
+        self.basic.is_some()
+    }
+}
+
+impl fmt::Debug for MarathonEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MarathonEndpoint")
+            .field("url", &redact_url(&self.url))
+            .field("basic", &self.basic.as_ref().map(|(u, p)| (u, p)))
+            .finish()
+    }
+}
+
+/// A configuration that cannot work. Never contains a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid Marathon URL: {reason}")]
+    Url { reason: String },
+    #[error("no Marathon URL given")]
+    NoUrl,
+    #[error("reading {what} {path}: {source}")]
+    File {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {path}: {reason}")]
+    Tls {
+        what: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("--marathon-client-cert and --marathon-client-key go together")]
+    HalfClientCert,
+    #[error("choose one of HTTP basic auth and --marathon-token-file")]
+    ConflictingAuth,
+    #[error("--marathon-password without --marathon-user")]
+    PasswordWithoutUser,
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
+
+/// Why one request failed. Never contains a credential (URLs are redacted).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("connecting to {url}: {msg}")]
+    Connect { url: String, msg: String },
+    #[error("{url}: timed out: {msg}")]
+    Timeout { url: String, msg: String },
+    #[error("{url} answered HTTP {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("{url} answered HTTP {status} (credentials rejected or missing)")]
+    Unauthorized { url: String, status: u16 },
+    #[error("{url}: too many redirects (more than {max})")]
+    TooManyRedirects { url: String, max: usize },
+    #[error("{url}: redirect without a usable Location")]
+    BadRedirect { url: String },
+    #[error("{url}: {msg}")]
+    Parse { url: String, msg: String },
+    #[error("{url}: event stream: {msg}")]
+    Stream { url: String, msg: String },
+    #[error("reading token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl FetchError {
+    pub fn kind(&self) -> SyncErrorKind {
+        match self {
+            FetchError::Connect { .. } => SyncErrorKind::Connect,
+            FetchError::Timeout { .. } => SyncErrorKind::Timeout,
+            FetchError::HttpStatus { .. }
+            | FetchError::TooManyRedirects { .. }
+            | FetchError::BadRedirect { .. } => SyncErrorKind::HttpStatus,
+            FetchError::Unauthorized { .. } | FetchError::Token { .. } => {
+                SyncErrorKind::Unauthorized
+            }
+            FetchError::Parse { .. } => SyncErrorKind::Parse,
+            FetchError::Stream { .. } => SyncErrorKind::Stream,
+        }
+    }
+
+    /// Classifies a reqwest error, without its URL.
+    pub fn from_reqwest(url: &Url, e: reqwest::Error) -> Self {
+        let url = redact_url(url);
+        let timeout = e.is_timeout();
+        let connect = e.is_connect();
+        let body = e.is_body() || e.is_decode();
+        let msg = error_chain(&e.without_url());
+        if timeout {
+            FetchError::Timeout { url, msg }
+        } else if connect {
+            FetchError::Connect { url, msg }
+        } else if body {
+            FetchError::Stream { url, msg }
+        } else {
+            FetchError::Connect { url, msg }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+/// A full apps document as fetched.
+pub struct FullFetch {
+    pub body: Bytes,
+    pub snapshot: AppsSnapshot,
+    /// When the body had been read completely.
+    pub fetched_at: Instant,
+    pub url: String,
+}
+
+/// One app as fetched.
+pub enum AppFetch {
+    Found(Box<App>),
+    /// 404: the app is gone.
+    Gone,
+    /// The app exists but is malformed: the caller falls back to a full fetch.
+    Rejected(AppRejection),
+}
+
+pub struct MarathonClient {
+    http: reqwest::Client,
+    endpoints: Vec<MarathonEndpoint>,
+    current: AtomicUsize,
+    basic: Option<(String, Secret)>,
+    token_file: Option<PathBuf>,
+    request_timeout: Duration,
+    max_redirects: usize,
+}
+
+/// Builds the reqwest client for `cfg` (also used to validate a configuration up front).
+pub fn build_http(cfg: &MarathonConfig) -> Result<reqwest::Client, ConfigError> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(cfg.connect_timeout)
+        .tcp_nodelay(true)
+        .use_rustls_tls();
+    if let Some(path) = &cfg.tls.ca_file {
+        let pem = std::fs::read(path).map_err(|source| ConfigError::File {
+            what: "CA file",
+            path: path.clone(),
+            source,
+        })?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ConfigError::Tls {
+            what: "CA file",
+            path: path.clone(),
+            reason: error_chain(&e),
+        })?;
+        if certs.is_empty() {
+            return Err(ConfigError::Tls {
+                what: "CA file",
+                path: path.clone(),
+                reason: "no PEM certificate in it".into(),
+            });
+        }
+        // Like curl --cacert: the given bundle replaces the built-in roots.
+        b = b.tls_built_in_root_certs(false);
+        for c in certs {
+            b = b.add_root_certificate(c);
+        }
+    }
+    match (&cfg.tls.client_cert, &cfg.tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let read = |what, p: &PathBuf| {
+                std::fs::read(p).map_err(|source| ConfigError::File {
+                    what,
+                    path: p.clone(),
+                    source,
+                })
+            };
+            let mut pem = read("client certificate", cert)?;
+            pem.push(b'\n');
+            pem.extend(read("client key", key)?);
+            let id = reqwest::Identity::from_pem(&pem).map_err(|e| ConfigError::Tls {
+                what: "client certificate/key",
+                path: cert.clone(),
+                reason: error_chain(&e),
+            })?;
+            b = b.identity(id);
+        }
+        (None, None) => {}
+        _ => return Err(ConfigError::HalfClientCert),
+    }
+    if cfg.tls.insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    b.build().map_err(|e| ConfigError::Client(error_chain(&e)))
+}
+
+impl MarathonClient {
+    pub fn new(cfg: &MarathonConfig) -> Result<Self, ConfigError> {
+        if cfg.endpoints.is_empty() {
+            return Err(ConfigError::NoUrl);
+        }
+        Ok(MarathonClient {
+            http: build_http(cfg)?,
+            endpoints: cfg.endpoints.clone(),
+            current: AtomicUsize::new(0),
+            basic: cfg.auth.basic.clone(),
+            token_file: cfg.auth.token_file.clone(),
+            request_timeout: cfg.request_timeout,
+            max_redirects: cfg.max_redirects,
+        })
+    }
+
+    pub fn current_index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    pub fn current_url(&self) -> String {
+        redact_url(&self.endpoints[self.current_index()].url)
+    }
+
+    /// Moves to the next URL (after a failure on the current one).
+    pub fn rotate(&self) {
+        let n = self.endpoints.len();
+        let _ = self
+            .current
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some((c + 1) % n));
+    }
+
+    fn url_for(&self, endpoint: usize, segments: &[&str]) -> Url {
+        let mut url = self.endpoints[endpoint].url.clone();
+        if let Ok(mut p) = url.path_segments_mut() {
+            p.pop_if_empty();
+            p.extend(segments);
+        }
+        url
+    }
+
+    async fn auth_header(&self, endpoint: usize) -> Result<Option<HeaderValue>, FetchError> {
+        if let Some(path) = &self.token_file {
+            let token =
+                tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|source| FetchError::Token {
+                        path: path.clone(),
+                        source,
+                    })?;
+            let mut v =
+                HeaderValue::from_str(&format!("token={}", token.trim())).map_err(|_| {
+                    FetchError::Token {
+                        path: path.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "token is not a valid header value",
+                        ),
+                    }
+                })?;
+            v.set_sensitive(true);
+            return Ok(Some(v));
+        }
+        let basic = self.endpoints[endpoint]
+            .basic
+            .as_ref()
+            .or(self.basic.as_ref());
+        Ok(basic.map(|(user, pass)| basic_header(user, pass)))
+    }
+
+    /// Sends a GET, following up to `max_redirects` redirects by hand with the credentials sent
+    /// again. Returns the final response and its URL.
+    async fn get(
+        &self,
+        endpoint: usize,
+        mut url: Url,
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<(reqwest::Response, Url), FetchError> {
+        let auth = self.auth_header(endpoint).await?;
+        for _ in 0..=self.max_redirects {
+            let mut req = self
+                .http
+                .request(Method::GET, url.clone())
+                .headers(headers.clone());
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a.clone());
+            }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| FetchError::from_reqwest(&url, e))?;
+            let status = resp.status();
+            if status.is_redirection() {
+                let next = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|l| l.to_str().ok())
+                    .and_then(|l| url.join(l).ok())
+                    .filter(|u| u.scheme() == "http" || u.scheme() == "https");
+                let Some(mut next) = next else {
+                    return Err(FetchError::BadRedirect {
+                        url: redact_url(&url),
+                    });
+                };
+                // Never take credentials from a Location header.
+                let _ = take_userinfo(&mut next);
+                tracing::debug!(
+                    from = %redact_url(&url),
+                    to = %redact_url(&next),
+                    status = status.as_u16(),
+                    "following Marathon redirect"
+                );
+                url = next;
+                continue;
+            }
+            return Ok((resp, url));
+        }
+        Err(FetchError::TooManyRedirects {
+            url: redact_url(&url),
+            max: self.max_redirects,
+        })
+    }
+
+    fn check_status(url: &Url, status: StatusCode) -> Result<(), FetchError> {
+        if status.is_success() {
+            return Ok(());
+        }
+        let url = redact_url(url);
+        let status = status.as_u16();
+        if status == 401 || status == 403 {
+            Err(FetchError::Unauthorized { url, status })
+        } else {
+            Err(FetchError::HttpStatus { url, status })
+        }
+    }
+
+    async fn get_body(
+        &self,
+        endpoint: usize,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<(StatusCode, Bytes, Url, Instant), FetchError> {
+        let mut url = self.url_for(endpoint, segments);
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let (resp, url) = self
+            .get(endpoint, url, headers, Some(self.request_timeout))
+            .await?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok((status, Bytes::new(), url, Instant::now()));
+        }
+        Self::check_status(&url, status)?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| FetchError::from_reqwest(&url, e))?;
+        Ok((status, body, url, Instant::now()))
+    }
+
+    /// Tries each endpoint once, starting with the current one; the first that answers becomes
+    /// current. Returns the last error when none does.
+    async fn on_any_endpoint<T, F, Fut>(&self, f: F) -> Result<T, FetchError>
+    where
+        F: Fn(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FetchError>>,
+    {
+        let n = self.endpoints.len();
+        let start = self.current_index();
+        let mut last = None;
+        for i in 0..n {
+            let idx = (start + i) % n;
+            match f(idx).await {
+                Ok(v) => {
+                    self.current.store(idx, Ordering::Relaxed);
+                    return Ok(v);
+                }
+                Err(e) => {
+                    if i + 1 < n {
+                        tracing::debug!(error = %e, "Marathon endpoint failed, trying the next one");
+                    }
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.expect("at least one endpoint"))
+    }
+
+    /// `GET /v2/apps?embed=apps.tasks`, parsed once.
+    pub async fn fetch_apps(&self) -> Result<FullFetch, FetchError> {
+        self.on_any_endpoint(|idx| async move {
+            let (status, body, url, fetched_at) = self
+                .get_body(idx, &["v2", "apps"], &[("embed", "apps.tasks")])
+                .await?;
+            if status == StatusCode::NOT_FOUND {
+                return Err(FetchError::HttpStatus {
+                    url: redact_url(&url),
+                    status: 404,
+                });
+            }
+            let snapshot = parse_off_thread(body.clone(), parse_apps_document)
+                .await
+                .map_err(|msg| FetchError::Parse {
+                    url: redact_url(&url),
+                    msg,
+                })?;
+            Ok(FullFetch {
+                body,
+                snapshot,
+                fetched_at,
+                url: redact_url(&url),
+            })
+        })
+        .await
+    }
+
+    /// `GET /v2/apps/{id}`; 404 means the app is gone.
+    pub async fn fetch_app(&self, app_id: &str) -> Result<(AppFetch, Instant), FetchError> {
+        let mut segments = vec!["v2", "apps"];
+        segments.extend(app_id.split('/').filter(|s| !s.is_empty()));
+        let segments = &segments;
+        self.on_any_endpoint(|idx| async move {
+            let (status, body, url, at) = self.get_body(idx, segments, &[]).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok((AppFetch::Gone, at));
+            }
+            let parsed = parse_off_thread(body, parse_single_app_document)
+                .await
+                .map_err(|msg| FetchError::Parse {
+                    url: redact_url(&url),
+                    msg,
+                })?;
+            Ok(match parsed {
+                Ok(app) => (AppFetch::Found(Box::new(app)), at),
+                Err(rejection) => (AppFetch::Rejected(rejection), at),
+            })
+        })
+        .await
+    }
+
+    /// Opens `GET /v2/events` on the current endpoint (following a non-leader's redirect).
+    pub async fn open_events(&self) -> Result<(reqwest::Response, Url), FetchError> {
+        let idx = self.current_index();
+        let mut url = self.url_for(idx, &["v2", "events"]);
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("plan-format", "light");
+            for t in SUBSCRIBED_EVENT_TYPES {
+                q.append_pair("event_type", t);
+            }
+        }
+        let mut headers = HeaderMap::new();
+        // Exactly this value: Jetty's EventSourceServlet answers 405 to anything else.
+        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        let (resp, url) =
+            tokio::time::timeout(self.request_timeout, self.get(idx, url, headers, None))
+                .await
+                .map_err(|_| FetchError::Timeout {
+                    url: redact_url(&self.endpoints[idx].url),
+                    msg: "no response to GET /v2/events".into(),
+                })??;
+        Self::check_status(&url, resp.status())?;
+        Ok((resp, url))
+    }
+}
+
+/// Parses on the blocking pool when the body is big, inline otherwise.
+async fn parse_off_thread<T, E, F>(body: Bytes, f: F) -> Result<T, String>
+where
+    T: Send + 'static,
+    E: std::fmt::Display,
+    F: FnOnce(&[u8]) -> Result<T, E> + Send + 'static,
+{
+    if body.len() < BLOCKING_PARSE_THRESHOLD {
+        return f(&body).map_err(|e| e.to_string());
+    }
+    tokio::task::spawn_blocking(move || f(&body).map_err(|e| e.to_string()))
+        .await
+        .map_err(|e| format!("parse task failed: {e}"))?
+}
+
+/// `Basic base64(user:pass)`, marked sensitive.
+fn basic_header(user: &str, pass: &Secret) -> HeaderValue {
+    let raw = format!("{user}:{}", pass.expose());
+    let mut v = HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes())))
+        .expect("base64 is a valid header value");
+    v.set_sensitive(true);
+    v
+}
+
+pub(crate) fn base64(input: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+    }
+
+    #[test]
+    fn endpoint_strips_and_keeps_credentials_and_debug_hides_them() {
+        let e = MarathonEndpoint::parse("https://alice:s3cr3t@m1.example:8443/marathon").unwrap();
+        assert_eq!(e.url().as_str(), "https://m1.example:8443/marathon");
+        assert!(e.has_credentials());
+        let dbg = format!("{e:?}");
+        assert!(!dbg.contains("s3cr3t"), "{dbg}");
+        assert!(dbg.contains("alice"));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_without_echoing_them() {
+        for bad in ["ftp://u:pw123@x/", "not a url pw123", "http://"] {
+            let err = MarathonEndpoint::parse(bad).unwrap_err().to_string();
+            assert!(!err.contains("pw123"), "{err}");
+        }
+    }
+
+    #[test]
+    fn request_errors_never_carry_userinfo() {
+        let url: Url = "http://m1:8080/".parse().unwrap();
+        let e = FetchError::HttpStatus {
+            url: redact_url(&url),
+            status: 500,
+        };
+        assert_eq!(e.kind(), SyncErrorKind::HttpStatus);
+        assert_eq!(e.to_string(), "http://m1:8080/ answered HTTP 500");
+    }
+}
