@@ -72,7 +72,12 @@ pub struct ControlLoop<R, F> {
 }
 
 impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
-    pub fn new(publisher: TablePublisher, resolver: R, options: BuildOptions, followers: F) -> Self {
+    pub fn new(
+        publisher: TablePublisher,
+        resolver: R,
+        options: BuildOptions,
+        followers: F,
+    ) -> Self {
         ControlLoop {
             publisher,
             resolver,
