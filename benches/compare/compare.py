@@ -352,7 +352,7 @@ class Harness:
     def build(self) -> None:
         a = self.a
         if a.bench_bin:
-            self.bench = a.bench_bin
+            self.bench = str(Path(a.bench_bin).resolve())
         else:
             profile = "debug" if a.quick else "release"
             if not a.no_build:
@@ -729,6 +729,8 @@ def summarize(h: Harness, command: str, machine: dict) -> str:
     out = ["# vipd comparison", "", f"Command: `{command}`", "",
            f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), Linux {machine['kernel']};"
            f" {machine['haproxy']}; {machine['nginx']}; {machine['iperf3']}; {machine['wrk']}.",
+           f"Load average (1/5/15 min) at start: {machine['loadavg_start']}, at end: {loadavg()}"
+           " — the machine is shared, so other work adds noise.",
            f"Runs per target: {a.runs} (order alternates A B C / C B A); {a.duration} s each;"
            f" {a.backends} backends per service, round-robin.",
            ]
@@ -847,7 +849,15 @@ def machine_info() -> dict:
         "iperf3": first_line(["iperf3", "--version"]).split(" (")[0],
         "wrk": first_line(["wrk", "-v"]).split(" [")[0],
         "python": platform.python_version(),
+        "loadavg_start": loadavg(),
     }
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "?"
 
 
 def main() -> int:
