@@ -362,7 +362,8 @@ class Harness:
             self.bench = str(REPO / "target" / profile / "vipd-bench")
         if not os.access(self.bench, os.X_OK):
             raise SystemExit(f"vipd-bench binary not found at {self.bench}")
-        cand = a.vipd_bin or str(REPO / "target" / "release" / "vipd")
+        cand = str(Path(a.vipd_bin).resolve()) if a.vipd_bin else str(
+            REPO / "target" / "release" / "vipd")
         if not os.access(cand, os.X_OK):
             self.vipd_skip_reason = f"no vipd binary at {cand} (build it or pass --vipd-bin)"
         else:
@@ -466,6 +467,7 @@ class Harness:
             except RuntimeError as e:
                 if name == "vipd":
                     self.vipd_skip_reason = f"vipd did not come up: {e}"
+                    self.vipd_bin = None
                     log(f"vipd: SKIPPED: {self.vipd_skip_reason}")
                     t["proc"].stop()
                     del targets[name]
@@ -711,7 +713,7 @@ WL_TITLES = {
     "rr": ("Keep-alive TCP request/response", "req/s", "vipd-bench tcp-rr"),
     "wrk": ("Keep-alive HTTP through the L4 proxy", "req/s", "wrk"),
     "stream": ("Bulk TCP, 1 stream", "Gbit/s", "vipd-bench tcp-stream"),
-    "iperf3": ("Bulk TCP, 1 stream (iperf3)", "Gbit/s", "iperf3"),
+    "iperf3": ("Bulk TCP, 1 stream", "Gbit/s", "iperf3"),
     "udp": ("UDP request/response", "resp/s", "vipd-bench udp-rr"),
 }
 
