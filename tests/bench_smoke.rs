@@ -68,8 +68,10 @@ impl Drop for Server {
 
 /// Runs a load mode; returns (exit success, parsed JSON result or Null, stderr).
 fn run(args: &[&str]) -> (bool, Value, String) {
+    // A generous per-operation timeout: a loaded CI machine must not turn into "errors".
     let out = Command::new(BIN)
         .args(args)
+        .args(["--timeout", "10s"])
         .output()
         .expect("run vipd-bench");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
