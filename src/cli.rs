@@ -77,13 +77,15 @@ impl Default for TableOptionArgs {
     }
 }
 
-/// Where Marathon state comes from.
-#[derive(Debug, Clone, Default, clap::Args)]
+/// Where Marathon state comes from: an apps file (the embedded default) or a Marathon cluster.
+#[derive(Debug, Clone, clap::Args)]
 pub struct SourceArgs {
     /// Apps document to follow (the embedded default source): the same JSON as
     /// `GET /v2/apps?embed=apps.tasks`. Changes are picked up within 1 s.
-    #[arg(long, env = "VIPD_APPS")]
+    #[arg(long, env = "VIPD_APPS", conflicts_with = "marathon")]
     pub apps: Option<PathBuf>,
+    #[command(flatten)]
+    pub marathon: crate::source::marathon::args::MarathonArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("no source given: pass --apps FILE or --marathon URL")]
     NoSource,
+    #[error("Marathon source: {0}")]
+    Marathon(#[from] crate::source::marathon::ConfigError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error(transparent)]
@@ -103,7 +105,7 @@ impl Daemon {
             None
         };
         let shutdown = CancellationToken::new();
-        let source = start_source(&args.source, shutdown.clone())?;
+        let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
         let (publisher, tables) = published::channel();
         let options = BuildOptions {
             bind_address: args.table.bind_address,
@@ -121,6 +123,9 @@ impl Daemon {
             dataplane.frontends(),
             listeners.clone(),
         )));
+        if let Some(status) = marathon_status {
+            metrics.register(Box::new(crate::metrics::MarathonCollector::new(status)));
+        }
         let warnings = Arc::default();
         let admin = match args.admin.admin_listen {
             Some(listen) if !args.admin.no_admin => Some(AdminServer::start(
@@ -219,12 +224,19 @@ impl Daemon {
     }
 }
 
+type MarathonStatus = Option<crate::source::marathon::MarathonStatusHandle>;
+
 fn start_source(
     args: &SourceArgs,
     shutdown: CancellationToken,
-) -> Result<SourceHandle, StartError> {
+) -> Result<(SourceHandle, MarathonStatus), StartError> {
+    if args.marathon.enabled() {
+        let config = args.marathon.clone().into_config()?;
+        let (handle, status) = source::marathon::spawn(config, shutdown);
+        return Ok((handle, Some(status)));
+    }
     match &args.apps {
-        Some(path) => Ok(source::file::spawn(path.clone(), shutdown)),
+        Some(path) => Ok((source::file::spawn(path.clone(), shutdown), None)),
         None => Err(StartError::NoSource),
     }
 }

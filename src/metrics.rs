@@ -368,3 +368,74 @@ impl Collector for DataplaneCollector {
             .collect()
     }
 }
+
+/// Exports the Marathon source's status at scrape time.
+pub struct MarathonCollector {
+    status: crate::source::marathon::MarathonStatusHandle,
+    descs: Vec<Desc>,
+}
+
+impl MarathonCollector {
+    pub fn new(status: crate::source::marathon::MarathonStatusHandle) -> Self {
+        let mut c = MarathonCollector {
+            status,
+            descs: Vec::new(),
+        };
+        c.descs = c.families().iter().map(Family::desc).collect();
+        c
+    }
+
+    fn families(&self) -> Vec<Family> {
+        let s = self.status.get();
+        let mut errors = Family::counter(
+            "vipd_source_sync_errors_total",
+            "Marathon sync errors by kind (connect, timeout, http_status, unauthorized, parse, stream).",
+        );
+        for (kind, n) in &s.errors {
+            errors.add(&[("kind", kind.as_str())], *n as f64);
+        }
+        let mut connected = Family::gauge(
+            "vipd_source_sse_connected",
+            "1 while the Marathon event stream is connected.",
+        );
+        connected.add(&[], f64::from(u8::from(s.sse_connected)));
+        let mut stale = Family::gauge(
+            "vipd_source_serving_stale_state",
+            "1 while the table comes from --state-dir because Marathon was not reached yet.",
+        );
+        stale.add(&[], f64::from(u8::from(s.serving_stale_state)));
+        let mut age = Family::gauge(
+            "vipd_source_snapshot_age_seconds",
+            "Age of the data behind the last snapshot the source handed over.",
+        );
+        if let Some(a) = s.snapshot_age {
+            age.add(&[], a.as_secs_f64());
+        }
+        let mut events = Family::counter(
+            "vipd_source_events_total",
+            "Marathon events, by outcome (applied incrementally, or ignored).",
+        );
+        events.add(&[("outcome", "applied")], s.events_applied as f64);
+        events.add(&[("outcome", "ignored")], s.events_ignored as f64);
+        let mut fetches = Family::counter(
+            "vipd_source_fetches_total",
+            "Fetches from Marathon, by scope (full snapshot, or one app).",
+        );
+        fetches.add(&[("scope", "full")], s.full_fetches as f64);
+        fetches.add(&[("scope", "app")], s.app_fetches as f64);
+        vec![errors, connected, stale, age, events, fetches]
+    }
+}
+
+impl Collector for MarathonCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.families()
+            .into_iter()
+            .filter_map(Family::finish)
+            .collect()
+    }
+}
