@@ -20,7 +20,7 @@ fn at(b: &Built, proto: Protocol, listen: &str) -> Vec<(String, String, BackendS
         .unwrap_or_else(|| panic!("no {proto} {listen}"))
         .backends
         .iter()
-        .map(|b| (b.address.to_string(), b.task.clone(), b.state))
+        .map(|b| (b.address.to_string(), b.task.to_string(), b.state))
         .collect()
 }
 
