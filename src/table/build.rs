@@ -583,7 +583,7 @@ impl<'o> Builder<'o> {
                     continue;
                 }
             };
-            let Some(host) = task.host.as_deref().filter(|h| !h.trim().is_empty()) else {
+            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
                 continue;
             };
             // Looked up on first use, so a task that needs neither is never warned about.
