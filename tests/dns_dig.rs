@@ -32,7 +32,7 @@ fn frontend(protocol: Protocol, listen: &str, name: &str, backends: usize) -> Fr
         backends: (0..backends)
             .map(|i| Backend {
                 address: format!("10.0.0.{}:31000", i + 1).parse().unwrap(),
-                task: format!("acme.{i}"),
+                task: format!("acme.{i}").into(),
                 state: BackendState::Up,
             })
             .collect(),

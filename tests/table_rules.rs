@@ -86,7 +86,7 @@ fn host_mode_uses_agent_address_and_task_ports_in_order() {
     let g = find(&b, "tcp", "0.0.0.0:10001");
     assert_eq!(addrs(g), ["10.0.0.1:31001", "10.0.0.2:31003"]);
     assert_eq!(g.port_index, 1);
-    assert_eq!(f.backends[0].task, "t1");
+    assert_eq!(&*f.backends[0].task, "t1");
     assert_eq!(f.backends[0].state, BackendState::Up);
 }
 
@@ -385,7 +385,7 @@ fn duplicate_backend_addresses_collapse_to_the_smallest_task_id() {
     )]));
     let f = find(&b, "tcp", "0.0.0.0:10170");
     assert_eq!(addrs(f), ["10.0.0.1:31170"]);
-    assert_eq!(f.backends[0].task, "dup.a");
+    assert_eq!(&*f.backends[0].task, "dup.a");
 }
 
 // ---------------------------------------------------------------- VIPs
@@ -741,11 +741,7 @@ fn task_state_filter() {
     tasks.push(json!({"id": "nohost", "ports": [31000], "state": "TASK_RUNNING"}));
     let b = build_doc(&apps(vec![host_app("/s", json!([{"port": 10210}]), tasks)]));
     let f = find(&b, "tcp", "0.0.0.0:10210");
-    let got: HashMap<&str, BackendState> = f
-        .backends
-        .iter()
-        .map(|b| (b.task.as_str(), b.state))
-        .collect();
+    let got: HashMap<&str, BackendState> = f.backends.iter().map(|b| (&*b.task, b.state)).collect();
     for (i, (s, want)) in states.iter().enumerate() {
         assert_eq!(got.get(format!("t{i:02}").as_str()).copied(), *want, "{s}");
     }
@@ -807,7 +803,7 @@ fn health_states() {
         find(&b, "tcp", port)
             .backends
             .iter()
-            .map(|b| (b.task.clone(), b.state))
+            .map(|b| (b.task.to_string(), b.state))
             .collect()
     };
     use BackendState::*;

@@ -61,6 +61,8 @@ pub enum ResolveError {
     },
     #[error("{host:?} resolved to no address")]
     NoAddress { host: String },
+    #[error("{host:?} is under .invalid, which never resolves (RFC 6761)")]
+    Invalid { host: String },
 }
 
 /// The name-to-addresses step, replaceable in tests.
@@ -82,6 +84,15 @@ impl Lookup for SystemLookup {
                 .collect())
         })
     }
+}
+
+/// RFC 6761 §6.4: resolver libraries should answer names under `.invalid` negatively at once,
+/// without asking a name server.
+fn is_invalid_tld(host: &str) -> bool {
+    let h = host.trim().trim_end_matches('.');
+    let tail = h.len().saturating_sub(".invalid".len());
+    h.eq_ignore_ascii_case("invalid")
+        || (h.is_char_boundary(tail) && h[tail..].eq_ignore_ascii_case(".invalid"))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -127,6 +138,11 @@ impl HostResolver {
     pub async fn resolve(&self, host: &str) -> Result<IpAddr, ResolveError> {
         if let Some(ip) = host_ip_literal(host) {
             return Ok(ip);
+        }
+        if is_invalid_tld(host) {
+            return Err(ResolveError::Invalid {
+                host: host.to_string(),
+            });
         }
         let answers = tokio::time::timeout(self.cfg.timeout, self.lookup.lookup(host))
             .await
@@ -283,6 +299,28 @@ mod tests {
         assert!(got.is_loopback(), "{got}");
         // IPv4 is preferred when both families are present.
         assert_eq!(got, ip("127.0.0.1"));
+    }
+
+    #[tokio::test]
+    async fn invalid_tld_never_resolves_and_never_asks() {
+        // RFC 6761: names under .invalid never resolve; they are answered without a lookup, so
+        // the test sends no DNS query off the machine.
+        let f = Arc::new(fake(&[("agent.vipd-test.invalid", &["10.0.0.1"])]));
+        let r = HostResolver::with_lookup(ResolverConfig::default(), f.clone());
+        for host in ["agent.vipd-test.invalid", "x.INVALID.", "invalid"] {
+            let out = r.resolve_all([host]).await;
+            assert_eq!(out.hosts.get(host), Some(&None), "{host}");
+            assert!(matches!(
+                r.resolve(host).await,
+                Err(ResolveError::Invalid { .. })
+            ));
+        }
+        assert_eq!(f.calls.load(Ordering::SeqCst), 0);
+        // The same through the system resolver path.
+        let r = HostResolver::new(ResolverConfig::default());
+        let out = r.resolve_all(["agent.vipd-test.invalid"]).await;
+        assert_eq!(out.hosts.get("agent.vipd-test.invalid"), Some(&None));
+        assert!(!is_invalid_tld("notinvalid") && !is_invalid_tld("invalid.example"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -114,7 +114,7 @@ mod tests {
             .enumerate()
             .map(|(i, s)| Backend {
                 address: SocketAddr::from(([127, 0, 0, 1], 1000 + i as u16)),
-                task: format!("t{i}"),
+                task: format!("t{i}").into(),
                 state: *s,
             })
             .collect()

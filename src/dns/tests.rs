@@ -10,7 +10,7 @@ use std::str::FromStr;
 fn backend(addr: &str) -> Backend {
     Backend {
         address: addr.parse().unwrap(),
-        task: format!("app.{addr}"),
+        task: format!("app.{addr}").into(),
         state: BackendState::Up,
     }
 }

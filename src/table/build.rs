@@ -14,6 +14,7 @@ use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 /// Options that shape the table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,15 @@ pub struct Resolved {
 
 /// Parses a task `host` that is an IP literal (`10.0.0.1`, `fd00::1`, `[fd00::1]`).
 pub fn host_ip_literal(host: &str) -> Option<IpAddr> {
+    // Hot path (once per task): a plain literal or a hostname starting with a letter.
+    match host.as_bytes().first() {
+        None => return None,
+        Some(b) if b.is_ascii_alphabetic() && !host.contains(':') => return None,
+        _ => {}
+    }
+    if let Ok(ip) = host.parse() {
+        return Some(ip);
+    }
     let h = host.trim();
     let h = h
         .strip_prefix('[')
@@ -249,54 +259,71 @@ pub fn task_state(
     task: &Task,
     app_has_health_checks: bool,
 ) -> Result<Option<BackendState>, String> {
-    let running = match task.state.as_deref().map(str::trim) {
-        None => true,
-        Some(s) if s.eq_ignore_ascii_case("TASK_RUNNING") => true,
-        Some(s) if s.eq_ignore_ascii_case("TASK_KILLING") => {
-            return Ok(Some(BackendState::Draining))
-        }
-        Some(s)
-            if s.eq_ignore_ascii_case("TASK_UNREACHABLE")
-                || s.eq_ignore_ascii_case("TASK_LOST") =>
-        {
-            return Ok(Some(BackendState::Unknown))
-        }
-        Some(s)
-            if [
-                "TASK_STAGING",
-                "TASK_STARTING",
-                "TASK_FINISHED",
-                "TASK_FAILED",
-                "TASK_KILLED",
-                "TASK_ERROR",
-                "TASK_DROPPED",
-                "TASK_GONE",
-                "TASK_GONE_BY_OPERATOR",
-                "TASK_UNKNOWN",
-            ]
-            .iter()
-            .any(|k| s.eq_ignore_ascii_case(k)) =>
-        {
-            false
-        }
-        Some(s) => {
-            return Err(format!(
-                "task {}: unknown state {s:?}; task skipped",
-                task.id
-            ))
-        }
+    // Exact spellings first (what Marathon sends); the lenient match only runs for the rest.
+    let class = match task.state.as_deref() {
+        None | Some("TASK_RUNNING") => TaskClass::Running,
+        Some("TASK_KILLING") => TaskClass::Draining,
+        Some(
+            "TASK_STAGING" | "TASK_STARTING" | "TASK_FINISHED" | "TASK_FAILED" | "TASK_KILLED",
+        ) => TaskClass::Absent,
+        Some(other) => classify_state(other).ok_or_else(|| {
+            format!(
+                "task {}: unknown state {:?}; task skipped",
+                task.id,
+                other.trim()
+            )
+        })?,
     };
-    if !running {
-        return Ok(None);
+    Ok(match class {
+        TaskClass::Absent => None,
+        TaskClass::Draining => Some(BackendState::Draining),
+        TaskClass::Partitioned => Some(BackendState::Unknown),
+        TaskClass::Running if !app_has_health_checks => Some(BackendState::Up),
+        TaskClass::Running => Some(match task.health_check_results.as_deref() {
+            None | Some([]) => BackendState::Unknown,
+            Some(results) if results.iter().all(|r| r.alive) => BackendState::Up,
+            Some(_) => BackendState::Unhealthy,
+        }),
+    })
+}
+
+enum TaskClass {
+    Running,
+    Draining,
+    /// `TASK_UNREACHABLE` / `TASK_LOST`: kept as `unknown` (README.table.md).
+    Partitioned,
+    Absent,
+}
+
+/// Case-insensitive, whitespace-trimmed state match; `None` for an unknown state.
+fn classify_state(state: &str) -> Option<TaskClass> {
+    let s = state.trim();
+    let is = |k: &str| s.eq_ignore_ascii_case(k);
+    if is("TASK_RUNNING") {
+        Some(TaskClass::Running)
+    } else if is("TASK_KILLING") {
+        Some(TaskClass::Draining)
+    } else if is("TASK_UNREACHABLE") || is("TASK_LOST") {
+        Some(TaskClass::Partitioned)
+    } else if [
+        "TASK_STAGING",
+        "TASK_STARTING",
+        "TASK_FINISHED",
+        "TASK_FAILED",
+        "TASK_KILLED",
+        "TASK_ERROR",
+        "TASK_DROPPED",
+        "TASK_GONE",
+        "TASK_GONE_BY_OPERATOR",
+        "TASK_UNKNOWN",
+    ]
+    .iter()
+    .any(|k| is(k))
+    {
+        Some(TaskClass::Absent)
+    } else {
+        None
     }
-    if !app_has_health_checks {
-        return Ok(Some(BackendState::Up));
-    }
-    Ok(Some(match task.health_check_results.as_deref() {
-        None | Some([]) => BackendState::Unknown,
-        Some(results) if results.iter().all(|r| r.alive) => BackendState::Up,
-        Some(_) => BackendState::Unhealthy,
-    }))
 }
 
 /// Per-port options from app labels and Marathon health checks.
@@ -411,12 +438,39 @@ struct PortPlan<'a> {
 struct Builder<'o> {
     opts: &'o BuildOptions,
     resolved: &'o Resolved,
+    /// Agent addresses already looked up in this build (a few hundred agents, 50,000 tasks).
+    agents: HashMap<&'o str, Option<IpAddr>, Fnv>,
     services: BTreeMap<FrontendKey, Frontend>,
     vips: BTreeMap<VipKey, Frontend>,
     warnings: Vec<Warning>,
 }
 
-impl Builder<'_> {
+/// FNV-1a: a fixed (not randomised) hasher for the per-build agent memo. Iteration order of that
+/// map never reaches the output.
+#[derive(Default, Clone, Copy)]
+struct Fnv;
+
+struct FnvHasher(u64);
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+impl<'o> Builder<'o> {
     fn warn(&mut self, app: &str, message: String) {
         self.warnings.push(Warning {
             app: Some(app.to_string()),
@@ -424,11 +478,16 @@ impl Builder<'_> {
         });
     }
 
-    fn agent_ip(&self, host: &str) -> Option<IpAddr> {
-        host_ip_literal(host).or_else(|| self.resolved.hosts.get(host).copied().flatten())
+    fn agent_ip(&mut self, host: &'o str) -> Option<IpAddr> {
+        if let Some(ip) = self.agents.get(host) {
+            return *ip;
+        }
+        let ip = host_ip_literal(host).or_else(|| self.resolved.hosts.get(host).copied().flatten());
+        self.agents.insert(host, ip);
+        ip
     }
 
-    fn add_app(&mut self, app: &App) {
+    fn add_app(&mut self, app: &'o App) {
         let mode = match network_mode(app) {
             Ok(m) => m,
             Err(msg) => return self.warn(&app.id, msg),
@@ -499,7 +558,7 @@ impl Builder<'_> {
                 protocols,
                 slot,
                 vips,
-                backends: Vec::new(),
+                backends: Vec::with_capacity(app.tasks.len()),
             });
         }
         if plans.is_empty() {
@@ -513,7 +572,7 @@ impl Builder<'_> {
         }
     }
 
-    fn collect_backends(&mut self, app: &App, plans: &mut [PortPlan<'_>]) {
+    fn collect_backends(&mut self, app: &'o App, plans: &mut [PortPlan<'_>]) {
         let has_hc = !app.health_checks.is_empty();
         for task in &app.tasks {
             let state = match task_state(task, has_hc) {
@@ -524,12 +583,14 @@ impl Builder<'_> {
                     continue;
                 }
             };
-            let Some(host) = task.host.as_deref().filter(|h| !h.trim().is_empty()) else {
+            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
                 continue;
             };
             // Looked up on first use, so a task that needs neither is never warned about.
             let mut agent: Option<Option<IpAddr>> = None;
             let mut task_ip: Option<Option<IpAddr>> = None;
+            // One shared id per task, made on its first backend.
+            let mut id: Option<Arc<str>> = None;
             for plan in plans.iter_mut() {
                 let address = match plan.slot {
                     Slot::HostPort(k) => {
@@ -592,9 +653,12 @@ impl Builder<'_> {
                         SocketAddr::new(ip, port)
                     }
                 };
+                let task_id = id
+                    .get_or_insert_with(|| Arc::from(task.id.as_str()))
+                    .clone();
                 plan.backends.push(Backend {
                     address,
-                    task: task.id.clone(),
+                    task: task_id,
                     state,
                 });
             }
@@ -604,6 +668,17 @@ impl Builder<'_> {
     /// Turns one port's plan into service-port and VIP frontend entries.
     fn emit(&mut self, app: &App, mut plan: PortPlan<'_>) {
         sort_backends(&mut plan.backends);
+        // Every target gets a copy of the backends; the last one takes the vector itself.
+        let mut uses = plan.protocols.len()
+            * (usize::from(plan.spec.service_port.is_some()) + plan.vips.len());
+        let mut backends_for = |v: &mut Vec<Backend>| {
+            uses = uses.saturating_sub(1);
+            if uses == 0 {
+                std::mem::take(v)
+            } else {
+                v.clone()
+            }
+        };
         let port_name = plan.spec.name.map(str::to_string);
         let make = |listen: SocketAddr, protocol: Protocol, kind, vip_name, backends| Frontend {
             protocol,
@@ -630,7 +705,7 @@ impl Builder<'_> {
                             protocol,
                             FrontendKind::ServicePort,
                             None,
-                            plan.backends.clone(),
+                            backends_for(&mut plan.backends),
                         );
                         self.services.insert(key, f);
                     }
@@ -661,7 +736,7 @@ impl Builder<'_> {
                         if existing.apps.last() != Some(&app.id) {
                             existing.apps.push(app.id.clone());
                         }
-                        existing.backends.extend(plan.backends.iter().cloned());
+                        existing.backends.extend(backends_for(&mut plan.backends));
                     }
                     None => {
                         let (listen, vip_name) = match addr {
@@ -677,7 +752,7 @@ impl Builder<'_> {
                             protocol,
                             FrontendKind::Vip,
                             vip_name,
-                            plan.backends.clone(),
+                            backends_for(&mut plan.backends),
                         );
                         self.vips.insert(key, f);
                     }
@@ -761,6 +836,7 @@ pub fn build(snapshot: &AppsSnapshot, resolved: &Resolved, opts: &BuildOptions) 
     let mut b = Builder {
         opts,
         resolved,
+        agents: HashMap::with_hasher(Fnv),
         services: BTreeMap::new(),
         vips: BTreeMap::new(),
         warnings: snapshot

@@ -247,7 +247,7 @@ pub async fn closed_by_peer(s: &mut TcpStream) -> bool {
 pub fn backend(addr: SocketAddr, state: BackendState) -> Backend {
     Backend {
         address: addr,
-        task: format!("task-{addr}"),
+        task: format!("task-{addr}").into(),
         state,
     }
 }
