@@ -94,6 +94,8 @@ pub struct RunArgs {
     pub table: TableOptionArgs,
     #[command(flatten)]
     pub dataplane: crate::dataplane::DataplaneArgs,
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

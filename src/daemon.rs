@@ -1,7 +1,7 @@
 //! `vipd run`: assembles the daemon from its parts and runs it until a signal.
 //!
 //! Owns: the wiring (source → control loop → publisher → followers: VIP addresses, then
-//! listeners), the signal handling (SIGTERM/SIGINT: stop accepting, drain up to the grace period,
+//! listeners; the active health checker follows the table on its own), the signal handling (SIGTERM/SIGINT: stop accepting, drain up to the grace period,
 //! exit 0; SIGHUP: re-read the source now), and the order of shutdown.
 //!
 //! Must not: contain routing, forwarding or Marathon logic of its own; every decision lives in the
@@ -11,6 +11,7 @@ use crate::cli::{RunArgs, SourceArgs};
 use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
 use crate::dataplane::{Dataplane, DataplaneConfig};
+use crate::health::HealthConfig;
 use crate::published::{self, PublishedTable, TableReader};
 use crate::source::{self, SourceHandle};
 use crate::table::{BuildOptions, Resolved};
@@ -45,6 +46,7 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     source: SourceHandle,
     task: tokio::task::JoinHandle<Dataplane>,
+    checker: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
 }
 
@@ -59,9 +61,18 @@ impl Daemon {
             vip_cidr: args.table.vip_cidr,
             zone: args.table.zone.clone(),
         };
-        let dataplane_config = DataplaneConfig::from(&args.dataplane);
+        let mut dataplane_config = DataplaneConfig::from(&args.dataplane);
+        dataplane_config.health = HealthConfig::from(&args.health);
         let grace = dataplane_config.drain_timeout;
+        let active = dataplane_config.health.active;
         let dataplane = Dataplane::new(dataplane_config, tables.clone());
+        // Always running: a port label can turn active checks on without the global flag.
+        let checker = crate::health::checker::spawn(
+            tables.clone(),
+            dataplane.backends(),
+            active,
+            shutdown.clone(),
+        );
         let control = ControlLoop::new(
             publisher,
             HostResolver::new(Default::default()),
@@ -74,6 +85,7 @@ impl Daemon {
             shutdown,
             source,
             task,
+            checker,
             grace,
         })
     }
@@ -98,6 +110,9 @@ impl Daemon {
     /// Stops accepting, waits for live connections up to the grace period, and returns.
     pub async fn stop(self) {
         self.shutdown.cancel();
+        if let Err(e) = self.checker.await {
+            tracing::error!(error = %e, "active checker ended abnormally");
+        }
         match self.task.await {
             Ok(dataplane) => {
                 let report = dataplane.shutdown(self.grace).await;

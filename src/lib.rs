@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod dns;
+pub mod health;
 pub mod model;
 pub mod published;
 pub mod source;
