@@ -296,3 +296,161 @@ async fn probe_loop(
         delay = params.interval.mul_f64(rand::rng().random_range(0.9..=1.1));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Backend, Frontend, FrontendKind, Protocol};
+
+    fn frontend(
+        port: u16,
+        protocol: Protocol,
+        backends: &[SocketAddr],
+        opts: &[(&str, &str)],
+    ) -> Frontend {
+        Frontend {
+            protocol,
+            listen: SocketAddr::from(([127, 0, 0, 1], port)),
+            kind: FrontendKind::ServicePort,
+            vip_name: None,
+            app: "/a".into(),
+            apps: vec!["/a".into()],
+            port_index: 0,
+            port_name: None,
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            backends: backends
+                .iter()
+                .map(|a| Backend {
+                    address: *a,
+                    task: "t".into(),
+                    state: BackendState::Up,
+                })
+                .collect(),
+        }
+    }
+
+    fn checker(enabled: bool) -> (Checker, Arc<BackendRegistry>) {
+        let registry = Arc::new(BackendRegistry::new());
+        let cfg = ActiveConfig {
+            enabled,
+            interval: Duration::from_secs(3600),
+            ..ActiveConfig::default()
+        };
+        let c = Checker {
+            registry: registry.clone(),
+            cfg,
+            probes: HashMap::new(),
+            verdicts: HashMap::new(),
+            next_id: 0,
+            stop_all: CancellationToken::new(),
+        };
+        (c, registry)
+    }
+
+    #[tokio::test]
+    async fn a_shared_backend_is_probed_once_per_kind_and_probes_follow_the_table() {
+        let (x, y) = (
+            SocketAddr::from(([127, 0, 0, 1], 9001)),
+            SocketAddr::from(([127, 0, 0, 1], 9002)),
+        );
+        let (mut c, registry) = checker(true);
+        let (tx, _rx) = mpsc::channel(16);
+        let tasks = TaskTracker::new();
+        let table = Table {
+            frontends: vec![
+                frontend(1, Protocol::Tcp, &[x, y], &[]),
+                frontend(2, Protocol::Tcp, &[x], &[]),
+                frontend(
+                    3,
+                    Protocol::Tcp,
+                    &[x],
+                    &[("active_health_check", "http:/h")],
+                ),
+                // The global flag alone does not TCP-probe a UDP port.
+                frontend(
+                    4,
+                    Protocol::Udp,
+                    &[SocketAddr::from(([127, 0, 0, 1], 9003))],
+                    &[],
+                ),
+            ],
+        };
+        c.follow(&table, &tx, &tasks);
+        assert_eq!(c.probes.len(), 3, "x: tcp + http, y: tcp");
+        assert_eq!(registry.entry(x).active_health(), ActiveState::Pending);
+        // y leaves: its probe stops and its verdict is cleared.
+        let table = Table {
+            frontends: vec![frontend(1, Protocol::Tcp, &[x], &[])],
+        };
+        c.follow(&table, &tx, &tasks);
+        assert_eq!(c.probes.len(), 1);
+        assert_eq!(registry.entry(y).active_health(), ActiveState::NotChecked);
+        // A stale result of a stopped probe is ignored; a current one counts.
+        c.apply(ProbeResult {
+            id: 0,
+            key: (x, ProbeKind::Tcp),
+            outcome: Ok(()),
+        });
+        assert_eq!(registry.entry(x).active_health(), ActiveState::Pending);
+        let id = c.probes[&(x, ProbeKind::Tcp)].id;
+        c.apply(ProbeResult {
+            id,
+            key: (x, ProbeKind::Tcp),
+            outcome: Ok(()),
+        });
+        assert_eq!(registry.entry(x).active_health(), ActiveState::Up);
+        // Turned off by label: no probe left, verdict cleared.
+        let table = Table {
+            frontends: vec![frontend(
+                1,
+                Protocol::Tcp,
+                &[x],
+                &[("active_health_check", "off")],
+            )],
+        };
+        c.follow(&table, &tx, &tasks);
+        assert!(c.probes.is_empty());
+        assert_eq!(registry.entry(x).active_health(), ActiveState::NotChecked);
+        c.stop_all.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn a_changed_interval_restarts_the_probe_but_keeps_its_state() {
+        let x = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let (mut c, registry) = checker(false);
+        let (tx, _rx) = mpsc::channel(16);
+        let tasks = TaskTracker::new();
+        let t = |interval: &str| Table {
+            frontends: vec![frontend(
+                1,
+                Protocol::Tcp,
+                &[x],
+                &[
+                    ("active_health_check", "tcp"),
+                    ("probe", "tcp"),
+                    ("probe_interval_s", interval),
+                ],
+            )],
+        };
+        c.follow(&t("10"), &tx, &tasks);
+        let id = c.probes[&(x, ProbeKind::Tcp)].id;
+        c.apply(ProbeResult {
+            id,
+            key: (x, ProbeKind::Tcp),
+            outcome: Ok(()),
+        });
+        c.follow(&t("20"), &tx, &tasks);
+        let r = &c.probes[&(x, ProbeKind::Tcp)];
+        assert_ne!(r.id, id);
+        assert_eq!(r.params.interval, Duration::from_secs(20));
+        assert_eq!(registry.entry(x).active_health(), ActiveState::Up);
+        c.stop_all.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+}
