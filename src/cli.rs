@@ -102,6 +102,8 @@ pub struct RunArgs {
     pub dns: crate::dns::DnsArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub health: crate::health::HealthArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

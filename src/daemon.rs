@@ -1,7 +1,8 @@
 //! `vipd run`: assembles the daemon from its parts and runs it until a signal.
 //!
 //! Owns: the wiring (source → control loop → publisher → followers: VIP addresses first, then
-//! listeners), the side servers (admin on its own thread, DNS), the signal handling
+//! listeners; the active health checker follows the table on its own), the side servers (admin
+//! on its own thread, DNS), the signal handling
 //! (SIGTERM/SIGINT: stop accepting, drain up to the grace period, remove the VIP addresses vipd
 //! added, exit 0; SIGHUP: re-read the source now), and the order of shutdown.
 //!
@@ -15,6 +16,7 @@ use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
 use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
 use crate::dns::{DnsError, DnsServer, ServingCheck};
+use crate::health::HealthConfig;
 use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
 use crate::source::{self, SourceHandle};
@@ -91,6 +93,7 @@ pub struct Daemon {
     control: tokio::task::JoinHandle<Followers>,
     dns: Option<tokio::task::JoinHandle<Result<(), DnsError>>>,
     admin: Option<AdminServer>,
+    checker: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
 }
 
@@ -112,9 +115,18 @@ impl Daemon {
             vip_cidr: args.table.vip_cidr,
             zone: args.table.zone.clone(),
         };
-        let dataplane_config = DataplaneConfig::from(&args.dataplane);
+        let mut dataplane_config = DataplaneConfig::from(&args.dataplane);
+        dataplane_config.health = HealthConfig::from(&args.health);
         let grace = dataplane_config.drain_timeout;
+        let active = dataplane_config.health.active;
         let dataplane = Dataplane::new(dataplane_config, tables.clone());
+        // Always running: a port label can turn active checks on without the global flag.
+        let checker = crate::health::checker::spawn(
+            tables.clone(),
+            dataplane.backends(),
+            active,
+            shutdown.clone(),
+        );
         let listeners = dataplane.listener_status();
 
         let metrics = Arc::new(Metrics::new());
@@ -175,6 +187,7 @@ impl Daemon {
             control,
             dns,
             admin,
+            checker,
             grace,
         })
     }
@@ -210,6 +223,9 @@ impl Daemon {
                 }
             }
             Err(e) => tracing::error!(error = %e, "control loop ended abnormally"),
+        }
+        if let Err(e) = (&mut self.checker).await {
+            tracing::warn!(error = %e, "health checker task failed");
         }
         if let Some(dns) = self.dns.take() {
             match dns.await {

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod dataplane;
 pub mod demo;
 pub mod dns;
+pub mod health;
 pub mod metrics;
 pub mod model;
 pub mod published;

@@ -5,20 +5,39 @@
 //! carry over when a new table is published. Entries are pruned only at reconcile, and only when
 //! the key is in no frontend of the current table AND nothing is using it (zero active).
 //!
-//! Must not: decide anything (selection and ejection read these counters, they live elsewhere),
-//! read the table, or do I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
+//! Health runtime state lives here too, next to the counters it is derived from: each
+//! [`BackendStats`] runs the pure passive-ejection machine ([`crate::health::outlier`]) behind
+//! its own small mutex (taken only when a connect fails, or succeeds after failures or an
+//! ejection: never per pick), and publishes what selection needs as atomics (`ejected until`,
+//! the active-check verdict written by [`crate::health::checker`]). Ejection flips are logged
+//! here, once per flip.
+//!
+//! Must not: pick backends (selection reads these values in `select.rs`), read the table, or do
+//! I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
 //! knows about Prometheus.
 //!
 //! Race note: taking an entry for a new connection (`begin_connect`) and pruning both hold the map
 //! lock, and the connection bumps `active` before the read lock is released, so a prune can never
 //! orphan an entry a connection is about to use.
 
+use crate::health::outlier::{Outlier, OutlierConfig, Transition};
+use crate::health::{ActiveState, HealthReason};
 use crate::table::FrontendKey;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Instant;
+
+/// Milliseconds since a process-wide epoch, never 0 (0 means "not set" in the atomics below).
+pub(crate) fn millis(now: Instant) -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| Instant::now() - std::time::Duration::from_secs(1));
+    u64::try_from(now.saturating_duration_since(epoch).as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
 
 /// Why a connect to a backend failed. Stable label strings for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -50,6 +69,15 @@ impl ConnectFailure {
         }
     }
 
+    /// The passive-health reason an ejection caused by this failure carries.
+    pub fn health_reason(self) -> HealthReason {
+        match self {
+            ConnectFailure::Refused => HealthReason::ConnectRefused,
+            ConnectFailure::Timeout => HealthReason::ConnectTimeout,
+            ConnectFailure::Other => HealthReason::ConnectOther,
+        }
+    }
+
     fn code(self) -> u8 {
         match self {
             ConnectFailure::Refused => 1,
@@ -70,10 +98,25 @@ impl ConnectFailure {
 
 // === impl BackendStats ===
 
-/// Runtime counters of one backend address. All counters are monotonic except `active` and
-/// `consecutive_failures`.
-#[derive(Debug, Default)]
+/// Runtime counters and health state of one backend address. All counters are monotonic except
+/// `active` and `consecutive_failures`.
+#[derive(Debug)]
 pub struct BackendStats {
+    addr: SocketAddr,
+    outlier_config: OutlierConfig,
+    /// The passive-ejection machine (its own lock; never taken by a pick).
+    outlier: Mutex<Outlier>,
+    /// [`millis`] until which the backend is ejected; 0 = not ejected (an expired value reads as
+    /// half-open until the next outcome clears it).
+    ejected_until: AtomicU64,
+    /// [`millis`] when the current ejection started (orders ejections for the max-% rule).
+    ejected_since: AtomicU64,
+    /// Ejections so far.
+    ejections: AtomicU64,
+    /// [`ActiveState::code`] of the active checks' verdict.
+    active_health: AtomicU8,
+    /// [`HealthReason::code`] of the last flip to unhealthy (passive or active); 0 = none.
+    health_reason: AtomicU8,
     /// Connections using this backend now, counting connect attempts in flight.
     active: AtomicU64,
     /// Connections established (successful connects), ever.
@@ -91,7 +134,42 @@ pub struct BackendStats {
     bytes_from_backend: AtomicU64,
 }
 
+impl Default for BackendStats {
+    fn default() -> Self {
+        BackendStats::new(
+            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            OutlierConfig::default(),
+        )
+    }
+}
+
 impl BackendStats {
+    pub fn new(addr: SocketAddr, outlier_config: OutlierConfig) -> Self {
+        BackendStats {
+            addr,
+            outlier_config,
+            outlier: Mutex::new(Outlier::new()),
+            ejected_until: AtomicU64::new(0),
+            ejected_since: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            active_health: AtomicU8::new(ActiveState::NotChecked.code()),
+            health_reason: AtomicU8::new(0),
+            active: AtomicU64::new(0),
+            total: AtomicU64::new(0),
+            failures_refused: AtomicU64::new(0),
+            failures_timeout: AtomicU64::new(0),
+            failures_other: AtomicU64::new(0),
+            consecutive_failures: AtomicU64::new(0),
+            last_failure: AtomicU8::new(0),
+            bytes_to_backend: AtomicU64::new(0),
+            bytes_from_backend: AtomicU64::new(0),
+        }
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn active(&self) -> u64 {
         self.active.load(Relaxed)
     }
@@ -100,12 +178,30 @@ impl BackendStats {
         self.consecutive_failures.load(Relaxed)
     }
 
+    /// A connect succeeded (now).
     pub fn record_connected(&self) {
         self.total.fetch_add(1, Relaxed);
-        self.consecutive_failures.store(0, Relaxed);
+        let had_failures = self.consecutive_failures.swap(0, Relaxed) > 0;
+        // Common path: no failure streak, no ejection: no lock, no clock.
+        if had_failures || self.ejected_until.load(Relaxed) != 0 {
+            self.passive_success(Instant::now());
+        }
     }
 
+    /// A connect failed (now) for `reason`; may eject the backend.
     pub fn record_failure(&self, reason: ConnectFailure) {
+        self.record_failure_at(reason, Instant::now());
+    }
+
+    /// [`BackendStats::record_connected`] at a given time (tests step a clock).
+    pub fn record_connected_at(&self, now: Instant) {
+        self.total.fetch_add(1, Relaxed);
+        self.consecutive_failures.store(0, Relaxed);
+        self.passive_success(now);
+    }
+
+    /// [`BackendStats::record_failure`] at a given time (tests step a clock).
+    pub fn record_failure_at(&self, reason: ConnectFailure, now: Instant) {
         let counter = match reason {
             ConnectFailure::Refused => &self.failures_refused,
             ConnectFailure::Timeout => &self.failures_timeout,
@@ -114,6 +210,73 @@ impl BackendStats {
         counter.fetch_add(1, Relaxed);
         self.consecutive_failures.fetch_add(1, Relaxed);
         self.last_failure.store(reason.code(), Relaxed);
+        let transition = {
+            let mut outlier = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+            outlier.on_failure(now, &self.outlier_config)
+        };
+        if let Some(Transition::Ejected {
+            since,
+            until,
+            duration,
+            consecutive,
+            level,
+        }) = transition
+        {
+            let health_reason = reason.health_reason();
+            self.ejected_since.store(millis(since), Relaxed);
+            self.ejected_until.store(millis(until), Relaxed);
+            self.ejections.fetch_add(1, Relaxed);
+            self.health_reason.store(health_reason.code(), Relaxed);
+            tracing::warn!(
+                backend = %self.addr,
+                reason = health_reason.as_str(),
+                consecutive_failures = consecutive,
+                ejection = ?duration,
+                level,
+                "backend ejected"
+            );
+        }
+    }
+
+    fn passive_success(&self, now: Instant) {
+        let transition = {
+            let mut outlier = self.outlier.lock().unwrap_or_else(|e| e.into_inner());
+            outlier.on_success(now)
+        };
+        if transition == Some(Transition::Recovered) {
+            self.ejected_until.store(0, Relaxed);
+            self.ejected_since.store(0, Relaxed);
+            tracing::info!(backend = %self.addr, "ejected backend recovered (connect succeeded)");
+        }
+    }
+
+    /// Whether passive ejection takes this backend out of selection at `now_ms` ([`millis`]).
+    /// An expired ejection is half-open: eligible again.
+    pub(crate) fn ejected_at(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Relaxed) > now_ms
+    }
+
+    /// Cheap check without a clock: whether an ejection (maybe expired) is recorded.
+    pub(crate) fn maybe_ejected(&self) -> bool {
+        self.ejected_until.load(Relaxed) != 0
+    }
+
+    /// When the current ejection started ([`millis`]).
+    pub(crate) fn ejected_since(&self) -> u64 {
+        self.ejected_since.load(Relaxed)
+    }
+
+    /// The active checks' verdict.
+    pub fn active_health(&self) -> ActiveState {
+        ActiveState::from_code(self.active_health.load(Relaxed))
+    }
+
+    /// Written by the active checker; `reason` is kept when the state is `Down`.
+    pub fn set_active_health(&self, state: ActiveState, reason: Option<HealthReason>) {
+        self.active_health.store(state.code(), Relaxed);
+        if let Some(reason) = reason {
+            self.health_reason.store(reason.code(), Relaxed);
+        }
     }
 
     /// The relay's byte counters for this backend (client→backend, backend→client).
@@ -132,12 +295,16 @@ impl BackendStats {
             last_failure: ConnectFailure::from_code(self.last_failure.load(Relaxed)),
             bytes_to_backend: self.bytes_to_backend.load(Relaxed),
             bytes_from_backend: self.bytes_from_backend.load(Relaxed),
+            ejected: self.ejected_at(millis(Instant::now())),
+            ejections: self.ejections.load(Relaxed),
+            active_health: self.active_health(),
+            health_reason: HealthReason::from_code(self.health_reason.load(Relaxed)),
         }
     }
 }
 
 /// A point-in-time copy of [`BackendStats`] (for the admin API and tests).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct BackendStatsSnapshot {
     pub active: u64,
     pub total: u64,
@@ -148,11 +315,39 @@ pub struct BackendStatsSnapshot {
     pub last_failure: Option<ConnectFailure>,
     pub bytes_to_backend: u64,
     pub bytes_from_backend: u64,
+    /// Passively ejected right now.
+    pub ejected: bool,
+    /// Ejections so far.
+    pub ejections: u64,
+    /// The active checks' verdict (`not_checked` without active checks).
+    pub active_health: ActiveState,
+    /// Why the backend was last found unhealthy by vipd (kept after it recovers).
+    pub health_reason: Option<HealthReason>,
+}
+
+impl Default for BackendStatsSnapshot {
+    fn default() -> Self {
+        BackendStats::default().snapshot()
+    }
 }
 
 impl BackendStatsSnapshot {
     pub fn failures(&self) -> u64 {
         self.failures_refused + self.failures_timeout + self.failures_other
+    }
+
+    /// vipd's own verdict: `ejected`, `probe_down`, `probe_pending` or `healthy` (the table's
+    /// state is separate).
+    pub fn health_state(&self) -> &'static str {
+        if self.ejected {
+            "ejected"
+        } else if self.active_health == ActiveState::Down {
+            "probe_down"
+        } else if self.active_health == ActiveState::Pending {
+            "probe_pending"
+        } else {
+            "healthy"
+        }
     }
 }
 
@@ -180,11 +375,33 @@ impl Drop for ActiveBackend {
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
     entries: RwLock<HashMap<SocketAddr, Arc<BackendStats>>>,
+    outlier: OutlierConfig,
 }
 
 impl BackendRegistry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A registry whose entries eject with `outlier`.
+    pub fn with_outlier(outlier: OutlierConfig) -> Self {
+        BackendRegistry {
+            entries: RwLock::default(),
+            outlier,
+        }
+    }
+
+    fn create(&self, addr: SocketAddr) -> Arc<BackendStats> {
+        Arc::new(BackendStats::new(addr, self.outlier))
+    }
+
+    /// The entry for `addr`, created if missing (the active checker and selectors hold these).
+    pub fn entry(&self, addr: SocketAddr) -> Arc<BackendStats> {
+        if let Some(stats) = self.get(&addr) {
+            return stats;
+        }
+        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        map.entry(addr).or_insert_with(|| self.create(addr)).clone()
     }
 
     /// Takes (or creates) the entry for `addr` and counts one more active user of it.
@@ -199,7 +416,7 @@ impl BackendRegistry {
             }
         }
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let stats = map.entry(addr).or_default().clone();
+        let stats = map.entry(addr).or_insert_with(|| self.create(addr)).clone();
         stats.active.fetch_add(1, Relaxed);
         ActiveBackend { stats }
     }
@@ -215,7 +432,7 @@ impl BackendRegistry {
     pub fn ensure<'a>(&self, addrs: impl IntoIterator<Item = &'a SocketAddr>) {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         for addr in addrs {
-            map.entry(*addr).or_default();
+            map.entry(*addr).or_insert_with(|| self.create(*addr));
         }
     }
 

@@ -14,6 +14,12 @@
 //! (one `load_full` per connection) and keeps runtime state outside the table, keyed by backend
 //! address / frontend key, so that it survives every table swap.
 //!
+//! Selection: every listener owns a [`select::FrontendSelector`] (shared with its connections),
+//! created when the listener opens and updated at every reconcile, so option changes (balance,
+//! active checks) and backend-set changes apply without rebinding, and the selector's state
+//! (round-robin position, Maglev table) survives swaps. Health settings come from
+//! [`DataplaneConfig::health`].
+//!
 //! UDP seam: [`Dataplane::reconcile`] reports UDP frontends as
 //! [`ListenerState::Unsupported`] and opens nothing for them. The UDP data plane will add a
 //! `udp.rs` listener task next to `tcp.rs` and reuse the listener status, bind backoff, the
@@ -31,6 +37,7 @@ pub use backends::{
 pub use listener::{ListenerState, ListenerStatusHandle};
 pub use relay::{CloseReason, RelayConfig};
 
+use crate::health::HealthConfig;
 use crate::published::{PublishedTable, TableReader};
 use crate::table::{FrontendKey, Protocol};
 use std::collections::{HashMap, HashSet};
@@ -91,6 +98,8 @@ pub struct DataplaneConfig {
     pub bind_retry_max: Duration,
     /// Size of each of the two relay buffers of a connection (not a flag).
     pub relay_buffer_size: usize,
+    /// Selection and health policy (flags in [`crate::health::HealthArgs`]).
+    pub health: HealthConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -105,6 +114,7 @@ impl Default for DataplaneConfig {
             bind_retry_initial: Duration::from_millis(100),
             bind_retry_max: Duration::from_secs(5),
             relay_buffer_size: relay::DEFAULT_BUFFER_SIZE,
+            health: HealthConfig::default(),
         }
     }
 }
@@ -145,6 +155,8 @@ struct ListenerEntry {
     connections: TaskTracker,
     /// Cuts this frontend's connections.
     cut: CancellationToken,
+    /// This frontend's selector (shared with its connections; updated at reconcile).
+    selector: Arc<select::FrontendSelector>,
 }
 
 /// The listener manager. Create it inside a tokio runtime; [`Dataplane::reconcile`] spawns tasks.
@@ -172,6 +184,7 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(config: DataplaneConfig, tables: TableReader) -> Self {
+        let outlier = config.health.outlier;
         Dataplane {
             config,
             tables,
@@ -179,7 +192,7 @@ impl Dataplane {
             unsupported: HashSet::new(),
             closing: HashMap::new(),
             status: ListenerStatusHandle::default(),
-            backends: Arc::new(BackendRegistry::new()),
+            backends: Arc::new(BackendRegistry::with_outlier(outlier)),
             frontends: Arc::new(FrontendRegistry::new()),
             next_owner: 0,
             stop_all: CancellationToken::new(),
@@ -263,6 +276,13 @@ impl Dataplane {
         let pruned_backends = self.backends.prune(&addrs);
         let pruned_frontends = self.frontends.prune(&wanted);
 
+        // Selectors follow options and backend sets (no rebinding).
+        for frontend in &table.frontends {
+            if let Some(entry) = self.listeners.get(&frontend.key()) {
+                entry.selector.update(frontend, &self.config.health);
+            }
+        }
+
         if opened > 0 || !removed.is_empty() {
             tracing::info!(
                 generation = published.generation,
@@ -291,10 +311,11 @@ impl Dataplane {
         let socket_closed = CancellationToken::new();
         let frontend_connections = TaskTracker::new();
         self.status.insert(key, owner, ListenerState::Pending);
+        let selector = self.new_selector(key);
         let ctx = Arc::new(tcp::ConnectionContext {
             key,
             tables: self.tables.clone(),
-            selector: Box::new(select::RoundRobin::new()),
+            selector: selector.clone(),
             backends: self.backends.clone(),
             stats: self.frontends.get_or_insert(key),
             connect_timeout: self.config.connect_timeout,
@@ -329,8 +350,34 @@ impl Dataplane {
                 socket_closed,
                 connections: frontend_connections,
                 cut,
+                selector,
             },
         );
+    }
+
+    /// A selector for frontend `key` under the health policy. Settings and backends are filled by
+    /// [`select::FrontendSelector::update`], which [`Dataplane::reconcile`] calls for every
+    /// listener after opening new ones (and at every later reconcile).
+    fn new_selector(&self, key: FrontendKey) -> Arc<select::FrontendSelector> {
+        let table = self.tables.load_full();
+        let selector = match table.table.frontend(&key) {
+            Some(frontend) => select::FrontendSelector::for_frontend(
+                frontend,
+                self.backends.clone(),
+                &self.config.health,
+            ),
+            None => {
+                let cfg = &self.config.health;
+                let settings = select::SelectorSettings {
+                    balance: cfg.balance,
+                    checked: cfg.active.enabled,
+                    fail_open: cfg.fail_open,
+                    max_ejection_percent: cfg.max_ejection_percent,
+                };
+                select::FrontendSelector::new(key, self.backends.clone(), settings)
+            }
+        };
+        Arc::new(selector)
     }
 
     /// Stops accepting on a removed frontend and lets its connections drain.

@@ -11,7 +11,7 @@
 use super::backends::{ActiveFrontend, BackendRegistry, ConnectFailure, FrontendStats};
 use super::listener::{AcceptErrorClass, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
-use super::select::{Candidates, Select};
+use super::select::{Candidates, FrontendSelector, Select};
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use std::net::SocketAddr;
@@ -26,8 +26,9 @@ use tracing::Instrument;
 pub(crate) struct ConnectionContext {
     pub key: FrontendKey,
     pub tables: TableReader,
-    /// Per-frontend selector state (the round-robin counter) lives here, not in the table.
-    pub selector: Box<dyn Select>,
+    /// Per-frontend selector (algorithm state, health view); shared with the listener entry,
+    /// which updates it at every reconcile. Lives here, not in the table.
+    pub selector: Arc<FrontendSelector>,
     pub backends: Arc<BackendRegistry>,
     pub stats: Arc<FrontendStats>,
     pub connect_timeout: Duration,
@@ -101,10 +102,17 @@ async fn handle(
         client = %client_addr,
         backend = tracing::field::Empty
     );
-    forward(client, ctx, active).instrument(span).await
+    forward(client, client_addr, ctx, active)
+        .instrument(span)
+        .await
 }
 
-async fn forward(mut client: TcpStream, ctx: Arc<ConnectionContext>, active: ActiveFrontend) {
+async fn forward(
+    mut client: TcpStream,
+    client_addr: SocketAddr,
+    ctx: Arc<ConnectionContext>,
+    active: ActiveFrontend,
+) {
     // One snapshot for the whole connection.
     let snapshot = ctx.tables.load_full();
     let Some(frontend) = snapshot.table.frontend(&ctx.key) else {
@@ -126,10 +134,11 @@ async fn forward(mut client: TcpStream, ctx: Arc<ConnectionContext>, active: Act
             active.stats().record_no_backend();
             return;
         }
-        let Some(i) = ctx
-            .selector
-            .select(&Candidates::new(&frontend.backends, &tried))
-        else {
+        let Some(i) = ctx.selector.select(&Candidates::with_client(
+            &frontend.backends,
+            &tried,
+            client_addr.ip(),
+        )) else {
             tracing::debug!(tries = tried.len(), "no eligible backend; closing client");
             active.stats().record_no_backend();
             return;

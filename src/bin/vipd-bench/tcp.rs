@@ -404,14 +404,26 @@ async fn stream_worker(
             if now >= bounds.deadline || !shared.claim() {
                 break;
             }
-            match timeout_at(bounds.op_deadline(now, timeout), wr.write_all(&chunk)).await {
+            // Count every partial write: a chunk cut short by the deadline still reached the
+            // server, and in echo mode comes back, so `bytes_sent` must include it.
+            let mut written = 0usize;
+            let write_chunk = async {
+                while written < chunk.len() {
+                    let n = wr.write(&chunk[written..]).await?;
+                    if n == 0 {
+                        return Err(std::io::ErrorKind::WriteZero.into());
+                    }
+                    written += n;
+                }
+                std::io::Result::Ok(())
+            };
+            let result = timeout_at(bounds.op_deadline(now, timeout), write_chunk).await;
+            local.bytes_sent += written as u64;
+            shared.bytes.fetch_add(written as u64, Ordering::Relaxed);
+            match result {
                 Ok(Ok(())) => {
                     local.ok += 1;
-                    local.bytes_sent += chunk.len() as u64;
                     shared.completed.fetch_add(1, Ordering::Relaxed);
-                    shared
-                        .bytes
-                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 }
                 Ok(Err(e)) => {
                     local.error(io_kind(&e));
