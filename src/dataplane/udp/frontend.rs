@@ -5,7 +5,7 @@
 //! table cache, the return tasks' `JoinSet`). One task runs it; nothing else touches the flows.
 //!
 //! Per datagram: one `Cache::load` (a generation compare while the table is unchanged), one hash
-//! lookup, one `try_send`, a few relaxed counter adds; no allocation, no lock, no clock read (the
+//! lookup, one nonblocking `send(2)`, a few relaxed counter adds; no allocation, no lock, no clock read (the
 //! clock is read once per received batch). Eligibility of a flow's backend is re-checked only
 //! when the table generation changed since the flow last checked.
 //!
@@ -418,7 +418,9 @@ fn open(
 /// Sends one datagram to the flow's backend. `Err` only for backend errors (ICMP); every other
 /// outcome is counted here.
 fn send(env: &Env, up: &Upstream, payload: &[u8]) -> Result<(), io::Error> {
-    match up.socket.try_send(payload) {
+    // Straight to the syscall (the socket is nonblocking): tokio's `try_send` would report
+    // WouldBlock until its reactor has seen the new socket writable.
+    match socket2::SockRef::from(&*up.socket).send(payload) {
         Ok(_) => {
             UdpFrontendStats::add(&env.stats.datagrams_to_backends, 1);
             up.stats

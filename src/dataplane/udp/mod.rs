@@ -10,11 +10,11 @@
 //!   table is unchanged).
 //! - A client's first datagram creates its flow: the frontend's selector (the same algorithms and
 //!   health tiers as TCP) picks a backend, and the flow gets its own socket bound to an ephemeral
-//!   port and CONNECTED to the backend. The datagram is sent with a non-blocking `try_send`;
+//!   port and CONNECTED to the backend. The datagram is sent with a nonblocking `send(2)`;
 //!   there is no queue between the receive loop and the backends (a full socket send buffer
 //!   drops the datagram and counts it).
 //! - Each flow has a return task that reads its connected socket and sends replies to the client
-//!   from the frontend's socket (`try_send_to`, no queue either). Dropping a flow aborts it.
+//!   from the frontend's socket (nonblocking `sendto(2)`, no queue either). Dropping a flow aborts it.
 //! - A flow is refreshed by traffic in both directions; the return path only stores a timestamp
 //!   into a per-flow atomic, which the flow table reads at expiry (no lock per datagram).
 //! - A flow keeps its backend while that backend is eligible. The check runs only when the

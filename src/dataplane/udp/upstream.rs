@@ -7,7 +7,7 @@
 //!
 //! The return task reads replies into a per-worker-thread buffer (no `.await` between the read
 //! and the send, so one 64 KiB buffer per runtime thread serves every flow), sends them with a
-//! non-blocking `try_send_to` (a full frontend send buffer drops the reply and counts it), and
+//! nonblocking `sendto(2)` (a full frontend send buffer drops the reply and counts it), and
 //! stores the reply time into the flow's atomic (one relaxed store per reply at most once per
 //! millisecond; the receive loop reads it only when the flow looks idle).
 //!
@@ -171,6 +171,7 @@ async fn return_path(
     let (_, from_backend) = backend.byte_counters();
     let fs = &path.frontend_stats;
     let mut confirmed = false;
+    let client = socket2::SockAddr::from(path.client);
     loop {
         if let Err(error) = upstream.readable().await {
             tracing::debug!(client = %path.client, %error, "upstream socket failed; return path ends");
@@ -183,7 +184,8 @@ async fn return_path(
                     signals.saw_reply(path.base);
                     from_backend.fetch_add(n as u64, Relaxed);
                     udp_backend.datagrams_from_backend.fetch_add(1, Relaxed);
-                    match path.frontend.try_send_to(&buf[..n], path.client) {
+                    // Straight to the syscall (nonblocking), as for sends to backends.
+                    match socket2::SockRef::from(&*path.frontend).send_to(&buf[..n], &client) {
                         Ok(_) => {
                             UdpFrontendStats::add(&fs.datagrams_out, 1);
                             UdpFrontendStats::add(&fs.bytes_out, n as u64);
