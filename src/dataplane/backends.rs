@@ -261,6 +261,13 @@ impl BackendStats {
         self.ejected_until.load(Relaxed) != 0
     }
 
+    /// Ejected right now, or the active checks say `down`: a UDP flow pinned to this backend
+    /// re-picks on its next datagram. Two atomic loads on the common path.
+    pub fn excluded_by_health(&self, now: Instant) -> bool {
+        (self.maybe_ejected() && self.ejected_at(millis(now)))
+            || self.active_health() == ActiveState::Down
+    }
+
     /// When the current ejection started ([`millis`]).
     pub(crate) fn ejected_since(&self) -> u64 {
         self.ejected_since.load(Relaxed)

@@ -1,4 +1,4 @@
-//! The data plane: listeners that follow the published table, and TCP forwarding (UDP later).
+//! The data plane: listeners that follow the published table, and TCP and UDP forwarding.
 //!
 //! Owns: [`Dataplane`] (the listener manager: [`Dataplane::reconcile`] opens listeners for new
 //! frontends and closes removed ones, never rebinding an unchanged frontend), per-backend and
@@ -19,17 +19,18 @@
 //! active checks) and backend-set changes apply without rebinding, and the selector's state
 //! (round-robin position, Maglev table) survives swaps. Health settings come from
 //! [`DataplaneConfig::health`].
+
 //!
-//! UDP seam: [`Dataplane::reconcile`] reports UDP frontends as
-//! [`ListenerState::Unsupported`] and opens nothing for them. The UDP data plane will add a
-//! `udp.rs` listener task next to `tcp.rs` and reuse the listener status, bind backoff, the
-//! backend registry and [`select`].
+//! UDP frontends ([`udp`]) share the listener status, bind backoff, backend registry and
+//! [`select`] with TCP. A removed UDP frontend closes its socket and its flows at once (their
+//! replies need that socket; see [`udp`]); `--drain-timeout` applies to TCP connections only.
 
 pub mod backends;
 pub mod listener;
 pub mod relay;
 pub mod select;
 mod tcp;
+pub mod udp;
 
 pub use backends::{
     BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
@@ -71,6 +72,25 @@ pub struct DataplaneArgs {
     #[arg(long, env = "VIPD_LISTEN_BACKLOG", default_value_t = 1024,
           value_parser = clap::value_parser!(i32).range(1..))]
     pub listen_backlog: i32,
+    /// Close a UDP flow (one per client address and frontend) after this long without a datagram
+    /// in either direction. 60 s suits the request/response traffic UDP services carry (DNS,
+    /// statsd, syslog: clients that go quiet rarely come back on the same port soon) and is
+    /// Envoy's udp_proxy default. Must not be 0: a flow holds a socket until it expires.
+    #[arg(long, env = "VIPD_UDP_IDLE_TIMEOUT", default_value = "60s",
+          value_parser = parse_nonzero_duration)]
+    pub udp_idle_timeout: Duration,
+    /// Most UDP flows per frontend; datagrams of new clients beyond it are dropped (and
+    /// counted) while existing flows go on. Each flow holds one socket (a file descriptor).
+    #[arg(long, env = "VIPD_UDP_MAX_FLOWS", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub udp_max_flows: u32,
+}
+
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".to_string()),
+        d => Ok(d),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -100,6 +120,8 @@ pub struct DataplaneConfig {
     pub relay_buffer_size: usize,
     /// Selection and health policy (flags in [`crate::health::HealthArgs`]).
     pub health: HealthConfig,
+    /// UDP flows: idle timeout, cap, socket buffer.
+    pub udp: udp::UdpConfig,
 }
 
 impl Default for DataplaneConfig {
@@ -115,6 +137,7 @@ impl Default for DataplaneConfig {
             bind_retry_max: Duration::from_secs(5),
             relay_buffer_size: relay::DEFAULT_BUFFER_SIZE,
             health: HealthConfig::default(),
+            udp: udp::UdpConfig::default(),
         }
     }
 }
@@ -129,6 +152,11 @@ impl From<&DataplaneArgs> for DataplaneConfig {
             max_lifetime: a.max_lifetime.and_then(nonzero),
             drain_timeout: a.drain_timeout,
             listen_backlog: a.listen_backlog.max(1),
+            udp: udp::UdpConfig {
+                idle_timeout: a.udp_idle_timeout,
+                max_flows: a.udp_max_flows.max(1) as usize,
+                ..udp::UdpConfig::default()
+            },
             ..DataplaneConfig::default()
         }
     }
@@ -164,13 +192,12 @@ pub struct Dataplane {
     config: DataplaneConfig,
     tables: TableReader,
     listeners: HashMap<FrontendKey, ListenerEntry>,
-    /// Frontends seen but not served (UDP), so they are logged once.
-    unsupported: HashSet<FrontendKey>,
     /// Sockets of removed frontends that may still be closing (a re-added key waits for them).
     closing: HashMap<FrontendKey, CancellationToken>,
     status: ListenerStatusHandle,
     backends: Arc<BackendRegistry>,
     frontends: Arc<FrontendRegistry>,
+    udp_stats: Arc<udp::UdpStatsRegistry>,
     next_owner: u64,
     /// Parent of every listener's `stop`.
     stop_all: CancellationToken,
@@ -189,11 +216,11 @@ impl Dataplane {
             config,
             tables,
             listeners: HashMap::new(),
-            unsupported: HashSet::new(),
             closing: HashMap::new(),
             status: ListenerStatusHandle::default(),
             backends: Arc::new(BackendRegistry::with_outlier(outlier)),
             frontends: Arc::new(FrontendRegistry::new()),
+            udp_stats: Arc::new(udp::UdpStatsRegistry::new()),
             next_owner: 0,
             stop_all: CancellationToken::new(),
             cut_all: CancellationToken::new(),
@@ -226,23 +253,13 @@ impl Dataplane {
                 self.retire(*key, entry);
             }
         }
-        let gone_unsupported: Vec<FrontendKey> = self
-            .unsupported
-            .iter()
-            .filter(|k| !wanted.contains(k))
-            .copied()
-            .collect();
-        for key in &gone_unsupported {
-            self.unsupported.remove(key);
-            self.status.remove(key);
-        }
         self.closing.retain(|_, closed| !closed.is_cancelled());
 
         // New frontends.
         let mut opened = 0usize;
         for frontend in &table.frontends {
             let key = frontend.key();
-            if self.listeners.contains_key(&key) || self.unsupported.contains(&key) {
+            if self.listeners.contains_key(&key) {
                 continue;
             }
             match key.protocol {
@@ -251,17 +268,8 @@ impl Dataplane {
                     opened += 1;
                 }
                 Protocol::Udp => {
-                    // UDP seam: a udp listener task will be opened here.
-                    tracing::info!(frontend = %key, "udp frontends are not served yet; skipping");
-                    self.unsupported.insert(key);
-                    self.next_owner += 1;
-                    self.status.insert(
-                        key,
-                        self.next_owner,
-                        ListenerState::Unsupported {
-                            reason: "udp is not served yet",
-                        },
-                    );
+                    self.open_udp(key);
+                    opened += 1;
                 }
             }
         }
@@ -275,6 +283,7 @@ impl Dataplane {
         self.backends.ensure(&addrs);
         let pruned_backends = self.backends.prune(&addrs);
         let pruned_frontends = self.frontends.prune(&wanted);
+        self.udp_stats.prune(&wanted, &addrs);
 
         // Selectors follow options and backend sets (no rebinding).
         for frontend in &table.frontends {
@@ -380,6 +389,51 @@ impl Dataplane {
         Arc::new(selector)
     }
 
+    /// Opens a UDP frontend: a task binds it (retrying like TCP) and runs its receive loop.
+    fn open_udp(&mut self, key: FrontendKey) {
+        self.next_owner += 1;
+        let owner = self.next_owner;
+        let stop = self.stop_all.child_token();
+        let socket_closed = CancellationToken::new();
+        self.status.insert(key, owner, ListenerState::Pending);
+        let selector = self.new_selector(key);
+        let ctx = udp::UdpContext {
+            key,
+            tables: self.tables.clone(),
+            selector: selector.clone(),
+            backends: self.backends.clone(),
+            frontend_stats: self.frontends.get_or_insert(key),
+            udp_stats: self.udp_stats.clone(),
+            config: self.config.udp.clone(),
+        };
+        let task = listener::ListenerTask {
+            key,
+            owner,
+            backlog: 0, // not used by UDP
+            retry: listener::Backoff::new(
+                self.config.bind_retry_initial,
+                self.config.bind_retry_max,
+            ),
+            status: self.status.clone(),
+            stop: stop.clone(),
+            previous_closed: self.closing.remove(&key),
+            socket_closed: socket_closed.clone(),
+        };
+        self.tasks.spawn(udp::run_udp_frontend(task, ctx));
+        // Flows are not connections: the frontend task owns and closes them, so the drain of a
+        // removed UDP frontend has nothing to wait for.
+        self.listeners.insert(
+            key,
+            ListenerEntry {
+                stop,
+                socket_closed,
+                connections: TaskTracker::new(),
+                cut: self.cut_all.child_token(),
+                selector,
+            },
+        );
+    }
+
     /// Stops accepting on a removed frontend and lets its connections drain.
     fn retire(&mut self, key: FrontendKey, entry: ListenerEntry) {
         entry.stop.cancel();
@@ -419,9 +473,15 @@ impl Dataplane {
         self.backends.clone()
     }
 
-    /// Per-frontend runtime counters (accepted, active, ...).
+    /// Per-frontend runtime counters (accepted, active, ...). For a UDP frontend, `accepted` and
+    /// `active` count flows, and `cut` the flows closed by its removal or shutdown.
     pub fn frontends(&self) -> Arc<FrontendRegistry> {
         self.frontends.clone()
+    }
+
+    /// UDP counters per frontend (flows, datagrams, drops) and per backend (datagrams).
+    pub fn udp_stats(&self) -> Arc<udp::UdpStatsRegistry> {
+        self.udp_stats.clone()
     }
 
     /// Connections alive now (all frontends, removed ones included).
@@ -505,6 +565,22 @@ mod tests {
         assert_eq!(c.max_lifetime, None);
         assert_eq!(c.drain_timeout, Duration::from_secs(30));
         assert_eq!(c.listen_backlog, 1024);
+        assert_eq!(c.udp.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.udp.max_flows, 65_536);
+    }
+
+    #[test]
+    fn udp_flags_parse_and_reject_zero() {
+        let c = parse(&["--udp-idle-timeout", "5s", "--udp-max-flows", "2"]).unwrap();
+        assert_eq!(c.udp.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.udp.max_flows, 2);
+        let err = parse(&["--udp-idle-timeout", "0"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--udp-idle-timeout") && err.contains("more than 0"),
+            "{err}"
+        );
+        let err = parse(&["--udp-max-flows", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--udp-max-flows"), "{err}");
     }
 
     #[test]

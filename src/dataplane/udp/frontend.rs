@@ -1,0 +1,449 @@
+//! The receive loop of one UDP frontend: batched receive, flow lookup/admission, backend choice
+//! and re-pick, forwarding, idle expiry, and closing.
+//!
+//! Owns: [`Frontend`] (the socket, the receive batch, and the flow state: the flow table, the
+//! table cache, the return tasks' `JoinSet`). One task runs it; nothing else touches the flows.
+//!
+//! Per datagram: one `Cache::load` (a generation compare while the table is unchanged), one hash
+//! lookup, one nonblocking `send(2)`, a few relaxed counter adds; no allocation, no lock, no clock read (the
+//! clock is read once per received batch). Eligibility of a flow's backend is re-checked only
+//! when the table generation changed since the flow last checked.
+//!
+//! Must not: block, await per datagram, or log per datagram above `trace`.
+
+use super::flows::{Admit, FlowTable};
+use super::stats::UdpFrontendStats;
+use super::sys::RecvBatch;
+use super::upstream::{connect_upstream, is_backend_error, ReturnPath, Upstream};
+use super::UdpContext;
+use crate::dataplane::backends::{ActiveFrontend, ConnectFailure};
+use crate::dataplane::listener::LogLimiter;
+use crate::dataplane::select::{Candidates, Tier};
+use crate::published::PublishedTable;
+use crate::table::{self, BackendState};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Receive batches handled before the loop goes back to `select!` (stop, timers).
+const RECV_BATCHES_PER_WAKE: usize = 8;
+
+type TableCache = arc_swap::Cache<Arc<arc_swap::ArcSwap<PublishedTable>>, Arc<PublishedTable>>;
+
+/// One client's flow.
+struct Flow {
+    /// `None` after a re-pick found no backend; the next datagram tries again.
+    upstream: Option<Upstream>,
+    /// The table generation at which the upstream's backend was last found eligible.
+    checked_generation: u64,
+    /// One unit of the frontend's `active` count (shared with TCP's `FrontendStats`).
+    _active: ActiveFrontend,
+}
+
+/// What every flow operation reads.
+struct Env {
+    ctx: UdpContext,
+    socket: Arc<UdpSocket>,
+    stats: Arc<UdpFrontendStats>,
+    /// The clock base of the return paths' timestamps.
+    base: Instant,
+}
+
+struct FlowState {
+    env: Env,
+    flows: FlowTable<Flow>,
+    cache: TableCache,
+    returns: JoinSet<()>,
+    limiter: LogLimiter,
+}
+
+/// A bound UDP frontend.
+pub(crate) struct Frontend {
+    socket: Arc<UdpSocket>,
+    batch: RecvBatch,
+    state: FlowState,
+}
+
+impl Frontend {
+    pub fn new(ctx: UdpContext, socket: Arc<UdpSocket>) -> Self {
+        let stats = ctx.udp_stats.frontend_or_insert(ctx.key);
+        let flows = FlowTable::new(ctx.config.idle_timeout, ctx.config.max_flows);
+        let cache = ctx.tables.cache();
+        Frontend {
+            socket: socket.clone(),
+            batch: RecvBatch::new(),
+            state: FlowState {
+                env: Env {
+                    ctx,
+                    socket,
+                    stats,
+                    base: Instant::now(),
+                },
+                flows,
+                cache,
+                returns: JoinSet::new(),
+                limiter: LogLimiter::new(Duration::from_secs(5)),
+            },
+        }
+    }
+
+    /// Receives and forwards until `stop`.
+    pub async fn run(&mut self, stop: &CancellationToken) {
+        let socket = self.socket.clone();
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                _ = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.state.expire(Instant::now());
+                }
+                ready = socket.readable() => match ready {
+                    Ok(()) => self.receive(),
+                    Err(error) => {
+                        UdpFrontendStats::add(&self.state.env.stats.recv_errors, 1);
+                        tracing::warn!(frontend = %self.state.env.ctx.key, %error, "waiting for datagrams failed; pausing");
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                            _ = stop.cancelled() => return,
+                        }
+                    }
+                }
+            }
+            let next = self.state.flows.poll_timeout();
+            if next != armed {
+                if let Some(at) = next {
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(at));
+                }
+                armed = next;
+            }
+        }
+    }
+
+    /// Drains the socket's queue (bounded by [`RECV_BATCHES_PER_WAKE`]).
+    fn receive(&mut self) {
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..RECV_BATCHES_PER_WAKE {
+            let batch = &mut self.batch;
+            match self.socket.try_io(Interest::READABLE, || batch.recv(fd)) {
+                Ok((n, kernel_dropped)) => {
+                    let stats = &self.state.env.stats;
+                    if kernel_dropped > 0 {
+                        UdpFrontendStats::add(&stats.dropped_kernel_rx, kernel_dropped);
+                    }
+                    let now = Instant::now();
+                    for i in 0..n {
+                        match self.batch.get(i) {
+                            Some((r, payload)) if !r.truncated => {
+                                self.state.on_datagram(r.from, payload, now)
+                            }
+                            _ => UdpFrontendStats::add(&self.state.env.stats.recv_errors, 1),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) => {
+                    UdpFrontendStats::add(&self.state.env.stats.recv_errors, 1);
+                    if let Some(suppressed) = self.state.limiter.allow(tokio::time::Instant::now())
+                    {
+                        tracing::warn!(frontend = %self.state.env.ctx.key, %error, suppressed, "receive failed");
+                    }
+                    break;
+                }
+            }
+        }
+        let state = &mut self.state;
+        if state.returns.len() > state.flows.len() {
+            state.reap();
+        }
+    }
+
+    /// Closes every flow and waits until every return task has ended (so the frontend socket is
+    /// really closed once `self` is dropped). Returns how many flows were closed.
+    pub async fn close(mut self) -> usize {
+        let state = &mut self.state;
+        let flows = state.flows.clear();
+        let n = flows.len();
+        for _ in 0..n {
+            state.env.ctx.frontend_stats.record_cut();
+        }
+        UdpFrontendStats::add(&state.env.stats.flows_closed, n as u64);
+        drop(flows);
+        state.returns.abort_all();
+        while state.returns.join_next().await.is_some() {}
+        state.env.stats.flows_active.store(0, Relaxed);
+        n
+    }
+}
+
+impl FlowState {
+    fn on_datagram(&mut self, client: SocketAddr, payload: &[u8], now: Instant) {
+        let env = &self.env;
+        let stats = &env.stats;
+        UdpFrontendStats::add(&stats.datagrams_in, 1);
+        UdpFrontendStats::add(&stats.bytes_in, payload.len() as u64);
+        let published = self.cache.load();
+        let generation = published.generation;
+        let key = env.ctx.key;
+
+        let flow = match self.flows.lookup_or_admit(client, now) {
+            Admit::Full => {
+                UdpFrontendStats::add(&stats.dropped_by_cap, 1);
+                tracing::trace!(frontend = %key, %client, "flow cap reached; datagram dropped");
+                return;
+            }
+            Admit::Existing(flow) => flow,
+            Admit::Vacant(slot) => {
+                let Some(frontend) = published.table.frontend(&key) else {
+                    UdpFrontendStats::add(&stats.dropped_no_backend, 1);
+                    return;
+                };
+                let Some(upstream) = open(
+                    env,
+                    &mut self.returns,
+                    &mut self.limiter,
+                    frontend,
+                    &[],
+                    client,
+                ) else {
+                    return;
+                };
+                UdpFrontendStats::add(&stats.flows_created, 1);
+                tracing::debug!(frontend = %key, %client, backend = %upstream.backend, "flow created");
+                slot.insert(Flow {
+                    upstream: Some(upstream),
+                    checked_generation: generation,
+                    _active: env.ctx.frontend_stats.accepted(),
+                })
+            }
+        };
+
+        // Keep the backend while it is eligible; check only when the table changed.
+        let repick = match &flow.upstream {
+            None => true,
+            Some(up) if up.signals.failed() => true,
+            // Ejected (passive) or down (active checks) since the flow picked it.
+            Some(up) if up.stats.excluded_by_health(now) => true,
+            Some(up) => {
+                flow.checked_generation != generation
+                    && !eligible(published.table.frontend(&key), up.backend)
+            }
+        };
+        flow.checked_generation = generation;
+        if repick
+            && !repick_flow(
+                env,
+                &mut self.returns,
+                &mut self.limiter,
+                flow,
+                published,
+                client,
+            )
+        {
+            return;
+        }
+        let sent = match &flow.upstream {
+            Some(up) => send(env, up, payload),
+            None => return,
+        };
+        if let Err(error) = sent {
+            // An ICMP error was pending on the connected socket: the backend is not there. Count
+            // it, re-pick (skipping it) and retry this datagram once.
+            if let Some(up) = &flow.upstream {
+                up.stats.record_failure(ConnectFailure::from_io(&error));
+                tracing::debug!(frontend = %key, %client, backend = %up.backend, %error, "backend error on send; re-picking");
+            }
+            if repick_flow(
+                env,
+                &mut self.returns,
+                &mut self.limiter,
+                flow,
+                published,
+                client,
+            ) {
+                if let Some(up) = &flow.upstream {
+                    if let Err(error) = send(env, up, payload) {
+                        up.stats.record_failure(ConnectFailure::from_io(&error));
+                        up.signals.mark_failed();
+                        UdpFrontendStats::add(&stats.dropped_send_error, 1);
+                    }
+                }
+            }
+        }
+        stats.flows_active.store(self.flows.len() as u64, Relaxed);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        let base = self.env.base;
+        let expired = self.flows.expire_with(now, |flow| {
+            flow.upstream
+                .as_ref()
+                .and_then(|u| u.signals.last_reply(base))
+        });
+        if !expired.is_empty() {
+            UdpFrontendStats::add(&self.env.stats.flows_expired, expired.len() as u64);
+            tracing::debug!(frontend = %self.env.ctx.key, expired = expired.len(), live = self.flows.len(), "idle flows expired");
+        }
+        drop(expired);
+        self.env
+            .stats
+            .flows_active
+            .store(self.flows.len() as u64, Relaxed);
+        self.reap();
+    }
+
+    /// Collects the return tasks that have ended (aborted by expiry or re-pick).
+    fn reap(&mut self) {
+        while self.returns.try_join_next().is_some() {}
+    }
+}
+
+/// Would the flow keep this backend under the current table? Not if it left the table, is
+/// `draining`, or is `unhealthy` while the frontend has `up` or `unknown` backends (the selector
+/// would not pick it). `up` and `unknown` backends are kept: flows do not move on a health gain.
+fn eligible(frontend: Option<&table::Frontend>, addr: SocketAddr) -> bool {
+    let Some(f) = frontend else {
+        return false;
+    };
+    let Some(b) = f.backends.iter().find(|b| b.address == addr) else {
+        return false;
+    };
+    match b.state {
+        BackendState::Up | BackendState::Unknown => true,
+        BackendState::Draining => false,
+        BackendState::Unhealthy => matches!(
+            Candidates::new(&f.backends, &[]).tier(),
+            Some((Tier::FailOpen, _))
+        ),
+    }
+}
+
+/// Replaces the flow's upstream with a newly picked one, skipping the current backend. False if
+/// none could be opened (the flow stays, without upstream; the drop is counted).
+fn repick_flow(
+    env: &Env,
+    returns: &mut JoinSet<()>,
+    limiter: &mut LogLimiter,
+    flow: &mut Flow,
+    published: &PublishedTable,
+    client: SocketAddr,
+) -> bool {
+    let Some(frontend) = published.table.frontend(&env.ctx.key) else {
+        flow.upstream = None;
+        UdpFrontendStats::add(&env.stats.dropped_no_backend, 1);
+        return false;
+    };
+    let old = flow.upstream.take();
+    let skip = old.as_ref().and_then(|u| {
+        frontend
+            .backends
+            .iter()
+            .position(|b| b.address == u.backend)
+    });
+    let tried_one;
+    let tried: &[usize] = match skip {
+        Some(i) => {
+            tried_one = [i];
+            &tried_one
+        }
+        None => &[],
+    };
+    if let Some(old) = &old {
+        UdpFrontendStats::add(&env.stats.flows_repicked, 1);
+        tracing::debug!(frontend = %env.ctx.key, %client, from = %old.backend, "flow re-picking its backend");
+    }
+    drop(old); // aborts the old return task
+    flow.upstream = open(env, returns, limiter, frontend, tried, client);
+    flow.upstream.is_some()
+}
+
+/// Picks a backend with the frontend's selector and opens the flow's upstream to it. `None` (the
+/// datagram's drop counted) if nothing is eligible or the socket cannot be opened.
+fn open(
+    env: &Env,
+    returns: &mut JoinSet<()>,
+    limiter: &mut LogLimiter,
+    frontend: &table::Frontend,
+    tried: &[usize],
+    client: SocketAddr,
+) -> Option<Upstream> {
+    let ctx = &env.ctx;
+    let Some(i) = ctx
+        .selector
+        .select(&Candidates::new(&frontend.backends, tried))
+    else {
+        UdpFrontendStats::add(&env.stats.dropped_no_backend, 1);
+        tracing::trace!(frontend = %ctx.key, %client, "no eligible backend; datagram dropped");
+        return None;
+    };
+    let addr = frontend.backends[i].address;
+    let socket = match connect_upstream(addr) {
+        Ok(socket) => socket,
+        Err(error) => {
+            UdpFrontendStats::add(&env.stats.upstream_open_errors, 1);
+            UdpFrontendStats::add(&env.stats.dropped_send_error, 1);
+            if let Some(suppressed) = limiter.allow(tokio::time::Instant::now()) {
+                tracing::warn!(frontend = %ctx.key, backend = %addr, %error, suppressed, "cannot open an upstream socket; datagram dropped");
+            }
+            return None;
+        }
+    };
+    let active = ctx.backends.begin_connect(addr);
+    let stats = ctx.backends.get(&addr).unwrap_or_default();
+    let udp_stats = ctx.udp_stats.backend_or_insert(addr);
+    Some(Upstream::start(
+        addr,
+        socket,
+        active,
+        stats,
+        udp_stats,
+        ReturnPath {
+            frontend: env.socket.clone(),
+            client,
+            frontend_stats: env.stats.clone(),
+            base: env.base,
+        },
+        returns,
+    ))
+}
+
+/// Sends one datagram to the flow's backend. `Err` only for backend errors (ICMP); every other
+/// outcome is counted here.
+fn send(env: &Env, up: &Upstream, payload: &[u8]) -> Result<(), io::Error> {
+    // Straight to the syscall (the socket is nonblocking): tokio's `try_send` would report
+    // WouldBlock until its reactor has seen the new socket writable.
+    match socket2::SockRef::from(&*up.socket).send(payload) {
+        Ok(_) => {
+            UdpFrontendStats::add(&env.stats.datagrams_to_backends, 1);
+            up.stats
+                .byte_counters()
+                .0
+                .fetch_add(payload.len() as u64, Relaxed);
+            up.udp_stats.datagrams_to_backend.fetch_add(1, Relaxed);
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            UdpFrontendStats::add(&env.stats.dropped_upstream_full, 1);
+            Ok(())
+        }
+        Err(e) if is_backend_error(&e) => {
+            UdpFrontendStats::add(&env.stats.upstream_errors, 1);
+            Err(e)
+        }
+        Err(error) => {
+            UdpFrontendStats::add(&env.stats.dropped_send_error, 1);
+            tracing::trace!(backend = %up.backend, %error, "send to backend failed");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! UDP forwarding: one socket per UDP frontend, one flow per client address.
+//!
+//! Owns: the UDP frontend task ([`run_udp_frontend`]: bind with retry, then the receive loop),
+//! the sans-io flow table ([`flows`]), the per-flow upstream sockets and return tasks
+//! (`upstream.rs`), the batched receive syscall (`sys.rs`), and the UDP counters ([`stats`]).
+//!
+//! How a datagram travels (`frontend.rs`):
+//! - The frontend's receive loop owns its [`flows::FlowTable`] (no shared map, no lock). It reads
+//!   the table through an `arc_swap::Cache` (no atomic read-modify-write per datagram while the
+//!   table is unchanged).
+//! - A client's first datagram creates its flow: the frontend's selector (the same algorithms and
+//!   health tiers as TCP) picks a backend, and the flow gets its own socket bound to an ephemeral
+//!   port and CONNECTED to the backend. The datagram is sent with a nonblocking `send(2)`;
+//!   there is no queue between the receive loop and the backends (a full socket send buffer
+//!   drops the datagram and counts it).
+//! - Each flow has a return task that reads its connected socket and sends replies to the client
+//!   from the frontend's socket (nonblocking `sendto(2)`, no queue either). Dropping a flow aborts it.
+//! - A flow is refreshed by traffic in both directions; the return path only stores a timestamp
+//!   into a per-flow atomic, which the flow table reads at expiry (no lock per datagram).
+//! - A flow keeps its backend while that backend is eligible. The check runs only when the
+//!   table generation changed since the flow last checked: a backend that left the table, is
+//!   `draining`, or is `unhealthy` while the frontend has `up`/`unknown` backends makes the
+//!   flow's next client datagram re-pick (a new upstream socket). ICMP errors (ECONNREFUSED on
+//!   the connected socket, on send or on receive) count as a failure on the backend
+//!   (`record_failure`) and make the flow re-pick, skipping that backend; a send that hits one is
+//!   retried once on the new backend. A backend counts as connected (`record_connected`) when
+//!   the first reply of a flow arrives: for UDP that is the only proof of life.
+//! - Over `--udp-max-flows`, datagrams from NEW clients are dropped and counted; existing flows
+//!   are unaffected.
+//!
+//! Lifecycle: a removed frontend closes its socket at once, and its flows with it: their replies
+//! would need that socket, and a UDP client has no connection to drain. Shutdown does the same
+//! for every frontend. The frontend task returns only after every return task (each holding the
+//! frontend socket) has ended, so the port is really free when the task reports it closed.
+//!
+//! Socket options: the frontend socket does NOT set `SO_REUSEADDR`. For UDP it has no TIME_WAIT
+//! to skip, and on Linux it lets a second socket with the option bind the same address and take
+//! its datagrams, so two daemons (or a stale socket) would split traffic silently instead of the
+//! second bind failing and being reported. `IPV6_V6ONLY` is set for IPv6 addresses (like TCP).
+//!
+//! Must not: build or change tables, keep a lock or allocate per datagram on the hot path, or log
+//! per datagram above `trace`.
+
+pub mod flows;
+mod frontend;
+pub mod stats;
+mod sys;
+mod upstream;
+
+pub use stats::{
+    UdpBackendStats, UdpBackendStatsSnapshot, UdpFrontendStats, UdpFrontendStatsSnapshot,
+    UdpStatsRegistry,
+};
+
+use super::backends::{BackendRegistry, FrontendStats};
+use super::listener::{ListenerState, ListenerTask};
+use super::select::Select;
+use crate::published::TableReader;
+use crate::table::FrontendKey;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest datagram vipd relays, with room to spare: IPv4's maximum UDP payload is 65,507
+/// bytes, IPv6's (without jumbograms) 65,527.
+pub const MAX_DATAGRAM: usize = 65_536;
+
+/// UDP settings of the data plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpConfig {
+    /// A flow with no datagram in either direction for this long is closed.
+    pub idle_timeout: Duration,
+    /// Flows per frontend; datagrams of new clients beyond it are dropped.
+    pub max_flows: usize,
+    /// `SO_RCVBUF` of each frontend socket; `None` = the kernel default (not a flag).
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for UdpConfig {
+    fn default() -> Self {
+        UdpConfig {
+            idle_timeout: Duration::from_secs(60),
+            max_flows: 65_536,
+            recv_buffer: None,
+        }
+    }
+}
+
+/// Binds a nonblocking UDP socket on `addr` for a frontend (see the module docs for options).
+pub fn bind_udp(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
+    sys::enable_rx_overflow_count(&socket)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// Everything the receive loop of one UDP frontend needs.
+pub(crate) struct UdpContext {
+    pub key: FrontendKey,
+    pub tables: TableReader,
+    /// Per-frontend selector state lives here, not in the table (as for TCP).
+    pub selector: Arc<dyn Select>,
+    pub backends: Arc<BackendRegistry>,
+    pub frontend_stats: Arc<FrontendStats>,
+    pub udp_stats: Arc<UdpStatsRegistry>,
+    pub config: UdpConfig,
+}
+
+/// Binds with retry (status and backoff like TCP), then receives until `stop`; then closes the
+/// socket and every flow. Never returns early on errors.
+pub(crate) async fn run_udp_frontend(mut task: ListenerTask, ctx: UdpContext) {
+    let _closed = task.socket_closed.clone().drop_guard();
+    if let Some(previous) = task.previous_closed.take() {
+        tokio::select! {
+            _ = previous.cancelled() => {}
+            _ = task.stop.cancelled() => return,
+        }
+    }
+    let key = task.key;
+    let mut attempts = 0u32;
+    let mut last_error: Option<String> = None;
+    let socket = loop {
+        attempts += 1;
+        let bound = bind_udp(key.listen, ctx.config.recv_buffer)
+            .and_then(tokio::net::UdpSocket::from_std)
+            .and_then(|s| s.local_addr().map(|a| (s, a)));
+        match bound {
+            Ok((socket, local)) => {
+                task.status
+                    .update(&key, task.owner, ListenerState::Bound { local });
+                if attempts > 1 {
+                    tracing::info!(frontend = %key, %local, attempts, "receiving (bind succeeded after retries)");
+                } else {
+                    tracing::info!(frontend = %key, %local, "receiving");
+                }
+                break socket;
+            }
+            Err(e) => {
+                let error = e.to_string();
+                if last_error.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(frontend = %key, %error, "bind failed; retrying with backoff");
+                } else {
+                    tracing::debug!(frontend = %key, %error, attempts, "bind failed again");
+                }
+                task.status.update(
+                    &key,
+                    task.owner,
+                    ListenerState::Failed {
+                        error: error.clone(),
+                        attempts,
+                    },
+                );
+                last_error = Some(error);
+                let delay = task.retry.next_delay();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = task.stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    let mut frontend = frontend::Frontend::new(ctx, Arc::new(socket));
+    frontend.run(&task.stop).await;
+    let closed = frontend.close().await;
+    tracing::info!(frontend = %key, flows = closed, "stopped receiving; flows closed");
+}
