@@ -227,6 +227,10 @@ pub fn vips_json(state: &AdminState) -> Value {
                                     "last_failure": s.last_failure.map(|r| r.as_str()),
                                     "bytes_to_backend": s.bytes_to_backend,
                                     "bytes_from_backend": s.bytes_from_backend,
+                                    "health": s.health_state(),
+                                    "health_reason": s.health_reason.map(|r| r.as_str()),
+                                    "ejected": s.ejected,
+                                    "ejections": s.ejections,
                                 }),
                             );
                         }

@@ -133,6 +133,7 @@ impl Daemon {
         metrics.register(Box::new(DataplaneCollector::new(
             dataplane.backends(),
             dataplane.frontends(),
+            dataplane.udp_stats(),
             listeners.clone(),
         )));
         if let Some(status) = marathon_status {

@@ -13,6 +13,7 @@
 //!
 //! Must not: hold locks that the data plane takes per packet, or label anything by client address.
 
+use crate::dataplane::udp::UdpStatsRegistry;
 use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -230,6 +231,7 @@ impl Family {
 pub struct DataplaneCollector {
     backends: Arc<BackendRegistry>,
     frontends: Arc<FrontendRegistry>,
+    udp: Arc<UdpStatsRegistry>,
     listeners: ListenerStatusHandle,
     descs: Vec<Desc>,
 }
@@ -238,11 +240,13 @@ impl DataplaneCollector {
     pub fn new(
         backends: Arc<BackendRegistry>,
         frontends: Arc<FrontendRegistry>,
+        udp: Arc<UdpStatsRegistry>,
         listeners: ListenerStatusHandle,
     ) -> Self {
         let mut collector = DataplaneCollector {
             backends,
             frontends,
+            udp,
             listeners,
             descs: Vec::new(),
         };
@@ -254,11 +258,11 @@ impl DataplaneCollector {
     fn families(&self) -> Vec<Family> {
         let mut accepted = Family::counter(
             "vipd_frontend_connections_total",
-            "TCP connections accepted by the frontend.",
+            "Connections accepted by the frontend (UDP: flows created).",
         );
         let active = Family::gauge(
             "vipd_frontend_connections_active",
-            "TCP connections currently open through the frontend.",
+            "Connections currently open through the frontend (UDP: live flows).",
         );
         let mut active = active;
         let mut no_backend = Family::counter(
@@ -318,6 +322,25 @@ impl DataplaneCollector {
             "vipd_backend_bytes_total",
             "Bytes relayed, by direction: to_backend (client→backend) and from_backend.",
         );
+        let mut b_health = Family::gauge(
+            "vipd_backend_health",
+            "vipd's own view of the backend: 1 for the current state (healthy, ejected, probe_down, probe_pending), 0 for the others.",
+        );
+        let mut b_ejections = Family::counter(
+            "vipd_backend_ejections_total",
+            "Passive ejections of the backend (consecutive connect failures).",
+        );
+        for (addr, s) in self.backends.snapshot() {
+            let b = addr.to_string();
+            let current = s.health_state();
+            for state in ["healthy", "ejected", "probe_down", "probe_pending"] {
+                b_health.add(
+                    &[("backend", &b), ("state", state)],
+                    f64::from(u8::from(state == current)),
+                );
+            }
+            b_ejections.add(&[("backend", &b)], s.ejections as f64);
+        }
         for (addr, s) in self.backends.snapshot() {
             let b = addr.to_string();
             let l = [("backend", b.as_str())];
@@ -340,6 +363,66 @@ impl DataplaneCollector {
                 s.bytes_from_backend as f64,
             );
         }
+        let mut udp_flows = Family::gauge(
+            "vipd_frontend_udp_flows_active",
+            "Live UDP flows (one per client address).",
+        );
+        let mut udp_flow_events = Family::counter(
+            "vipd_frontend_udp_flows_total",
+            "UDP flow lifecycle events: created, expired (idle), closed (frontend removed), repicked (backend changed).",
+        );
+        let mut udp_datagrams = Family::counter(
+            "vipd_frontend_udp_datagrams_total",
+            "UDP datagrams: in (from clients), to_backends, out (replies to clients).",
+        );
+        let mut udp_dropped = Family::counter(
+            "vipd_frontend_udp_dropped_total",
+            "UDP datagrams dropped, by reason (flow_cap, no_backend, upstream_full, reply_full, send_error, kernel_rx).",
+        );
+        for (key, s) in self.udp.frontends_snapshot() {
+            let f = key.to_string();
+            udp_flows.add(&[("frontend", &f)], s.flows_active as f64);
+            for (event, v) in [
+                ("created", s.flows_created),
+                ("expired", s.flows_expired),
+                ("closed", s.flows_closed),
+                ("repicked", s.flows_repicked),
+            ] {
+                udp_flow_events.add(&[("frontend", &f), ("event", event)], v as f64);
+            }
+            for (direction, v) in [
+                ("in", s.datagrams_in),
+                ("to_backends", s.datagrams_to_backends),
+                ("out", s.datagrams_out),
+            ] {
+                udp_datagrams.add(&[("frontend", &f), ("direction", direction)], v as f64);
+            }
+            for (reason, v) in [
+                ("flow_cap", s.dropped_by_cap),
+                ("no_backend", s.dropped_no_backend),
+                ("upstream_full", s.dropped_upstream_full),
+                ("reply_full", s.dropped_reply_full),
+                ("send_error", s.dropped_send_error),
+                ("kernel_rx", s.dropped_kernel_rx),
+            ] {
+                udp_dropped.add(&[("frontend", &f), ("reason", reason)], v as f64);
+            }
+        }
+        let mut udp_backend = Family::counter(
+            "vipd_backend_udp_datagrams_total",
+            "UDP datagrams exchanged with the backend, by direction (to_backend, from_backend).",
+        );
+        for (addr, s) in self.udp.backends_snapshot() {
+            let b = addr.to_string();
+            udp_backend.add(
+                &[("backend", &b), ("direction", "to_backend")],
+                s.datagrams_to_backend as f64,
+            );
+            udp_backend.add(
+                &[("backend", &b), ("direction", "from_backend")],
+                s.datagrams_from_backend as f64,
+            );
+        }
         vec![
             accepted,
             active,
@@ -352,6 +435,13 @@ impl DataplaneCollector {
             b_failures,
             b_consecutive,
             b_bytes,
+            b_health,
+            b_ejections,
+            udp_flows,
+            udp_flow_events,
+            udp_datagrams,
+            udp_dropped,
+            udp_backend,
         ]
     }
 }

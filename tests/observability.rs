@@ -88,12 +88,47 @@ async fn readyz_is_503_until_the_first_publish_then_200() {
 async fn metrics_pass_promtool_and_counters_move_with_traffic() {
     let backend = TaggedEchoServer::start("b1").await;
     let port = free_port(LOCALHOST);
+    // A UDP echo backend and a UDP app, so the UDP families are exported (and linted) too.
+    let udp_backend = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let udp_backend_addr = udp_backend.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        while let Ok((n, from)) = udp_backend.recv_from(&mut buf).await {
+            let _ = udp_backend.send_to(&buf[..n], from).await;
+        }
+    });
+    let udp_port = free_port(LOCALHOST);
+    let mut udp_app = app("/u", udp_port, &[udp_backend_addr]);
+    udp_app["portDefinitions"][0]["protocol"] = "udp".into();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("apps.json");
-    std::fs::write(&path, doc(vec![app("/a", port, &[backend.addr])])).unwrap();
+    std::fs::write(&path, doc(vec![app("/a", port, &[backend.addr]), udp_app])).unwrap();
     let (_vipd, admin) = start(&path, &[]);
     assert!(wait_status(&format!("http://{admin}/readyz"), 200).await);
     let url = format!("http://{admin}/metrics");
+
+    let client = tokio::net::UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    client.connect((LOCALHOST, udp_port)).await.unwrap();
+    let mut reply = [0u8; 64];
+    let echoed = tokio::time::timeout(PATIENCE, async {
+        loop {
+            client.send(b"udp metrics").await.unwrap();
+            if let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_millis(200), client.recv(&mut reply)).await
+            {
+                return n;
+            }
+        }
+    })
+    .await
+    .expect("no UDP echo through vipd");
+    assert_eq!(&reply[..echoed], b"udp metrics");
+    let udp_in = format!(
+        "vipd_frontend_udp_datagrams_total{{frontend=\"udp:127.0.0.1:{udp_port}\",direction=\"in\"}}"
+    );
+    let udp_created = format!(
+        "vipd_frontend_udp_flows_total{{frontend=\"udp:127.0.0.1:{udp_port}\",event=\"created\"}}"
+    );
 
     let frontend = format!("vipd_frontend_connections_total{{frontend=\"tcp:127.0.0.1:{port}\"}}");
     let bytes = format!(
@@ -123,6 +158,14 @@ async fn metrics_pass_promtool_and_counters_move_with_traffic() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     assert!(sample(&after, "vipd_table_build_duration_seconds_count").unwrap() >= 1.0);
+    assert!(sample(&after, &udp_in).unwrap_or(0.0) >= 1.0, "{after}");
+    assert_eq!(sample(&after, &udp_created), Some(1.0), "{after}");
+    let healthy = format!(
+        "vipd_backend_health{{backend=\"{}\",state=\"healthy\"}}",
+        backend.addr
+    );
+    assert_eq!(sample(&after, &healthy), Some(1.0), "{after}");
+    assert!(after.contains("vipd_backend_ejections_total"));
     assert!(after.contains("process_resident_memory_bytes"));
     assert!(after.contains("vipd_frontend_listener_up"));
 
