@@ -15,7 +15,7 @@ use crate::published::{PublishedTable, TablePublisher};
 use crate::source::{SourceHandle, SourceSnapshot};
 use crate::table::diff::TableDiff;
 use crate::table::{self, BuildOptions, Resolved, Warning};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -131,13 +131,16 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
     /// One pass: resolve, build, compare, publish, follow.
     pub async fn handle(&mut self, snapshot: &SourceSnapshot) -> Outcome {
         let started = Instant::now();
-        let hosts: BTreeSet<&str> = snapshot
-            .apps
-            .apps
-            .iter()
-            .flat_map(|app| app.tasks.iter())
-            .filter_map(|task| task.host.as_deref())
-            .collect();
+        // Only names need resolving: IP literals are read by the builder directly. A HashSet
+        // keeps this pass linear in the number of tasks (50,000 at Marathon's ceiling).
+        let mut hosts: HashSet<&str> = HashSet::new();
+        for task in snapshot.apps.apps.iter().flat_map(|app| app.tasks.iter()) {
+            if let Some(host) = task.host.as_deref() {
+                if table::build::host_ip_literal(host).is_none() {
+                    hosts.insert(host);
+                }
+            }
+        }
         let resolved = self
             .resolver
             .resolve_all(hosts.into_iter().map(str::to_owned).collect())
