@@ -271,60 +271,80 @@ pub(crate) struct ListenerTask {
     pub socket_closed: CancellationToken,
 }
 
+impl ListenerTask {
+    /// Waits for a previous socket on the same key to close, then binds with `bind`, retrying
+    /// with backoff and reporting every state in the listener status. A bind error is logged at
+    /// warn once per distinct error (repeats at debug). `None` if stopped before binding.
+    pub(crate) async fn bind_with_retry<S>(
+        &mut self,
+        mut bind: impl FnMut(SocketAddr) -> io::Result<(S, SocketAddr)>,
+    ) -> Option<S> {
+        if let Some(previous) = self.previous_closed.take() {
+            tokio::select! {
+                _ = previous.cancelled() => {}
+                _ = self.stop.cancelled() => return None,
+            }
+        }
+        let key = self.key;
+        let mut attempts = 0u32;
+        let mut last_error: Option<String> = None;
+        loop {
+            attempts += 1;
+            match bind(key.listen) {
+                Ok((socket, local)) => {
+                    self.status
+                        .update(&key, self.owner, ListenerState::Bound { local });
+                    if attempts > 1 {
+                        tracing::info!(frontend = %key, %local, attempts, "listening (bind succeeded after retries)");
+                    } else {
+                        tracing::info!(frontend = %key, %local, "listening");
+                    }
+                    return Some(socket);
+                }
+                Err(e) => {
+                    let error = e.to_string();
+                    if last_error.as_deref() != Some(error.as_str()) {
+                        tracing::warn!(frontend = %key, %error, "bind failed; retrying with backoff");
+                    } else {
+                        tracing::debug!(frontend = %key, %error, attempts, "bind failed again");
+                    }
+                    self.status.update(
+                        &key,
+                        self.owner,
+                        ListenerState::Failed {
+                            error: error.clone(),
+                            attempts,
+                        },
+                    );
+                    last_error = Some(error);
+                    let delay = self.retry.next_delay();
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = self.stop.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Binds with retry, then runs the accept loop until `stop`. Never returns early on errors.
 pub(crate) async fn run_tcp_listener(
     mut task: ListenerTask,
     ctx: Arc<super::tcp::ConnectionContext>,
 ) {
     let _closed = task.socket_closed.clone().drop_guard();
-    if let Some(previous) = task.previous_closed.take() {
-        tokio::select! {
-            _ = previous.cancelled() => {}
-            _ = task.stop.cancelled() => return,
-        }
-    }
     let key = task.key;
-    let mut attempts = 0u32;
-    let mut last_error: Option<String> = None;
-    let listener = loop {
-        attempts += 1;
-        let bound = bind_tcp(key.listen, task.backlog)
-            .and_then(tokio::net::TcpListener::from_std)
-            .and_then(|l| l.local_addr().map(|a| (l, a)));
-        match bound {
-            Ok((listener, local)) => {
-                task.status
-                    .update(&key, task.owner, ListenerState::Bound { local });
-                if attempts > 1 {
-                    tracing::info!(frontend = %key, %local, attempts, "listening (bind succeeded after retries)");
-                } else {
-                    tracing::info!(frontend = %key, %local, "listening");
-                }
-                break listener;
-            }
-            Err(e) => {
-                let error = e.to_string();
-                if last_error.as_deref() != Some(error.as_str()) {
-                    tracing::warn!(frontend = %key, %error, "bind failed; retrying with backoff");
-                } else {
-                    tracing::debug!(frontend = %key, %error, attempts, "bind failed again");
-                }
-                task.status.update(
-                    &key,
-                    task.owner,
-                    ListenerState::Failed {
-                        error: error.clone(),
-                        attempts,
-                    },
-                );
-                last_error = Some(error);
-                let delay = task.retry.next_delay();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = task.stop.cancelled() => return,
-                }
-            }
-        }
+    let backlog = task.backlog;
+    let bound = task
+        .bind_with_retry(|addr| {
+            bind_tcp(addr, backlog)
+                .and_then(tokio::net::TcpListener::from_std)
+                .and_then(|l| l.local_addr().map(|a| (l, a)))
+        })
+        .await;
+    let Some(listener) = bound else {
+        return;
     };
     super::tcp::accept_loop(listener, ctx, task.stop).await;
     tracing::info!(frontend = %key, "stopped accepting");

@@ -53,7 +53,7 @@ pub use stats::{
 };
 
 use super::backends::{BackendRegistry, FrontendStats};
-use super::listener::{ListenerState, ListenerTask};
+use super::listener::ListenerTask;
 use super::select::Select;
 use crate::published::TableReader;
 use crate::table::FrontendKey;
@@ -119,54 +119,17 @@ pub(crate) struct UdpContext {
 /// socket and every flow. Never returns early on errors.
 pub(crate) async fn run_udp_frontend(mut task: ListenerTask, ctx: UdpContext) {
     let _closed = task.socket_closed.clone().drop_guard();
-    if let Some(previous) = task.previous_closed.take() {
-        tokio::select! {
-            _ = previous.cancelled() => {}
-            _ = task.stop.cancelled() => return,
-        }
-    }
     let key = task.key;
-    let mut attempts = 0u32;
-    let mut last_error: Option<String> = None;
-    let socket = loop {
-        attempts += 1;
-        let bound = bind_udp(key.listen, ctx.config.recv_buffer)
-            .and_then(tokio::net::UdpSocket::from_std)
-            .and_then(|s| s.local_addr().map(|a| (s, a)));
-        match bound {
-            Ok((socket, local)) => {
-                task.status
-                    .update(&key, task.owner, ListenerState::Bound { local });
-                if attempts > 1 {
-                    tracing::info!(frontend = %key, %local, attempts, "receiving (bind succeeded after retries)");
-                } else {
-                    tracing::info!(frontend = %key, %local, "receiving");
-                }
-                break socket;
-            }
-            Err(e) => {
-                let error = e.to_string();
-                if last_error.as_deref() != Some(error.as_str()) {
-                    tracing::warn!(frontend = %key, %error, "bind failed; retrying with backoff");
-                } else {
-                    tracing::debug!(frontend = %key, %error, attempts, "bind failed again");
-                }
-                task.status.update(
-                    &key,
-                    task.owner,
-                    ListenerState::Failed {
-                        error: error.clone(),
-                        attempts,
-                    },
-                );
-                last_error = Some(error);
-                let delay = task.retry.next_delay();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = task.stop.cancelled() => return,
-                }
-            }
-        }
+    let recv_buffer = ctx.config.recv_buffer;
+    let bound = task
+        .bind_with_retry(|addr| {
+            bind_udp(addr, recv_buffer)
+                .and_then(tokio::net::UdpSocket::from_std)
+                .and_then(|s| s.local_addr().map(|a| (s, a)))
+        })
+        .await;
+    let Some(socket) = bound else {
+        return;
     };
     let mut frontend = frontend::Frontend::new(ctx, Arc::new(socket));
     frontend.run(&task.stop).await;
