@@ -122,6 +122,8 @@ pub enum FetchError {
     TooManyRedirects { url: String, max: usize },
     #[error("{url}: redirect without a usable Location")]
     BadRedirect { url: String },
+    #[error("{url}: refused a redirect from https to plain http ({to}): credentials would travel in clear")]
+    InsecureRedirect { url: String, to: String },
     #[error("{url}: {msg}")]
     Parse { url: String, msg: String },
     #[error("{url}: event stream: {msg}")]
@@ -140,7 +142,8 @@ impl FetchError {
             FetchError::Timeout { .. } => SyncErrorKind::Timeout,
             FetchError::HttpStatus { .. }
             | FetchError::TooManyRedirects { .. }
-            | FetchError::BadRedirect { .. } => SyncErrorKind::HttpStatus,
+            | FetchError::BadRedirect { .. }
+            | FetchError::InsecureRedirect { .. } => SyncErrorKind::HttpStatus,
             FetchError::Unauthorized { .. } | FetchError::Token { .. } => {
                 SyncErrorKind::Unauthorized
             }
@@ -379,6 +382,7 @@ impl MarathonClient {
                 };
                 // Never take credentials from a Location header.
                 let _ = take_userinfo(&mut next);
+                check_redirect(&url, &next)?;
                 tracing::debug!(
                     from = %redact_url(&url),
                     to = %redact_url(&next),
@@ -593,8 +597,45 @@ pub(crate) fn base64(input: &[u8]) -> String {
     out
 }
 
+/// A redirect may not downgrade from https to http: the credentials are sent again to its
+/// target, and would then travel in clear.
+fn check_redirect(from: &Url, to: &Url) -> Result<(), FetchError> {
+    if from.scheme() == "https" && to.scheme() == "http" {
+        return Err(FetchError::InsecureRedirect {
+            url: redact_url(from),
+            to: redact_url(to),
+        });
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_redirect_never_downgrades_https_to_http() {
+        let u = |s: &str| Url::parse(s).unwrap();
+        assert!(check_redirect(
+            &u("https://m1:8443/v2/events"),
+            &u("https://m2:8443/v2/events")
+        )
+        .is_ok());
+        assert!(check_redirect(
+            &u("http://m1:8080/v2/events"),
+            &u("http://m2:8080/v2/events")
+        )
+        .is_ok());
+        assert!(check_redirect(
+            &u("http://m1:8080/v2/events"),
+            &u("https://m2:8443/v2/events")
+        )
+        .is_ok());
+        let e = check_redirect(
+            &u("https://m1:8443/v2/events"),
+            &u("http://m2:8080/v2/events"),
+        );
+        assert!(matches!(e, Err(FetchError::InsecureRedirect { .. })));
+    }
+
     use super::*;
 
     #[test]
