@@ -74,3 +74,70 @@ impl TableDiff {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::{Backend, BackendState, Frontend, FrontendKind, Protocol};
+    use std::collections::BTreeMap;
+
+    fn frontend(port: u16, backends: &[u16]) -> Frontend {
+        Frontend {
+            protocol: Protocol::Tcp,
+            listen: ([0, 0, 0, 0], port).into(),
+            kind: FrontendKind::ServicePort,
+            vip_name: None,
+            app: "/a".into(),
+            apps: vec!["/a".into()],
+            port_index: 0,
+            port_name: None,
+            options: BTreeMap::new(),
+            backends: backends
+                .iter()
+                .map(|p| Backend {
+                    address: ([10, 0, 0, 1], *p).into(),
+                    task: format!("t{p}").into(),
+                    state: BackendState::Up,
+                })
+                .collect(),
+        }
+    }
+
+    fn table(frontends: Vec<Frontend>) -> Table {
+        Table { frontends }
+    }
+
+    #[test]
+    fn equal_tables_give_an_empty_diff() {
+        let t = table(vec![frontend(10000, &[1, 2]), frontend(10001, &[3])]);
+        let d = TableDiff::between(&t, &t.clone());
+        assert!(d.is_empty());
+        assert_eq!(d.summary(), "+0 -0 ~0 frontends, +0/-0 backends");
+    }
+
+    #[test]
+    fn added_removed_and_changed_frontends_are_told_apart() {
+        let old = table(vec![frontend(10000, &[1, 2]), frontend(10001, &[3])]);
+        let new = table(vec![frontend(10000, &[2, 4]), frontend(10002, &[5, 6])]);
+        let d = TableDiff::between(&old, &new);
+        assert_eq!(d.added.len(), 1);
+        assert_eq!(d.added[0].listen.port(), 10002);
+        assert_eq!(d.removed.len(), 1);
+        assert_eq!(d.removed[0].listen.port(), 10001);
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!(d.changed[0].listen.port(), 10000);
+        // 10000: +4 -1; 10002: +5 +6; 10001: -3.
+        assert_eq!((d.backends_added, d.backends_removed), (3, 2));
+        assert!(!d.is_empty());
+    }
+
+    #[test]
+    fn a_state_change_alone_is_a_change() {
+        let old = table(vec![frontend(10000, &[1])]);
+        let mut new = old.clone();
+        new.frontends[0].backends[0].state = BackendState::Draining;
+        let d = TableDiff::between(&old, &new);
+        assert_eq!(d.changed.len(), 1);
+        assert_eq!((d.backends_added, d.backends_removed), (0, 0));
+    }
+}
