@@ -68,13 +68,47 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         apps: Vec::with_capacity(raw_apps.len()),
         rejected: Vec::new(),
     };
-    for raw in raw_apps {
-        match parse_app_value(raw.get()) {
+    for parsed in parse_apps_in_parallel(&raw_apps) {
+        match parsed {
             Ok(app) => snapshot.apps.push(Arc::new(app)),
             Err(rejection) => snapshot.rejected.push(rejection),
         }
     }
     Ok(snapshot)
+}
+
+/// Below this many apps one thread parses them all (spawning costs more than it saves).
+const PARALLEL_PARSE_MIN_APPS: usize = 256;
+
+/// Parses each app on its own, in document order. Apps are independent, so a large document
+/// (Marathon's ceiling is 2,000 apps / 50,000 tasks) is split into contiguous chunks parsed on
+/// up to 4 scoped threads; the result keeps the document's order, so it is the same as a
+/// sequential parse.
+fn parse_apps_in_parallel(raw_apps: &[&RawValue]) -> Vec<Result<App, AppRejection>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(4);
+    if threads < 2 || raw_apps.len() < PARALLEL_PARSE_MIN_APPS {
+        return raw_apps.iter().map(|r| parse_app_value(r.get())).collect();
+    }
+    let chunk = raw_apps.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = raw_apps
+            .chunks(chunk)
+            .map(|apps| {
+                scope.spawn(move || {
+                    apps.iter()
+                        .map(|r| parse_app_value(r.get()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 /// Parses the body of `GET /v2/apps/{id}` (`{"app": {…}}`).
@@ -420,6 +454,32 @@ mod tests {
             "{}",
             s.rejected[0].message
         );
+    }
+
+    #[test]
+    fn a_large_document_parses_in_order_with_rejections_isolated() {
+        let apps: Vec<String> = (0..1000)
+            .map(|i| {
+                if i % 97 == 0 {
+                    format!(r#"{{"id":"/app{i}","ports":"not-an-array"}}"#)
+                } else {
+                    format!(r#"{{"id":"/app{i}","ports":[{}]}}"#, 10000 + i)
+                }
+            })
+            .collect();
+        let doc = format!(r#"{{"apps":[{}]}}"#, apps.join(","));
+        let s = parse_apps_document(doc.as_bytes()).unwrap();
+        let bad: Vec<usize> = (0..1000).filter(|i| i % 97 == 0).collect();
+        assert_eq!(s.rejected.len(), bad.len());
+        assert_eq!(s.apps.len(), 1000 - bad.len());
+        let ids: Vec<&str> = s.apps.iter().map(|a| a.id.as_str()).collect();
+        let want: Vec<String> = (0..1000)
+            .filter(|i| i % 97 != 0)
+            .map(|i| format!("/app{i}"))
+            .collect();
+        assert_eq!(ids, want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(s.rejected[1].app.as_deref(), Some("/app97"));
+        assert!(s.rejected[1].message.starts_with("ports: "));
     }
 
     #[test]
