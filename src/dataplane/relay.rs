@@ -9,8 +9,12 @@
 //! direction for `idle_timeout`, when `max_lifetime` has passed, or when the connection is cut
 //! (drain timeout, shutdown). Dropping the streams afterwards closes both sockets.
 //!
-//! Cost: two buffers allocated once per connection (never per read); one relaxed atomic add per
-//! chunk into the backend's byte counters and one into the activity clock. Seam: a splice(2)
+//! Cost: no buffer is owned by a connection. Each direction waits for readability, borrows a
+//! buffer from a per-thread free list ([`pool`]) for one read and the write that follows, and
+//! gives it back, so an idle connection holds no buffer memory and a busy thread reuses a few
+//! warm buffers (allocation only when the list is empty). Per chunk: one relaxed atomic add into
+//! the backend's byte counters, one into the connection's own total, and (only with an idle
+//! timeout) two stores into the activity clock. Seam: a splice(2)
 //! fast path (Linux, later) would replace [`relay`]'s body and keep its signature and outcome.
 //!
 //! Must not: choose backends, read the table, or log above `trace` per read/write.
@@ -18,7 +22,7 @@
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -136,8 +140,8 @@ pub async fn relay(
         last: AtomicU64::new(0),
     };
     let size = config.buffer_size.max(1);
-    let mut up_buf = vec![0u8; size].into_boxed_slice();
-    let mut down_buf = vec![0u8; size].into_boxed_slice();
+    // The activity clock is only read by the idle timer; without one, skip the clock updates.
+    let clock = config.idle_timeout.map(|_| &activity);
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
 
@@ -147,23 +151,23 @@ pub async fn relay(
     let upstream = pump(
         &mut client_r,
         &mut backend_w,
-        &mut up_buf,
+        size,
         Dir {
             reader: Side::Client,
             writer: Side::Backend,
         },
-        &activity,
+        clock,
         [&sent, counters.to_backend],
     );
     let downstream = pump(
         &mut backend_r,
         &mut client_w,
-        &mut down_buf,
+        size,
         Dir {
             reader: Side::Backend,
             writer: Side::Client,
         },
-        &activity,
+        clock,
         [&received, counters.from_backend],
     );
     let both = async { tokio::try_join!(upstream, downstream) };
@@ -204,28 +208,119 @@ struct Dir {
     writer: Side,
 }
 
-/// One direction: read → write until EOF, then shut down the writer's write side.
+/// One direction: wait until readable → borrow a buffer → read → write → return the buffer,
+/// until EOF, then shut down the writer's write side.
+///
+/// The buffer is held only while bytes are in flight (a read and the write that follows), so an
+/// idle connection holds no buffer; the [`pool`] keeps freed buffers for reuse by this thread.
 async fn pump(
     r: &mut ReadHalf<'_>,
     w: &mut WriteHalf<'_>,
-    buf: &mut [u8],
+    size: usize,
     dir: Dir,
-    activity: &Activity,
+    activity: Option<&Activity>,
     counters: [&AtomicU64; 2],
 ) -> Result<(), (Side, io::Error)> {
     loop {
-        let n = r.read(buf).await.map_err(|e| (dir.reader, e))?;
+        r.readable().await.map_err(|e| (dir.reader, e))?;
+        let mut buf = pool::Buf::take(size);
+        let n = match r.try_read(&mut buf) {
+            Ok(n) => n,
+            // Spurious readiness: the buffer goes back to the pool on drop.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err((dir.reader, e)),
+        };
         if n == 0 {
+            drop(buf);
             tracing::trace!(from = dir.reader.as_str(), "eof; shutting down write side");
             return w.shutdown().await.map_err(|e| (dir.writer, e));
         }
-        activity.touch();
+        if let Some(a) = activity {
+            a.touch();
+        }
         w.write_all(&buf[..n]).await.map_err(|e| (dir.writer, e))?;
-        activity.touch();
+        drop(buf);
+        if let Some(a) = activity {
+            a.touch();
+        }
         for c in counters {
             c.fetch_add(n as u64, Relaxed);
         }
         tracing::trace!(from = dir.reader.as_str(), bytes = n, "relayed");
+    }
+}
+
+/// Per-thread free list of relay buffers.
+///
+/// A connection borrows a buffer only while it has bytes in flight; idle connections hold none
+/// (HAProxy's buffer pools work the same way). A buffer is returned on drop, also when the pump
+/// is cancelled mid-write. Buffers may be returned on another thread than the one that took
+/// them (tokio moves tasks); each thread keeps at most [`MAX_POOLED`] and frees the rest.
+mod pool {
+    use std::cell::RefCell;
+    use std::ops::{Deref, DerefMut};
+
+    /// Free buffers kept per thread (at 16 KiB: 4 MiB at most per thread).
+    pub(super) const MAX_POOLED: usize = 256;
+
+    thread_local! {
+        static FREE: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) struct Buf(Option<Box<[u8]>>);
+
+    /// Free buffers on this thread (tests).
+    #[cfg(test)]
+    pub(super) fn free_len() -> usize {
+        FREE.with(|f| f.borrow().len())
+    }
+
+    impl Buf {
+        pub(super) fn take(size: usize) -> Buf {
+            let pooled = FREE
+                .try_with(|f| {
+                    let mut f = f.borrow_mut();
+                    // All buffers of one process have one size; a stray size is dropped.
+                    while let Some(b) = f.pop() {
+                        if b.len() == size {
+                            return Some(b);
+                        }
+                    }
+                    None
+                })
+                .ok()
+                .flatten();
+            Buf(Some(
+                pooled.unwrap_or_else(|| vec![0u8; size].into_boxed_slice()),
+            ))
+        }
+    }
+
+    impl Drop for Buf {
+        fn drop(&mut self) {
+            if let Some(b) = self.0.take() {
+                // During thread teardown the list is gone: the buffer is simply freed.
+                let _ = FREE.try_with(|f| {
+                    let mut f = f.borrow_mut();
+                    if f.len() < MAX_POOLED {
+                        f.push(b);
+                    }
+                });
+            }
+        }
+    }
+
+    impl Deref for Buf {
+        type Target = [u8];
+        fn deref(&self) -> &[u8] {
+            self.0.as_deref().unwrap_or(&[])
+        }
+    }
+
+    impl DerefMut for Buf {
+        fn deref_mut(&mut self) -> &mut [u8] {
+            self.0.as_deref_mut().unwrap_or(&mut [])
+        }
     }
 }
 
@@ -243,6 +338,7 @@ async fn idle_expired(activity: &Activity, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     /// A connected (a, b) pair of TCP streams on 127.0.0.1.
@@ -367,5 +463,66 @@ mod tests {
         assert_eq!(out.reason, CloseReason::Error(Side::Backend));
         let mut rest = Vec::new();
         let _ = s.client.read_to_end(&mut rest).await; // EOF or reset: closed either way.
+    }
+
+    /// An open connection that has relayed bytes and is now idle holds no buffer: both
+    /// directions gave theirs back to this thread's free list (the test runtime is
+    /// current-thread, so the relay runs on this thread).
+    #[tokio::test]
+    async fn an_idle_connection_returns_its_buffers_to_the_pool() {
+        let mut s = setup(RelayConfig::default(), CancellationToken::new()).await;
+        s.client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        s.backend.read_exact(&mut got).await.unwrap();
+        s.backend.write_all(b"pong").await.unwrap();
+        s.client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        // The write to the client finished before the relay dropped the buffer; wait (bounded)
+        // for the relay task to reach its next readiness wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool::free_len() < 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(pool::free_len() >= 1, "buffers are back in the pool");
+        assert!(!s.task.is_finished(), "the connection is still open");
+    }
+
+    /// Bytes larger than one buffer, both ways at once, arrive intact and in order.
+    #[tokio::test]
+    async fn large_transfers_both_ways_arrive_intact() {
+        let config = RelayConfig {
+            buffer_size: 4096,
+            ..RelayConfig::default()
+        };
+        let s = setup(config, CancellationToken::new()).await;
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (mut cr, mut cw) = s.client.into_split();
+        let (mut br, mut bw) = s.backend.into_split();
+        let up = data.clone();
+        let down = data.clone();
+        let w1 = tokio::spawn(async move {
+            cw.write_all(&up).await.unwrap();
+            cw.shutdown().await.unwrap();
+        });
+        let w2 = tokio::spawn(async move {
+            bw.write_all(&down).await.unwrap();
+            bw.shutdown().await.unwrap();
+        });
+        let mut at_backend = Vec::new();
+        let mut at_client = Vec::new();
+        let (a, b) = tokio::join!(
+            br.read_to_end(&mut at_backend),
+            cr.read_to_end(&mut at_client)
+        );
+        a.unwrap();
+        b.unwrap();
+        w1.await.unwrap();
+        w2.await.unwrap();
+        assert!(at_backend == data, "upstream bytes intact");
+        assert!(at_client == data, "downstream bytes intact");
+        let out = finished(s.task).await;
+        assert_eq!(out.reason, CloseReason::Done);
+        assert_eq!(out.bytes_to_backend, data.len() as u64);
+        assert_eq!(out.bytes_from_backend, data.len() as u64);
     }
 }

@@ -189,6 +189,20 @@ fn content_hash(body: &[u8]) -> u64 {
 }
 
 /// Watches the file's directory (not the file: a rename replaces the inode we would be watching).
+/// Whether an inotify event on the apps file means its content may have changed.
+///
+/// Opening, reading and closing the file without writing (which the source itself does on every
+/// read) must not wake it: that would make each read trigger the next one, a busy loop that keeps
+/// a core fully used while nothing changes.
+fn wakes(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Returns `None` when inotify is unavailable; polling still works then.
 fn watch_parent(path: &Path, wake: mpsc::Sender<()>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
@@ -205,7 +219,7 @@ fn watch_parent(path: &Path, wake: mpsc::Sender<()>) -> Option<notify::Recommend
                     .paths
                     .iter()
                     .any(|p| p.file_name().map(|n| n.to_os_string()) == name);
-                if ours {
+                if ours && wakes(&event.kind) {
                     // A full channel already holds a wakeup; that is enough.
                     let _ = wake.try_send(());
                 }
@@ -308,5 +322,33 @@ mod tests {
         let s = next_snapshot(&mut handle.snapshots).await.unwrap();
         assert_eq!(s.apps.apps[0].id, "/late");
         shutdown.cancel();
+    }
+
+    /// The source's own open/read/close of the file must not wake it (that was a busy loop);
+    /// writes, close-after-write, creation (atomic rename) and removal must.
+    #[test]
+    fn only_changes_wake_the_source() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, ModifyKind, RemoveKind, RenameMode,
+        };
+        use notify::EventKind;
+        for quiet in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Access(AccessKind::Any),
+        ] {
+            assert!(!wakes(&quiet), "{quiet:?} must not wake the source");
+        }
+        for change in [
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Create(CreateKind::File),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Any,
+        ] {
+            assert!(wakes(&change), "{change:?} must wake the source");
+        }
     }
 }
