@@ -148,8 +148,21 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         let resolve_time = started.elapsed();
 
         let build_started = Instant::now();
-        let (new_table, warnings) =
-            table::build(&snapshot.apps, &resolved, &self.options).into_parts();
+        // The build is CPU work (tens of ms at Marathon's ceiling): it runs on the blocking pool
+        // so that the data plane's workers keep accepting while it runs (with one worker thread,
+        // building inline stalled every new connection for the duration of the build).
+        let apps = Arc::clone(&snapshot.apps);
+        let options = self.options.clone();
+        let built =
+            tokio::task::spawn_blocking(move || table::build(&apps, &resolved, &options)).await;
+        let (new_table, warnings) = match built {
+            Ok(built) => built.into_parts(),
+            Err(e) => {
+                // table::build does not panic (proptests); if it ever does, keep the last table.
+                tracing::error!(error = %e, "table build failed; keeping the current table");
+                return Outcome::Unchanged;
+            }
+        };
         let build_time = build_started.elapsed();
         if let Some(m) = &self.metrics {
             m.built(build_time, warnings.len());
