@@ -163,7 +163,16 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     println!(
         "       (without nc: bash -c 'exec 3<>/dev/tcp/127.0.0.1/{service_port}; head -1 <&3')"
     );
-    println!("Table: vipd table --apps {}", path.display());
+    // The binary's own path: after `cargo run` there is no `vipd` on PATH.
+    let me = std::env::current_exe()
+        .ok()
+        .and_then(|p| {
+            let cwd = std::env::current_dir().ok()?;
+            Some(p.strip_prefix(&cwd).map(|r| r.to_path_buf()).unwrap_or(p))
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "vipd".into());
+    println!("Table: {me} table --apps {}", path.display());
     if let Some(admin) = admin {
         println!("Admin: curl http://{admin}/v1/vips   (and /metrics, /readyz)");
     }
