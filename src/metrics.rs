@@ -227,13 +227,45 @@ impl Family {
     }
 }
 
+/// Something that produces metric families at scrape time.
+pub trait ScrapeFamilies: Send + Sync {
+    fn families(&self) -> Vec<Family>;
+}
+
+/// A Prometheus collector over a [`ScrapeFamilies`]: the descriptions are taken once, the
+/// samples at every scrape.
+pub struct Scraped<T> {
+    source: T,
+    descs: Vec<Desc>,
+}
+
+impl<T: ScrapeFamilies> Scraped<T> {
+    pub fn new(source: T) -> Self {
+        let descs = source.families().iter().map(Family::desc).collect();
+        Scraped { source, descs }
+    }
+}
+
+impl<T: ScrapeFamilies> Collector for Scraped<T> {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.source
+            .families()
+            .into_iter()
+            .filter_map(Family::finish)
+            .collect()
+    }
+}
+
 /// Exports the data plane's runtime registries at scrape time.
 pub struct DataplaneCollector {
     backends: Arc<BackendRegistry>,
     frontends: Arc<FrontendRegistry>,
     udp: Arc<UdpStatsRegistry>,
     listeners: ListenerStatusHandle,
-    descs: Vec<Desc>,
 }
 
 impl DataplaneCollector {
@@ -242,18 +274,17 @@ impl DataplaneCollector {
         frontends: Arc<FrontendRegistry>,
         udp: Arc<UdpStatsRegistry>,
         listeners: ListenerStatusHandle,
-    ) -> Self {
-        let mut collector = DataplaneCollector {
+    ) -> Scraped<Self> {
+        Scraped::new(DataplaneCollector {
             backends,
             frontends,
             udp,
             listeners,
-            descs: Vec::new(),
-        };
-        collector.descs = collector.families().iter().map(Family::desc).collect();
-        collector
+        })
     }
+}
 
+impl ScrapeFamilies for DataplaneCollector {
     /// Every family, filled from the registries' current snapshots.
     fn families(&self) -> Vec<Family> {
         let mut accepted = Family::counter(
@@ -446,35 +477,18 @@ impl DataplaneCollector {
     }
 }
 
-impl Collector for DataplaneCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.families()
-            .into_iter()
-            .filter_map(Family::finish)
-            .collect()
-    }
-}
-
 /// Exports the Marathon source's status at scrape time.
 pub struct MarathonCollector {
     status: crate::source::marathon::MarathonStatusHandle,
-    descs: Vec<Desc>,
 }
 
 impl MarathonCollector {
-    pub fn new(status: crate::source::marathon::MarathonStatusHandle) -> Self {
-        let mut c = MarathonCollector {
-            status,
-            descs: Vec::new(),
-        };
-        c.descs = c.families().iter().map(Family::desc).collect();
-        c
+    pub fn new(status: crate::source::marathon::MarathonStatusHandle) -> Scraped<Self> {
+        Scraped::new(MarathonCollector { status })
     }
+}
 
+impl ScrapeFamilies for MarathonCollector {
     fn families(&self) -> Vec<Family> {
         let s = self.status.get();
         let mut errors = Family::counter(
@@ -514,18 +528,5 @@ impl MarathonCollector {
         fetches.add(&[("scope", "full")], s.full_fetches as f64);
         fetches.add(&[("scope", "app")], s.app_fetches as f64);
         vec![errors, connected, stale, age, events, fetches]
-    }
-}
-
-impl Collector for MarathonCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        self.families()
-            .into_iter()
-            .filter_map(Family::finish)
-            .collect()
     }
 }
