@@ -366,6 +366,17 @@ where
 }
 
 /// Whether to show the live progress line: stderr is a TTY and it was not turned off.
+/// Runs every worker as a local task on the current thread's runtime and waits for all of them.
+pub async fn join_local_workers<F>(workers: impl IntoIterator<Item = F>)
+where
+    F: Future<Output = ()> + 'static,
+{
+    let tasks: Vec<_> = workers.into_iter().map(tokio::task::spawn_local).collect();
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
 pub fn progress_enabled(args: &CommonArgs) -> bool {
     // SAFETY: isatty only inspects the given file descriptor number; it has no memory effects.
     let tty = unsafe { libc::isatty(libc::STDERR_FILENO) } == 1;

@@ -89,33 +89,22 @@ pub fn tcp_connect(args: TcpConnectArgs, target: SocketAddr) -> anyhow::Result<(
     let threads = args.common.threads.max(1);
     let a = args.clone();
     let sh = shared.clone();
-    let (stats, elapsed) = run_threads(
-        threads,
-        "tcp-connect",
-        &shared,
-        &bounds,
-        progress,
-        move |idx, stats| {
-            let n = share(a.concurrency, threads, idx);
-            let a = a.clone();
-            let sh = sh.clone();
-            async move {
-                let mut tasks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    tasks.push(tokio::task::spawn_local(connect_worker(
-                        a.clone(),
-                        target,
-                        bounds,
-                        sh.clone(),
-                        stats.clone(),
-                    )));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            }
-        },
-    )?;
+    let (stats, elapsed) =
+        run_threads(
+            threads,
+            "tcp-connect",
+            &shared,
+            &bounds,
+            progress,
+            move |idx, stats| {
+                let n = share(a.concurrency, threads, idx);
+                let a = a.clone();
+                let sh = sh.clone();
+                common::join_local_workers((0..n).map(move |_| {
+                    connect_worker(a.clone(), target, bounds, sh.clone(), stats.clone())
+                }))
+            },
+        )?;
     let mut r = common::base_result(
         "tcp-connect",
         &args.common,
@@ -212,21 +201,10 @@ pub fn tcp_rr(args: TcpRrArgs, target: SocketAddr) -> anyhow::Result<()> {
             let n = share(a.connections, threads, idx);
             let a = a.clone();
             let sh = sh.clone();
-            async move {
-                let mut tasks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    tasks.push(tokio::task::spawn_local(rr_worker(
-                        a.clone(),
-                        target,
-                        bounds,
-                        sh.clone(),
-                        stats.clone(),
-                    )));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            }
+            common::join_local_workers(
+                (0..n)
+                    .map(move |_| rr_worker(a.clone(), target, bounds, sh.clone(), stats.clone())),
+            )
         },
     )?;
     let mut r = common::base_result("tcp-rr", &args.common, target, &bounds, &stats, elapsed);
@@ -319,33 +297,22 @@ pub fn tcp_stream(args: TcpStreamArgs, target: SocketAddr) -> anyhow::Result<()>
     let threads = args.common.threads.max(1);
     let a = args.clone();
     let sh = shared.clone();
-    let (stats, elapsed) = run_threads(
-        threads,
-        "tcp-stream",
-        &shared,
-        &bounds,
-        progress,
-        move |idx, stats| {
-            let n = share(a.streams, threads, idx);
-            let a = a.clone();
-            let sh = sh.clone();
-            async move {
-                let mut tasks = Vec::with_capacity(n);
-                for _ in 0..n {
-                    tasks.push(tokio::task::spawn_local(stream_worker(
-                        a.clone(),
-                        target,
-                        bounds,
-                        sh.clone(),
-                        stats.clone(),
-                    )));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            }
-        },
-    )?;
+    let (stats, elapsed) =
+        run_threads(
+            threads,
+            "tcp-stream",
+            &shared,
+            &bounds,
+            progress,
+            move |idx, stats| {
+                let n = share(a.streams, threads, idx);
+                let a = a.clone();
+                let sh = sh.clone();
+                common::join_local_workers((0..n).map(move |_| {
+                    stream_worker(a.clone(), target, bounds, sh.clone(), stats.clone())
+                }))
+            },
+        )?;
     let secs = elapsed.as_secs_f64().max(1e-9);
     let gbit = |b: u64| ((b as f64 * 8.0 / secs / 1e9) * 1000.0).round() / 1000.0;
     let mut r = common::base_result("tcp-stream", &args.common, target, &bounds, &stats, elapsed);

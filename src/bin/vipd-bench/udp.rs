@@ -62,22 +62,17 @@ pub fn udp_rr(args: UdpRrArgs, target: SocketAddr) -> anyhow::Result<()> {
         move |idx, stats| {
             let a = a.clone();
             let sh = sh.clone();
-            async move {
-                let mut tasks = Vec::new();
-                for flow in (idx..a.flows).step_by(threads) {
-                    tasks.push(tokio::task::spawn_local(flow_worker(
-                        a.clone(),
-                        flow as u32,
-                        target,
-                        bounds,
-                        sh.clone(),
-                        stats.clone(),
-                    )));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
-            }
+            let flows = (idx..a.flows).step_by(threads);
+            common::join_local_workers(flows.map(move |flow| {
+                flow_worker(
+                    a.clone(),
+                    flow as u32,
+                    target,
+                    bounds,
+                    sh.clone(),
+                    stats.clone(),
+                )
+            }))
         },
     )?;
     let answered_or_lost = stats.ok + stats.lost;
