@@ -24,25 +24,8 @@ async fn a_taken_port_is_reported_retried_and_bound_once_free() {
     ]));
 
     // Failed (and retrying) while the test holds the port; the other frontend is unaffected.
-    let status = h.dataplane.listener_status();
     let key = tcp_key(listen);
-    assert!(
-        eventually(PATIENCE, || matches!(
-            status.state(&key),
-            Some(ListenerState::Failed { attempts, .. }) if attempts >= 2
-        ))
-        .await,
-        "state: {:?}",
-        status.state(&key)
-    );
-    match status.state(&key) {
-        Some(ListenerState::Failed { error, .. }) => {
-            assert!(error.to_lowercase().contains("in use"), "{error}")
-        }
-        s => panic!("{s:?}"),
-    }
-    assert!(!status.is_bound(&key));
-    assert!(status.all_attempted(), "a failed bind counts as attempted");
+    h.wait_bind_failed_in_use(key).await;
     h.wait_bound(other).await;
     assert_eq!(roundtrip(other, b"fine").await.unwrap(), "a");
 

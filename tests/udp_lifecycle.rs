@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 use udp_support::*;
-use vipd::dataplane::ListenerState;
 
 /// True once `addr` can be bound by a plain UDP socket (vipd's socket is closed).
 fn udp_port_free(addr: SocketAddr) -> bool {
@@ -27,23 +26,7 @@ async fn a_taken_udp_port_is_reported_retried_and_bound_once_free() {
         udp_frontend(listen, vec![up(a.addr)]),
         udp_frontend(other, vec![up(a.addr)]),
     ]));
-    let status = h.dataplane.listener_status();
-    let key = udp_key(listen);
-    assert!(
-        eventually(PATIENCE, || matches!(
-            status.state(&key),
-            Some(ListenerState::Failed { attempts, .. }) if attempts >= 2
-        ))
-        .await,
-        "state: {:?}",
-        status.state(&key)
-    );
-    match status.state(&key) {
-        Some(ListenerState::Failed { error, .. }) => {
-            assert!(error.to_lowercase().contains("in use"), "{error}")
-        }
-        s => panic!("{s:?}"),
-    }
+    h.wait_bind_failed_in_use(udp_key(listen)).await;
     wait_udp_bound(&h, other).await;
     let client = UdpClient::new().await;
     assert_eq!(client.ask_tag(other, b"fine").await, "a");

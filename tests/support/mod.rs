@@ -344,6 +344,29 @@ impl Harness {
         assert!(ok, "{listen} not bound: {:?}", status.state(&key));
     }
 
+    /// Waits until `key`'s bind has failed at least twice (so it is retrying) because the
+    /// address is in use, and that this counts as attempted.
+    pub async fn wait_bind_failed_in_use(&self, key: FrontendKey) {
+        let status = self.dataplane.listener_status();
+        assert!(
+            eventually(PATIENCE, || matches!(
+                status.state(&key),
+                Some(ListenerState::Failed { attempts, .. }) if attempts >= 2
+            ))
+            .await,
+            "state: {:?}",
+            status.state(&key)
+        );
+        match status.state(&key) {
+            Some(ListenerState::Failed { error, .. }) => {
+                assert!(error.to_lowercase().contains("in use"), "{error}")
+            }
+            s => panic!("{s:?}"),
+        }
+        assert!(!status.is_bound(&key));
+        assert!(status.all_attempted(), "a failed bind counts as attempted");
+    }
+
     pub fn state(&self, listen: SocketAddr) -> Option<ListenerState> {
         self.dataplane.listener_status().state(&tcp_key(listen))
     }
