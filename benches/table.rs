@@ -1,6 +1,7 @@
 //! Routing-core benchmark at Marathon's documented ceiling: 2,000 apps / 50,000 tasks, generated in
 //! code as the JSON bytes of `GET /v2/apps?embed=apps.tasks` (1.10 shape). Measures the parse
-//! (`model::parse_apps_document`) and the build (`table::build`) separately.
+//! (`model::parse_apps_document`), the build (`table::build`) and the incremental build of one
+//! changed app (`BuildCache::build`) separately.
 //!
 //! Mix per 20 apps: 10 host (2 ports, one `udp,tcp`), 5 container/bridge (1 mapping), 5 container
 //! (IP-per-task; one mapping with a host port, one without). Every 10th app carries a named VIP,
@@ -17,9 +18,10 @@ use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 use vipd::model::parse_apps_document;
-use vipd::table::{build, BuildOptions, Resolved};
+use vipd::table::{build, BuildCache, BuildOptions, Resolved};
 
 const APPS: usize = 2_000;
 const TASKS_PER_APP: usize = 25;
@@ -270,6 +272,24 @@ fn cases<M: Measurement>(c: &mut Criterion<M>, group: &str) {
                 black_box(&inp.resolved),
                 black_box(&inp.opts),
             )
+        })
+    });
+    // What an event costs: one app replaced (a new `Arc`, as `apply_event` gives), the other
+    // 1,999 parts reused from the cache.
+    g.bench_function("build_incremental_one_app_changed", |b| {
+        let mut cache = BuildCache::new();
+        let mut snap = inp.snap.clone();
+        cache.build(&snap, &inp.resolved, &inp.opts);
+        let mut flip = false;
+        b.iter_with_large_drop(|| {
+            flip = !flip;
+            let i = APPS / 2;
+            let mut app = (*snap.apps[i]).clone();
+            app.tasks[0].ports[0] = if flip { 40001 } else { 40002 };
+            snap.apps[i] = Arc::new(app);
+            let built = cache.build(black_box(&snap), &inp.resolved, &inp.opts);
+            assert_eq!(cache.last_stats().computed, 1);
+            built
         })
     });
     g.bench_function("drop_snapshot", |b| {

@@ -78,7 +78,8 @@ async fn start_vipd(backend: SocketAddr) -> (Dataplane, SocketAddr, published::T
                 address: backend,
                 task: "t".into(),
                 state: BackendState::Up,
-            }],
+            }]
+            .into(),
         }],
     };
     dp.reconcile(&publisher.publish(table));

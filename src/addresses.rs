@@ -453,7 +453,7 @@ mod tests {
             port_index: 0,
             port_name: None,
             options: BTreeMap::new(),
-            backends: vec![],
+            backends: std::sync::Arc::from([]),
         }
     }
 

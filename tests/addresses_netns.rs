@@ -166,7 +166,7 @@ fn vip(protocol: Protocol, listen: &str) -> Frontend {
         port_index: 0,
         port_name: None,
         options: BTreeMap::new(),
-        backends: vec![],
+        backends: Vec::new().into(),
     }
 }
 

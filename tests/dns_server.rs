@@ -32,7 +32,8 @@ fn sample_table() -> Table {
                 address: "10.0.0.1:31000".parse().unwrap(),
                 task: "acme.1".into(),
                 state: BackendState::Up,
-            }],
+            }]
+            .into(),
         }],
     }
 }

@@ -1,10 +1,12 @@
 //! Property tests: `table::build` never panics on Marathon-like JSON (right types, wrong types,
-//! nulls, missing keys), is deterministic, and does not depend on the order of apps.
+//! nulls, missing keys), is deterministic, and does not depend on the order of apps; and the
+//! incremental `BuildCache::build` always equals `build`.
 
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
+use std::sync::Arc;
 use vipd::model::parse_apps_document;
-use vipd::table::{build, BuildOptions, Resolved};
+use vipd::table::{build, BuildCache, BuildOptions, Resolved};
 
 /// Any small JSON value: the "wrong type" generator.
 fn any_json() -> impl Strategy<Value = Value> {
@@ -321,6 +323,27 @@ fn resolved() -> Resolved {
     r
 }
 
+/// Agent answers that differ from [`resolved`] in every way that matters to a kept part: a changed
+/// address, a host gone from the answers, a host that now resolves.
+fn resolved_variant(v: usize) -> Resolved {
+    let mut r = resolved();
+    match v {
+        1 => {
+            r.hosts
+                .insert("agent-a".into(), Some("10.1.0.99".parse().unwrap()));
+        }
+        2 => {
+            r.hosts.remove("agent-b");
+        }
+        3 => {
+            r.hosts
+                .insert("dead.invalid".into(), Some("10.1.0.3".parse().unwrap()));
+        }
+        _ => {}
+    }
+    r
+}
+
 fn opts() -> Vec<BuildOptions> {
     vec![
         BuildOptions::default(),
@@ -371,6 +394,48 @@ proptest! {
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         if let Ok(snap) = parse_apps_document(&bytes) {
             let _ = build(&snap, &resolved(), &BuildOptions::default());
+        }
+    }
+
+    /// The cache sees a first snapshot, then a second that keeps some of the first one's apps
+    /// (the same `Arc`s, as an applied event does), replaces others and drops the rest, under
+    /// agent answers and options that may change in between: every result equals a fresh build,
+    /// and the hosts the cache says need DNS are the snapshot's.
+    #[test]
+    fn incremental_build_equals_build(
+        first in apps_doc(),
+        second in apps_doc(),
+        keep in prop::collection::vec(0..3u8, 8),
+        (r1, r2) in (0..4usize, 0..4usize),
+        (o1, o2) in (0..3usize, 0..3usize),
+    ) {
+        let parse = |apps: &[Value]| {
+            parse_apps_document(&serde_json::to_vec(&json!({ "apps": apps })).unwrap()).unwrap()
+        };
+        let (a, b) = (parse(&first), parse(&second));
+        let mut next = vipd::model::AppsSnapshot { apps: Vec::new(), rejected: b.rejected.clone() };
+        for (i, app) in a.apps.iter().enumerate() {
+            match keep[i % keep.len()] {
+                0 => next.apps.push(Arc::clone(app)),
+                1 => next.apps.extend(b.apps.get(i).cloned()),
+                _ => {}
+            }
+        }
+        next.apps.extend(b.apps.iter().skip(a.apps.len()).cloned());
+        let opts = opts();
+        let mut cache = BuildCache::new();
+        for (snap, r, o) in [(&a, r1, o1), (&next, r2, o2), (&next, r2, o2)] {
+            let mut hosts = cache.hosts_to_resolve(snap);
+            hosts.sort();
+            let want_hosts: Vec<String> = vipd::table::build::hosts_to_resolve(snap)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            prop_assert_eq!(hosts, want_hosts);
+            let resolved = resolved_variant(r);
+            let want = build(snap, &resolved, &opts[o]);
+            let got = cache.build(snap, &resolved, &opts[o]);
+            prop_assert_eq!(got, want);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The control plane's heart: the control loop, the single writer of the routing table.
 //!
-//! Owns: turning each source snapshot into a table (resolve agent hostnames → `table::build`),
+//! Owns: turning each source snapshot into a table (resolve agent hostnames → `table::build`,
+//! incrementally through a [`BuildCache`] that recomputes only the apps whose `Arc` changed),
 //! publishing it with one `ArcSwap` store when it differs from the current one, and then telling
 //! the consumers that follow the table (VIP address manager, listeners) to reconcile. Also the
 //! log line per publish with a one-line diff summary, and warnings logged once each.
@@ -14,8 +15,8 @@ pub mod resolve;
 use crate::published::{PublishedTable, TablePublisher};
 use crate::source::{SourceHandle, SourceSnapshot};
 use crate::table::diff::TableDiff;
-use crate::table::{self, BuildOptions, Resolved, Warning};
-use std::collections::{BTreeSet, HashSet};
+use crate::table::{BuildCache, BuildOptions, Resolved, Warning};
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -74,6 +75,9 @@ pub struct ControlLoop<R, F> {
     metrics: Option<crate::metrics::ControlMetrics>,
     /// The last build's warnings, for the admin API.
     warnings: Arc<Mutex<Vec<Warning>>>,
+    /// Each app's part of the table, kept between builds (moved into the blocking build task and
+    /// back; lost, and rebuilt from scratch, only if a build panics).
+    build_cache: BuildCache,
 }
 
 impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
@@ -92,6 +96,7 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
             last_timings: PassTimings::default(),
             metrics: None,
             warnings: Arc::default(),
+            build_cache: BuildCache::new(),
         }
     }
 
@@ -131,20 +136,10 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
     /// One pass: resolve, build, compare, publish, follow.
     pub async fn handle(&mut self, snapshot: &SourceSnapshot) -> Outcome {
         let started = Instant::now();
-        // Only names need resolving: IP literals are read by the builder directly. A HashSet
-        // keeps this pass linear in the number of tasks (50,000 at Marathon's ceiling).
-        let mut hosts: HashSet<&str> = HashSet::new();
-        for task in snapshot.apps.apps.iter().flat_map(|app| app.tasks.iter()) {
-            if let Some(host) = task.host.as_deref() {
-                if table::build::host_ip_literal(host).is_none() {
-                    hosts.insert(host);
-                }
-            }
-        }
-        let resolved = self
-            .resolver
-            .resolve_all(hosts.into_iter().map(str::to_owned).collect())
-            .await;
+        // Only names need resolving: IP literals are read by the builder directly. The cache
+        // answers for every app it holds unchanged, so an event does not rescan 50,000 tasks.
+        let hosts = self.build_cache.hosts_to_resolve(&snapshot.apps);
+        let resolved = self.resolver.resolve_all(hosts).await;
         let resolve_time = started.elapsed();
 
         let build_started = Instant::now();
@@ -153,10 +148,17 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         // building inline stalled every new connection for the duration of the build).
         let apps = Arc::clone(&snapshot.apps);
         let options = self.options.clone();
-        let built =
-            tokio::task::spawn_blocking(move || table::build(&apps, &resolved, &options)).await;
+        let mut cache = std::mem::take(&mut self.build_cache);
+        let built = tokio::task::spawn_blocking(move || {
+            let built = cache.build(&apps, &resolved, &options);
+            (built, cache)
+        })
+        .await;
         let (new_table, warnings) = match built {
-            Ok(built) => built.into_parts(),
+            Ok((built, cache)) => {
+                self.build_cache = cache;
+                built.into_parts()
+            }
             Err(e) => {
                 // table::build does not panic (proptests); if it ever does, keep the last table.
                 tracing::error!(error = %e, "table build failed; keeping the current table");
@@ -213,6 +215,7 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
             frontends = published.table.frontends.len(),
             origin = ?snapshot.origin,
             build_ms = build_time.as_secs_f64() * 1e3,
+            apps_rebuilt = self.build_cache.last_stats().computed,
             latency_ms = input_to_publish.as_secs_f64() * 1e3,
             "published table: {}",
             diff.summary()

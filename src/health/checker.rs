@@ -130,7 +130,7 @@ impl Checker {
                 interval: spec.interval,
                 timeout: spec.timeout,
             };
-            for b in &frontend.backends {
+            for b in frontend.backends.iter() {
                 if b.state == BackendState::Draining {
                     continue;
                 }

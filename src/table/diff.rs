@@ -135,7 +135,9 @@ mod tests {
     fn a_state_change_alone_is_a_change() {
         let old = table(vec![frontend(10000, &[1])]);
         let mut new = old.clone();
-        new.frontends[0].backends[0].state = BackendState::Draining;
+        let mut backends = new.frontends[0].backends.to_vec();
+        backends[0].state = BackendState::Draining;
+        new.frontends[0].backends = backends.into();
         let d = TableDiff::between(&old, &new);
         assert_eq!(d.changed.len(), 1);
         assert_eq!((d.backends_added, d.backends_removed), (0, 0));

@@ -11,7 +11,7 @@ pub mod build;
 pub mod diff;
 pub mod vip;
 
-pub use build::{build, BuildOptions, Resolved};
+pub use build::{build, BuildCache, BuildOptions, CacheStats, Resolved};
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -119,8 +119,10 @@ pub struct Frontend {
     /// Per-port options read from labels (`VIPD_{n}_BALANCE`, `HAPROXY_{n}_BALANCE`, …).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
-    /// Sorted by address.
-    pub backends: Vec<Backend>,
+    /// Sorted by address. Shared (`Arc<[_]>`): a frontend whose app did not change keeps the same
+    /// allocation from table to table, so an incremental build copies no backends, the diff skips
+    /// unchanged lists by pointer, and freeing the old table touches no backend.
+    pub backends: Arc<[Backend]>,
 }
 
 impl Frontend {

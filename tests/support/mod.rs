@@ -270,7 +270,7 @@ pub fn frontend(listen: SocketAddr, backends: Vec<Backend>) -> Frontend {
         port_index: 0,
         port_name: None,
         options: Default::default(),
-        backends,
+        backends: backends.into(),
     }
 }
 

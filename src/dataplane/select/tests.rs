@@ -95,7 +95,7 @@ fn frontend(b: Vec<Backend>, options: &[(&str, &str)]) -> Frontend {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect::<BTreeMap<_, _>>(),
-        backends: b,
+        backends: b.into(),
     }
 }
 
