@@ -5,8 +5,12 @@
 //! Jetty's exact-`Accept` rule: 405 unless one value is exactly `text/event-stream`), optional
 //! HTTP basic auth (401 otherwise), a non-leader mode that redirects `/v2/events` to another URL,
 //! failure modes (500, 401, garbage), cutting or silencing the streams, and per-path counters.
+//! The same fake also serves HTTPS ([`FakeMarathon::start_tls`], rustls on the ring provider,
+//! optionally requiring a client certificate), with certificates made at test time by
+//! [`TestPki`] (rcgen) and written as PEM files into a temporary directory.
 //!
-//! Must not: listen anywhere but loopback, or sleep to synchronise (tests wait on conditions).
+//! Must not: listen anywhere but loopback, sleep to synchronise (tests wait on conditions), or
+//! resolve a name (the server certificate is for the IP address 127.0.0.1).
 #![allow(dead_code)]
 
 use axum::body::Body;
@@ -64,24 +68,43 @@ struct Shared {
     heartbeats: std::sync::atomic::AtomicU64,
     events: broadcast::Sender<Bytes>,
     cut: watch::Sender<u64>,
+    tls_ok: std::sync::atomic::AtomicU64,
+    tls_failed: std::sync::atomic::AtomicU64,
+    tls_errors: Mutex<Vec<String>>,
 }
 
 pub struct FakeMarathon {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     server: tokio::task::JoinHandle<()>,
+    /// The TLS accept loop (HTTPS fakes only).
+    acceptor: Option<tokio::task::JoinHandle<()>>,
+    scheme: &'static str,
 }
 
 impl Drop for FakeMarathon {
     fn drop(&mut self) {
         self.server.abort();
+        if let Some(a) = &self.acceptor {
+            a.abort();
+        }
         self.cut_streams();
     }
 }
 
 impl FakeMarathon {
-    /// Starts a fake serving `apps` (a `{"apps":[…]}` document).
+    /// Starts a fake serving `apps` (a `{"apps":[…]}` document) over plain HTTP.
     pub async fn start(apps: serde_json::Value) -> FakeMarathon {
+        Self::start_with(apps, None).await
+    }
+
+    /// Starts the same fake over HTTPS with `tls` (the server certificate must hold the IP SAN
+    /// 127.0.0.1). Failed handshakes are counted ([`FakeMarathon::tls_handshakes_failed`]).
+    pub async fn start_tls(apps: serde_json::Value, tls: TlsOptions) -> FakeMarathon {
+        Self::start_with(apps, Some(tls)).await
+    }
+
+    async fn start_with(apps: serde_json::Value, tls: Option<TlsOptions>) -> FakeMarathon {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (events, _) = broadcast::channel(16 * 1024);
@@ -103,26 +126,69 @@ impl FakeMarathon {
             }),
             events,
             cut,
+            tls_ok: std::sync::atomic::AtomicU64::new(0),
+            tls_failed: std::sync::atomic::AtomicU64::new(0),
+            tls_errors: Mutex::new(Vec::new()),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeMarathon {
-            addr,
-            shared,
-            server,
+        match tls {
+            None => {
+                let server = tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).await;
+                });
+                FakeMarathon {
+                    addr,
+                    shared,
+                    server,
+                    acceptor: None,
+                    scheme: "http",
+                }
+            }
+            Some(tls) => {
+                let config = tls.server_config();
+                let (tx, rx) = tokio::sync::mpsc::channel(64);
+                let acceptor = tokio::spawn(tls_accept_loop(listener, config, tx, shared.clone()));
+                let server = tokio::spawn(async move {
+                    let _ = axum::serve(TlsListener { rx, addr }, app).await;
+                });
+                FakeMarathon {
+                    addr,
+                    shared,
+                    server,
+                    acceptor: Some(acceptor),
+                    scheme: "https",
+                }
+            }
         }
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://` for a fake started with [`FakeMarathon::start_tls`]).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
-    /// `http://user:pass@127.0.0.1:PORT`
+    /// `http[s]://user:pass@127.0.0.1:PORT`
     pub fn url_with(&self, user: &str, pass: &str) -> String {
-        format!("http://{user}:{pass}@{}", self.addr)
+        format!("{}://{user}:{pass}@{}", self.scheme, self.addr)
+    }
+
+    /// TLS handshakes completed (HTTPS fakes).
+    pub fn tls_handshakes_ok(&self) -> u64 {
+        self.shared
+            .tls_ok
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// TLS handshakes the server saw fail (HTTPS fakes).
+    pub fn tls_handshakes_failed(&self) -> u64 {
+        self.shared
+            .tls_failed
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The server-side errors of the failed handshakes, oldest first.
+    pub fn tls_errors(&self) -> Vec<String> {
+        self.shared.tls_errors.lock().unwrap().clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -382,6 +448,248 @@ fn events(shared: &Arc<Shared>, inner: &mut Inner, headers: &HeaderMap, query: S
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+// === HTTPS ===
+
+/// How an HTTPS fake presents itself, as PEM text.
+#[derive(Clone)]
+pub struct TlsOptions {
+    /// The server certificate (and any intermediates), PEM.
+    pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8).
+    pub key_pem: String,
+    /// When set, a client certificate signed by this CA (PEM) is required.
+    pub client_ca_pem: Option<String>,
+}
+
+impl TlsOptions {
+    fn server_config(&self) -> Arc<tokio_rustls::rustls::ServerConfig> {
+        use tokio_rustls::rustls;
+        use tokio_rustls::rustls::pki_types::pem::PemObject;
+        use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        // Explicitly the provider reqwest uses: nothing depends on a process-wide default.
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(self.cert_pem.as_bytes())
+                .collect::<Result<_, _>>()
+                .expect("server certificate PEM");
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).expect("server key PEM");
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions");
+        let builder = match &self.client_ca_pem {
+            None => builder.with_no_client_auth(),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                    roots.add(c.expect("client CA PEM")).expect("client CA");
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier");
+                builder.with_client_cert_verifier(verifier)
+            }
+        };
+        let mut config = builder
+            .with_single_cert(chain, key)
+            .expect("server certificate and key");
+        // The fake's axum speaks HTTP/1.1 only (like Marathon's Jetty over HTTPS).
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+type TlsIo = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+
+/// Accepts TCP, runs each handshake in its own task (a stalled client cannot block the others)
+/// and hands finished TLS streams to the HTTP server.
+async fn tls_accept_loop(
+    listener: tokio::net::TcpListener,
+    config: Arc<tokio_rustls::rustls::ServerConfig>,
+    tx: tokio::sync::mpsc::Sender<(TlsIo, SocketAddr)>,
+    shared: Arc<Shared>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(_) => {
+                // EMFILE and friends: back off instead of spinning (not a synchronisation).
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let tx = tx.clone();
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let res = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+            match res {
+                Ok(Ok(tls)) => {
+                    shared
+                        .tls_ok
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let _ = tx.send((tls, peer)).await;
+                }
+                Ok(Err(e)) => {
+                    shared.tls_errors.lock().unwrap().push(e.to_string());
+                    shared
+                        .tls_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                Err(_) => {
+                    shared
+                        .tls_errors
+                        .lock()
+                        .unwrap()
+                        .push("handshake timed out".into());
+                    shared
+                        .tls_failed
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+/// The finished TLS streams, as an axum listener.
+struct TlsListener {
+    rx: tokio::sync::mpsc::Receiver<(TlsIo, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsIo;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept loop is gone (the fake is being dropped): accept nothing more.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
+
+/// Certificates made at test time, written as PEM files into a temporary directory that lives
+/// as long as this value: a CA, a server certificate it signed for the IP address 127.0.0.1, a
+/// client certificate it signed, and a second, unrelated CA.
+pub struct TestPki {
+    pub dir: tempfile::TempDir,
+    /// The test CA (PEM file).
+    pub ca: std::path::PathBuf,
+    /// A CA that signed nothing here (PEM file).
+    pub other_ca: std::path::PathBuf,
+    /// Client certificate and key signed by the test CA (PEM files).
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+    /// A client certificate and key signed by the unrelated CA (PEM files).
+    pub stranger_cert: std::path::PathBuf,
+    pub stranger_key: std::path::PathBuf,
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+            KeyPair, KeyUsagePurpose,
+        };
+        fn ca(name: &str) -> (rcgen::Certificate, Issuer<'static, KeyPair>) {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            let cert = p.self_signed(&key).unwrap();
+            (cert, Issuer::new(p, key))
+        }
+        fn leaf(
+            issuer: &Issuer<'static, KeyPair>,
+            name: &str,
+            sans: Vec<String>,
+            eku: ExtendedKeyUsagePurpose,
+        ) -> (String, String) {
+            let key = KeyPair::generate().unwrap();
+            let mut p = CertificateParams::new(sans).unwrap();
+            p.distinguished_name.push(DnType::CommonName, name);
+            p.extended_key_usages = vec![eku];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.use_authority_key_identifier_extension = true;
+            let cert = p.signed_by(&key, issuer).unwrap();
+            (cert.pem(), key.serialize_pem())
+        }
+        let (ca_cert, ca_issuer) = ca("vipd test CA");
+        let (other_cert, other_issuer) = ca("unrelated test CA");
+        let (server_cert_pem, server_key_pem) = leaf(
+            &ca_issuer,
+            "fake marathon",
+            vec!["127.0.0.1".to_string()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        );
+        let (client_cert_pem, client_key_pem) = leaf(
+            &ca_issuer,
+            "vipd test client",
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let (stranger_cert_pem, stranger_key_pem) = leaf(
+            &other_issuer,
+            "stranger client",
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_pem = ca_cert.pem();
+        TestPki {
+            ca: write("ca.pem", &ca_pem),
+            other_ca: write("other-ca.pem", &other_cert.pem()),
+            client_cert: write("client.pem", &client_cert_pem),
+            client_key: write("client-key.pem", &client_key_pem),
+            stranger_cert: write("stranger.pem", &stranger_cert_pem),
+            stranger_key: write("stranger-key.pem", &stranger_key_pem),
+            ca_pem,
+            server_cert_pem,
+            server_key_pem,
+            dir,
+        }
+    }
+
+    /// The server side: the certificate for 127.0.0.1, no client certificate asked for.
+    pub fn server(&self) -> TlsOptions {
+        TlsOptions {
+            cert_pem: self.server_cert_pem.clone(),
+            key_pem: self.server_key_pem.clone(),
+            client_ca_pem: None,
+        }
+    }
+
+    /// The server side, requiring a client certificate signed by the test CA (mTLS).
+    pub fn server_requiring_client_cert(&self) -> TlsOptions {
+        TlsOptions {
+            client_ca_pem: Some(self.ca_pem.clone()),
+            ..self.server()
+        }
+    }
 }
 
 fn base64(input: &[u8]) -> String {

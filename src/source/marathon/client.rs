@@ -22,7 +22,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -215,6 +215,7 @@ pub struct MarathonClient {
 
 /// Builds the reqwest client for `cfg` (also used to validate a configuration up front).
 pub fn build_http(cfg: &MarathonConfig) -> Result<reqwest::Client, ConfigError> {
+    let mut ca_certs = Vec::new();
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(cfg.connect_timeout)
@@ -240,10 +241,12 @@ pub fn build_http(cfg: &MarathonConfig) -> Result<reqwest::Client, ConfigError> 
         }
         // Like curl --cacert: the given bundle replaces the built-in roots.
         b = b.tls_built_in_root_certs(false);
-        for c in certs {
-            b = b.add_root_certificate(c);
+        for c in &certs {
+            b = b.add_root_certificate(c.clone());
         }
+        ca_certs = certs;
     }
+    let mut identity = None;
     match (&cfg.tls.client_cert, &cfg.tls.client_key) {
         (Some(cert), Some(key)) => {
             let read = |what, p: &PathBuf| {
@@ -256,12 +259,10 @@ pub fn build_http(cfg: &MarathonConfig) -> Result<reqwest::Client, ConfigError> 
             let mut pem = read("client certificate", cert)?;
             pem.push(b'\n');
             pem.extend(read("client key", key)?);
-            let id = reqwest::Identity::from_pem(&pem).map_err(|e| ConfigError::Tls {
-                what: "client certificate/key",
-                path: cert.clone(),
-                reason: error_chain(&e),
-            })?;
-            b = b.identity(id);
+            let id =
+                reqwest::Identity::from_pem(&pem).map_err(|e| identity_error(cert, key, &e))?;
+            b = b.identity(id.clone());
+            identity = Some(id);
         }
         (None, None) => {}
         _ => return Err(ConfigError::HalfClientCert),
@@ -269,7 +270,52 @@ pub fn build_http(cfg: &MarathonConfig) -> Result<reqwest::Client, ConfigError> 
     if cfg.tls.insecure {
         b = b.danger_accept_invalid_certs(true);
     }
-    b.build().map_err(|e| ConfigError::Client(error_chain(&e)))
+    b.build().map_err(|e| {
+        blame_tls_input(cfg, &ca_certs, identity.as_ref())
+            .unwrap_or_else(|| ConfigError::Client(error_chain(&e)))
+    })
+}
+
+/// A client certificate/key pair that rustls refuses; names both files (either may be at fault).
+fn identity_error(cert: &Path, key: &Path, e: &dyn std::error::Error) -> ConfigError {
+    ConfigError::Tls {
+        what: "client certificate/key",
+        path: cert.to_path_buf(),
+        reason: format!("{} (key file {})", error_chain(e), key.display()),
+    }
+}
+
+/// The client could not be built: finds the TLS input rustls refuses (a CA entry that is PEM
+/// but not a certificate, a key that does not match its certificate, ...) by building a client
+/// with that input alone, so the error names its file. Runs only on that failure path.
+fn blame_tls_input(
+    cfg: &MarathonConfig,
+    ca_certs: &[reqwest::Certificate],
+    identity: Option<&reqwest::Identity>,
+) -> Option<ConfigError> {
+    let alone = || {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+    };
+    if let Some(path) = &cfg.tls.ca_file {
+        for (i, c) in ca_certs.iter().enumerate() {
+            if let Err(e) = alone().add_root_certificate(c.clone()).build() {
+                return Some(ConfigError::Tls {
+                    what: "CA file",
+                    path: path.clone(),
+                    reason: format!("certificate #{}: {}", i + 1, error_chain(&e)),
+                });
+            }
+        }
+    }
+    if let (Some(id), Some(cert), Some(key)) = (identity, &cfg.tls.client_cert, &cfg.tls.client_key)
+    {
+        if let Err(e) = alone().identity(id.clone()).build() {
+            return Some(identity_error(cert, key, &e));
+        }
+    }
+    None
 }
 
 impl MarathonClient {
