@@ -21,7 +21,29 @@ fn init_logging(args: &LogArgs) {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+/// An error as one line: each cause in the chain is appended unless an outer message already
+/// quotes it (typed errors often embed their source's text).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace(['\n', '\r'], " ")
+}
+
+fn main() {
+    if let Err(e) = run() {
+        // One line on stderr and exit 1, whatever RUST_BACKTRACE says.
+        eprintln!("Error: {}", one_line(&e));
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -561,8 +561,7 @@ fn run_expecting_config_error(tls: &[&str]) -> (Option<i32>, String) {
         .args(vipd_args("127.0.0.1", &url, tls))
         .env("NO_COLOR", "1")
         .env_remove("RUST_LOG")
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("RUST_LIB_BACKTRACE")
+        .env("RUST_BACKTRACE", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -585,12 +584,13 @@ fn run_expecting_config_error(tls: &[&str]) -> (Option<i32>, String) {
     (status.code(), stderr)
 }
 
-/// The first line of a refused start: `Error: Marathon source: <what> <path>: <reason>`.
+/// The only line of a refused start: `Error: Marathon source: <what> <path>: <reason>`.
 fn error_line(stderr: &str) -> &str {
-    stderr
-        .lines()
-        .find(|l| l.starts_with("Error: "))
-        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    match lines[..] {
+        [line] if line.starts_with("Error: ") => line,
+        _ => panic!("expected exactly one `Error:` line in:\n{stderr}"),
+    }
 }
 
 #[test]
