@@ -309,6 +309,48 @@ async fn a_cut_stream_reconnects_resyncs_and_sees_changes_made_while_down() {
     assert!(r.status.get().errors_of(SyncErrorKind::Stream) >= 1);
 }
 
+/// A full resync shares every app that did not change with the previous snapshot (the same
+/// `Arc`), which is what lets the table build reuse those apps' parts; a changed app is new.
+#[tokio::test]
+async fn a_full_resync_keeps_unchanged_apps_shared_with_the_previous_snapshot() {
+    let fake = FakeMarathon::start(two_apps()).await;
+    let mut r = start(config(&[&fake.url()]));
+    r.synced().await;
+    let before = r.snapshot_where("first snapshot", |_| true).await;
+    let mut doc = two_apps();
+    doc["apps"][1]["tasks"] =
+        serde_json::json!([serde_json::from_str::<serde_json::Value>(&format!(
+            r#"{{"id":"{}","host":"10.0.0.2","ports":[31002],"state":"TASK_RUNNING"}}"#,
+            task("db", U2)
+        ))
+        .unwrap()]);
+    fake.set_apps(doc);
+    // Reconnect: every (re)connect triggers a full resync.
+    fake.cut_streams();
+    let after = r
+        .snapshot_where("/db changed by a full resync", |s| {
+            task_of(s, "/db", &task("db", U2)).is_some()
+        })
+        .await;
+    assert_eq!(after.origin, Origin::MarathonFull);
+    let find = |s: &SourceSnapshot, id: &str| {
+        s.apps
+            .apps
+            .iter()
+            .find(|a| a.id == id)
+            .cloned()
+            .expect("app present")
+    };
+    assert!(
+        std::sync::Arc::ptr_eq(&find(&before, "/web"), &find(&after, "/web")),
+        "unchanged /web is the same Arc after the full resync"
+    );
+    assert!(!std::sync::Arc::ptr_eq(
+        &find(&before, "/db"),
+        &find(&after, "/db")
+    ));
+}
+
 #[tokio::test]
 async fn a_silent_stream_is_reconnected_after_the_liveness_timeout() {
     let fake = FakeMarathon::start(two_apps()).await;

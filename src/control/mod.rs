@@ -112,6 +112,11 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         self
     }
 
+    /// Gives the followers back (for a shutdown driven from outside [`ControlLoop::run`]).
+    pub fn into_followers(self) -> F {
+        self.followers
+    }
+
     /// Runs until `shutdown` fires, handling every snapshot the source publishes. Bursts coalesce:
     /// the watch channel only ever holds the newest snapshot.
     pub async fn run(mut self, mut source: SourceHandle, shutdown: CancellationToken) -> F {

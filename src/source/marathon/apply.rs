@@ -469,6 +469,33 @@ pub fn carry_forward_health(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usi
     carried
 }
 
+/// Replaces every app of `next` that equals its namesake in `prev` with `prev`'s `Arc`, so that
+/// a full snapshot shares what did not change: the table's build cache then reuses those apps'
+/// parts (a full resync rebuilds only what changed), and the previous copies are what stay in
+/// memory. Returns how many apps are shared. Run after [`carry_forward_health`].
+pub fn share_unchanged_apps(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usize {
+    let prev_apps: HashMap<&str, &Arc<App>> =
+        prev.apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    let mut shared = 0;
+    for app in next.apps.iter_mut() {
+        if let Some(&old) = prev_apps.get(app.id.as_str()) {
+            if Arc::ptr_eq(old, app) || **old == **app {
+                *app = Arc::clone(old);
+                shared += 1;
+            }
+        }
+    }
+    shared
+}
+
+/// Whether two snapshots hold the same apps (shared `Arc`s, in the same order) and the same
+/// rejections: the cheap "unchanged?" test after [`share_unchanged_apps`].
+pub fn same_apps(a: &AppsSnapshot, b: &AppsSnapshot) -> bool {
+    a.apps.len() == b.apps.len()
+        && a.apps.iter().zip(&b.apps).all(|(x, y)| Arc::ptr_eq(x, y))
+        && a.rejected == b.rejected
+}
+
 fn lacks_results(t: &Task) -> bool {
     match &t.health_check_results {
         None => true,
@@ -871,5 +898,32 @@ mod tests {
         app2.id = "/third".into();
         assert!(replace_app(&mut s, "third", Some(app2)));
         assert_eq!(s.apps.len(), 2);
+    }
+
+    #[test]
+    fn a_full_snapshot_shares_the_apps_that_did_not_change() {
+        let prev = base();
+        // A fresh parse of the same document, with /other changed.
+        let mut next = (*base()).clone();
+        Arc::make_mut(&mut next.apps[1]).version = Some("v2".into());
+        assert!(!same_apps(&prev, &next));
+        assert_eq!(share_unchanged_apps(&prev, &mut next), 1);
+        assert!(
+            Arc::ptr_eq(&prev.apps[0], &next.apps[0]),
+            "unchanged /web is shared"
+        );
+        assert!(
+            !Arc::ptr_eq(&prev.apps[1], &next.apps[1]),
+            "changed /other is not"
+        );
+        assert_eq!(next.apps[1].version.as_deref(), Some("v2"));
+        assert!(!same_apps(&prev, &next));
+
+        let mut again = (*base()).clone();
+        assert_eq!(share_unchanged_apps(&prev, &mut again), 2);
+        assert!(same_apps(&prev, &again));
+        // Same apps, other order: not "the same" (the table build decides whether it matters).
+        again.apps.reverse();
+        assert!(!same_apps(&prev, &again));
     }
 }

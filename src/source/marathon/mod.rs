@@ -45,7 +45,10 @@ pub use status::{MarathonStatus, MarathonStatusHandle, SyncErrorKind};
 
 use crate::model::AppsSnapshot;
 use crate::source::{Origin, SourceHandle, SourceSnapshot};
-use apply::{apply_event, carry_forward_health, is_task_event, replace_app, Refetch};
+use apply::{
+    apply_event, carry_forward_health, is_task_event, replace_app, same_apps, share_unchanged_apps,
+    Refetch,
+};
 use backoff::{jittered, Backoff};
 use bytes::Bytes;
 use client::{AppFetch, FullFetch, MarathonClient};
@@ -812,19 +815,23 @@ impl Driver {
                         tracing::info!(tasks = carried, "kept last known health results that Marathon no longer reports (leader failover?)");
                     }
                 }
-                self.stale = None;
                 let mut snap = Arc::new(next);
                 for e in &replay {
                     apply_event(&mut snap, e);
                 }
+                if let Some(prev) = base {
+                    // Freshly parsed and not yet shared: `make_mut` does not copy.
+                    share_unchanged_apps(prev, Arc::make_mut(&mut snap));
+                }
+                self.stale = None;
                 if self.serving_stale {
                     tracing::info!(
                         apps = snap.apps.len(),
                         "Marathon reached: the stale state is replaced"
                     );
                 }
-                let unchanged =
-                    !self.serving_stale && self.current.as_deref().is_some_and(|c| *c == *snap);
+                let unchanged = !self.serving_stale
+                    && self.current.as_deref().is_some_and(|c| same_apps(c, &snap));
                 if !unchanged {
                     self.emit(snap, Origin::MarathonFull, f.fetched_at);
                 }
