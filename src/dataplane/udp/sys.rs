@@ -1,10 +1,10 @@
 //! The one place with `unsafe` in the UDP data plane: batched receive (`recvmmsg(2)`) on a
 //! frontend socket, with the kernel's drop counter (`SO_RXQ_OVFL`) read from each datagram's
-//! control data.
+//! control data, and batched send (`sendmmsg(2)`) of a flow's replies to its client.
 //!
-//! Owns: [`RecvBatch`] (the reusable buffers of one frontend: [`BATCH`] slots of
-//! [`MAX_DATAGRAM`] bytes, allocated once, zeroed lazily by the OS), [`RecvBatch::recv`] and
-//! [`enable_rx_overflow_count`].
+//! Owns: [`RecvBatch`] (the reusable buffers of one frontend, or of one thread's return paths:
+//! [`BATCH`] slots of [`MAX_DATAGRAM`] bytes, allocated once, zeroed lazily by the OS),
+//! [`RecvBatch::recv`], [`RecvBatch::send_to`] and [`enable_rx_overflow_count`].
 //!
 //! Why: a frontend receives up to [`BATCH`] datagrams per syscall instead of one, and learns how
 //! many datagrams the kernel dropped because the socket's receive queue was full (otherwise
@@ -144,6 +144,49 @@ impl RecvBatch {
     }
 }
 
+impl RecvBatch {
+    /// Sends datagrams `from..count` of the last batch to `to` with one `sendmmsg(2)`, without
+    /// blocking. Returns how many the kernel took (at least 1; fewer than asked when it stopped
+    /// early), or the error of the first one (`WouldBlock` when the send buffer is full).
+    pub fn send_to(&self, fd: RawFd, from: usize, to: &socket2::SockAddr) -> io::Result<usize> {
+        let count = self.count.saturating_sub(from);
+        if count == 0 {
+            return Ok(0);
+        }
+        // SAFETY: plain C structs; all-zero is valid, and every pointer used is set below.
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { MaybeUninit::zeroed().assume_init() };
+        for k in 0..count {
+            let i = from + k;
+            let len = self.received[i].map_or(0, |r| r.len.min(MAX_DATAGRAM));
+            // The kernel only reads through these pointers (sendmmsg), never writes.
+            iovecs[k].iov_base = self.bufs[i * MAX_DATAGRAM..].as_ptr() as *mut libc::c_void;
+            iovecs[k].iov_len = len;
+            let h = &mut hdrs[k].msg_hdr;
+            h.msg_name = to.as_ptr() as *mut libc::c_void;
+            h.msg_namelen = to.len();
+            h.msg_iov = &mut iovecs[k];
+            h.msg_iovlen = 1;
+        }
+        // SAFETY: `count` headers are passed, each pointing to the destination (borrowed for the
+        // call) and to one iovec over a slot of `self.bufs` of the datagram's received length,
+        // all alive until the call returns; MSG_DONTWAIT: never blocks.
+        let n = unsafe {
+            libc::sendmmsg(
+                fd,
+                hdrs.as_mut_ptr(),
+                count as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
 /// The `SO_RXQ_OVFL` counter attached to a received message, if any.
 fn rx_overflow(h: &libc::msghdr) -> Option<u32> {
     let mut found = None;
@@ -246,5 +289,38 @@ mod tests {
         assert_eq!(got + dropped, sent, "got {got}, dropped {dropped}");
         assert_eq!(batch.get(0).unwrap().1, b"last");
         assert!(batch.get(1).is_none());
+    }
+
+    #[test]
+    fn a_batch_is_sent_on_in_order_with_one_call() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let relay = UdpSocket::bind("127.0.0.1:0").unwrap();
+        relay.set_nonblocking(true).unwrap();
+        let out = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..5u8 {
+            tx.send_to(&vec![i; 10 + usize::from(i)], relay.local_addr().unwrap())
+                .unwrap();
+        }
+        let mut batch = RecvBatch::new();
+        let mut n = 0;
+        while n < 5 {
+            match batch.recv(relay.as_raw_fd()) {
+                Ok((got, _)) => n = got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let to = socket2::SockAddr::from(rx.local_addr().unwrap());
+        // From the third on, then the first two: the order and lengths are the batch's.
+        assert_eq!(batch.send_to(out.as_raw_fd(), 2, &to).unwrap(), 3);
+        assert_eq!(batch.send_to(out.as_raw_fd(), 0, &to).unwrap(), 5);
+        assert_eq!(batch.send_to(out.as_raw_fd(), 5, &to).unwrap(), 0);
+        let mut buf = [0u8; 64];
+        for want in [2u8, 3, 4, 0, 1, 2, 3, 4] {
+            let (len, from) = rx.recv_from(&mut buf).unwrap();
+            assert_eq!(from, out.local_addr().unwrap());
+            assert_eq!(&buf[..len], &vec![want; 10 + usize::from(want)][..]);
+        }
     }
 }

@@ -5,23 +5,26 @@
 //! return task, aborted when the upstream is dropped), [`connect_upstream`], the error
 //! classification of upstream sockets ([`is_backend_error`]) and the return path loop.
 //!
-//! The return task reads replies into a per-worker-thread buffer (no `.await` between the read
-//! and the send, so one 64 KiB buffer per runtime thread serves every flow), sends them with a
-//! nonblocking `sendto(2)` (a full frontend send buffer drops the reply and counts it), and
+//! The return task reads up to [`BATCH`](super::sys::BATCH) replies with one `recvmmsg(2)` into a
+//! per-worker-thread batch (no `.await` between the read and the send, so one batch per runtime
+//! thread serves every flow) and sends them on to the client with one nonblocking `sendmmsg(2)`
+//! (a full frontend send buffer drops the replies not taken, and counts them), and
 //! stores the reply time into the flow's atomic (one relaxed store per reply at most once per
 //! millisecond; the receive loop reads it only when the flow looks idle).
 //!
 //! Must not: pick backends or touch the flow table (frontend.rs owns both).
 
 use super::stats::{UdpBackendStats, UdpFrontendStats};
-use super::MAX_DATAGRAM;
+use super::sys::RecvBatch;
 use crate::dataplane::backends::{ActiveBackend, BackendStats, ConnectFailure};
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::task::AbortHandle;
 
@@ -29,9 +32,9 @@ use tokio::task::AbortHandle;
 const RETURN_BUDGET: usize = 64;
 
 thread_local! {
-    /// Reply buffer shared by every return task running on this thread (never held across an
+    /// Reply batch shared by every return task running on this thread (never held across an
     /// `.await`).
-    static REPLY_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0u8; MAX_DATAGRAM].into_boxed_slice());
+    static REPLIES: RefCell<RecvBatch> = RefCell::new(RecvBatch::new());
 }
 
 /// What the return path tells the receive loop, without locks.
@@ -156,7 +159,8 @@ impl Upstream {
 }
 
 enum Step {
-    Again,
+    /// This many replies were received (and sent on, or counted as dropped).
+    Relayed(usize),
     Wait,
     Failed(io::Error),
 }
@@ -178,33 +182,51 @@ async fn return_path(
             return;
         }
         let mut drained = false;
-        for _ in 0..RETURN_BUDGET {
-            let step = REPLY_BUF.with_borrow_mut(|buf| match upstream.try_recv(buf) {
-                Ok(n) => {
-                    signals.saw_reply(path.base);
-                    from_backend.fetch_add(n as u64, Relaxed);
-                    udp_backend.datagrams_from_backend.fetch_add(1, Relaxed);
-                    // Straight to the syscall (nonblocking), as for sends to backends.
-                    match socket2::SockRef::from(&*path.frontend).send_to(&buf[..n], &client) {
-                        Ok(_) => {
-                            UdpFrontendStats::add(&fs.datagrams_out, 1);
-                            UdpFrontendStats::add(&fs.bytes_out, n as u64);
+        let mut relayed = 0;
+        while relayed < RETURN_BUDGET {
+            let step = REPLIES.with_borrow_mut(|batch| {
+                let n = match upstream.try_io(Interest::READABLE, || batch.recv(upstream.as_raw_fd())) {
+                    Ok((n, _)) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Wait,
+                    Err(e) => return Step::Failed(e),
+                };
+                signals.saw_reply(path.base);
+                let mut bytes = 0u64;
+                for i in 0..n {
+                    bytes += batch.get(i).map_or(0, |(r, _)| r.len as u64);
+                }
+                from_backend.fetch_add(bytes, Relaxed);
+                udp_backend.datagrams_from_backend.fetch_add(n as u64, Relaxed);
+                // Straight to the syscall (nonblocking), as for sends to backends.
+                let fd = path.frontend.as_raw_fd();
+                let mut next = 0;
+                while next < n {
+                    match batch.send_to(fd, next, &client) {
+                        Ok(sent) => {
+                            let sent_bytes: u64 = (next..next + sent)
+                                .map(|i| batch.get(i).map_or(0, |(r, _)| r.len as u64))
+                                .sum();
+                            UdpFrontendStats::add(&fs.datagrams_out, sent as u64);
+                            UdpFrontendStats::add(&fs.bytes_out, sent_bytes);
+                            next += sent.max(1);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                            UdpFrontendStats::add(&fs.dropped_reply_full, 1);
+                            UdpFrontendStats::add(&fs.dropped_reply_full, (n - next) as u64);
+                            break;
                         }
                         Err(error) => {
+                            // The first one failed: count it and go on with the rest.
                             UdpFrontendStats::add(&fs.dropped_send_error, 1);
                             tracing::trace!(client = %path.client, %error, "reply to client failed");
+                            next += 1;
                         }
                     }
-                    Step::Again
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Step::Wait,
-                Err(e) => Step::Failed(e),
+                Step::Relayed(n)
             });
             match step {
-                Step::Again => {
+                Step::Relayed(n) => {
+                    relayed += n;
                     if !confirmed {
                         confirmed = true;
                         backend.record_connected();
@@ -215,6 +237,7 @@ async fn return_path(
                     break;
                 }
                 Step::Failed(error) => {
+                    relayed += 1;
                     UdpFrontendStats::add(&fs.upstream_errors, 1);
                     if is_backend_error(&error) {
                         backend.record_failure(ConnectFailure::from_io(&error));
