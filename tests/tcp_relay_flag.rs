@@ -82,6 +82,7 @@ async fn serve_once(extra: &[&str], env: &[(&str, &str)]) -> (u64, serde_json::V
 }
 
 /// Bytes of one `serve_once` connection: 100 kB up, tag line + 100 kB echo down.
+#[cfg(all(feature = "splice", target_os = "linux"))]
 const MOVED: u64 = 100_000 + 2 + 100_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
