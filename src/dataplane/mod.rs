@@ -36,7 +36,7 @@ pub use backends::{
     BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
 };
 pub use listener::{ListenerState, ListenerStatusHandle};
-pub use relay::{CloseReason, RelayConfig};
+pub use relay::{CloseReason, RelayConfig, RelayMode};
 
 use crate::health::HealthConfig;
 use crate::published::{PublishedTable, TableReader};
@@ -84,6 +84,17 @@ pub struct DataplaneArgs {
     #[arg(long, env = "VIPD_UDP_MAX_FLOWS", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_max_flows: u32,
+    /// How TCP connections move bytes: `splice` (splice(2) through a pooled pipe, bytes never
+    /// enter userspace; Linux builds with the `splice` feature, and their default) or `copy`
+    /// (read/write through a pooled buffer; the default elsewhere). A connection that cannot get
+    /// a pipe (out of descriptors) copies instead. `splice` on a build without it is an error.
+    #[arg(long, env = "VIPD_TCP_RELAY", value_name = "copy|splice",
+          default_value = RelayMode::DEFAULT.as_str(), value_parser = parse_relay_mode)]
+    pub tcp_relay: RelayMode,
+}
+
+fn parse_relay_mode(s: &str) -> Result<RelayMode, relay::RelayModeError> {
+    s.parse()
 }
 
 fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
@@ -116,8 +127,11 @@ pub struct DataplaneConfig {
     pub bind_retry_initial: Duration,
     /// Cap of the bind retry backoff (not a flag).
     pub bind_retry_max: Duration,
-    /// Size of each of the two relay buffers of a connection (not a flag).
+    /// Size of a relay buffer or pipe: the most one chunk moves (not a flag).
     pub relay_buffer_size: usize,
+    /// How TCP connections move bytes (`--tcp-relay`). [`RelayMode::Splice`] in a build without
+    /// it (see [`RelayMode::SPLICE_AVAILABLE`]) copies, with a warning at [`Dataplane::new`].
+    pub tcp_relay: RelayMode,
     /// Selection and health policy (flags in [`crate::health::HealthArgs`]).
     pub health: HealthConfig,
     /// UDP flows: idle timeout, cap, socket buffer.
@@ -136,6 +150,7 @@ impl Default for DataplaneConfig {
             bind_retry_initial: Duration::from_millis(100),
             bind_retry_max: Duration::from_secs(5),
             relay_buffer_size: relay::DEFAULT_BUFFER_SIZE,
+            tcp_relay: RelayMode::DEFAULT,
             health: HealthConfig::default(),
             udp: udp::UdpConfig::default(),
         }
@@ -152,6 +167,7 @@ impl From<&DataplaneArgs> for DataplaneConfig {
             max_lifetime: a.max_lifetime.and_then(nonzero),
             drain_timeout: a.drain_timeout,
             listen_backlog: a.listen_backlog.max(1),
+            tcp_relay: a.tcp_relay,
             udp: udp::UdpConfig {
                 idle_timeout: a.udp_idle_timeout,
                 max_flows: a.udp_max_flows.max(1) as usize,
@@ -212,6 +228,9 @@ pub struct Dataplane {
 impl Dataplane {
     pub fn new(config: DataplaneConfig, tables: TableReader) -> Self {
         let outlier = config.health.outlier;
+        if config.tcp_relay == RelayMode::Splice && !RelayMode::SPLICE_AVAILABLE {
+            tracing::warn!("this build has no splice relay; TCP connections copy instead");
+        }
         Dataplane {
             config,
             tables,
@@ -333,6 +352,7 @@ impl Dataplane {
                 idle_timeout: self.config.idle_timeout,
                 max_lifetime: self.config.max_lifetime,
                 buffer_size: self.config.relay_buffer_size,
+                mode: self.config.tcp_relay,
             },
             connections: self.connections.clone(),
             frontend_connections: frontend_connections.clone(),
@@ -567,6 +587,46 @@ mod tests {
         assert_eq!(c.listen_backlog, 1024);
         assert_eq!(c.udp.idle_timeout, Duration::from_secs(60));
         assert_eq!(c.udp.max_flows, 65_536);
+        assert_eq!(c.tcp_relay, RelayMode::DEFAULT);
+    }
+
+    #[test]
+    fn tcp_relay_parses_and_defaults_to_splice_where_available() {
+        assert_eq!(
+            parse(&["--tcp-relay", "copy"]).unwrap().tcp_relay,
+            RelayMode::Copy
+        );
+        let expected = if cfg!(all(feature = "splice", target_os = "linux")) {
+            RelayMode::Splice
+        } else {
+            RelayMode::Copy
+        };
+        assert_eq!(RelayMode::DEFAULT, expected);
+        assert_eq!(parse(&[]).unwrap().tcp_relay, expected);
+        let err = parse(&["--tcp-relay", "zerocopy"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--tcp-relay") && err.contains("expected `copy` or `splice`"),
+            "{err}"
+        );
+    }
+
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    #[test]
+    fn tcp_relay_splice_is_accepted_with_the_feature() {
+        assert_eq!(
+            parse(&["--tcp-relay", "splice"]).unwrap().tcp_relay,
+            RelayMode::Splice
+        );
+    }
+
+    #[cfg(not(all(feature = "splice", target_os = "linux")))]
+    #[test]
+    fn tcp_relay_splice_is_a_clear_error_without_the_feature() {
+        let err = parse(&["--tcp-relay", "splice"]).unwrap_err().to_string();
+        assert!(
+            err.contains("--tcp-relay") && err.contains("built without the splice relay"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! Byte relay between an accepted client socket and its backend socket.
 //!
-//! Owns: the two copy loops with exact half-close semantics, the idle timeout, the maximum
-//! lifetime, the per-connection buffers, and the close reason ([`CloseReason`]).
+//! Owns: the two pumps (one per direction) with exact half-close semantics, the idle timeout, the
+//! maximum lifetime, the per-chunk buffers and pipes, the choice of how bytes move
+//! ([`RelayMode`]: copy or splice), and the close reason ([`CloseReason`]).
 //!
 //! Half-close: EOF read from one side becomes `shutdown(Write)` on the other side, while the
 //! opposite direction keeps flowing until it sees its own EOF. The relay ends when both
@@ -9,27 +10,105 @@
 //! direction for `idle_timeout`, when `max_lifetime` has passed, or when the connection is cut
 //! (drain timeout, shutdown). Dropping the streams afterwards closes both sockets.
 //!
-//! Cost: no buffer is owned by a connection. Each direction waits for readability, borrows a
-//! buffer from a per-thread free list ([`pool`]) for one read and the write that follows, and
-//! gives it back, so an idle connection holds no buffer memory and a busy thread reuses a few
-//! warm buffers (allocation only when the list is empty). Per chunk: one relaxed atomic add into
-//! the backend's byte counters, one into the connection's own total, and (only with an idle
-//! timeout) two stores into the activity clock. Seam: a splice(2)
-//! fast path (Linux, later) would replace [`relay`]'s body and keep its signature and outcome.
+//! Two ways to move bytes, with one pump and one outcome:
+//! - [`RelayMode::Copy`] (every platform): each direction waits for readability, borrows a
+//!   buffer from a per-thread free list ([`pool`]) for one read and the writes that follow, and
+//!   gives it back.
+//! - [`RelayMode::Splice`] (Linux, cargo feature `splice`): the same loop, but the chunk is a
+//!   pipe borrowed from a per-thread pool (`splice` submodule): splice(2) socket → pipe, then
+//!   pipe → socket until the pipe is empty, so the bytes never enter userspace. Readiness comes
+//!   from tokio (`readable`/`writable` + `try_io`, so a WouldBlock clears it). If no pipe can be
+//!   made (EMFILE, ENFILE), that direction of that connection copies instead, silently (one
+//!   `debug` line).
+//!
+//! Either way an idle connection holds no buffer and no pipe (no descriptor beyond its two
+//! sockets). Accounting is the same in both modes: a byte is counted (backend counters,
+//! connection totals) when it has been written to the destination socket, per write; bytes read
+//! but never written (the writer failed, or the relay was cut, timed out or expired mid-chunk)
+//! are not counted: a buffer is dropped with them, a pipe holding them is closed, not pooled.
+//! Per write: one relaxed atomic add into the backend's byte counters, one into the connection's
+//! own total, and (only with an idle timeout) a store into the activity clock.
 //!
 //! Must not: choose backends, read the table, or log above `trace` per read/write.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Default size of each of the two per-connection buffers.
+#[cfg(all(feature = "splice", target_os = "linux"))]
+mod splice;
+
+/// Default size of a relay buffer or pipe (one per direction while bytes are in flight).
 pub const DEFAULT_BUFFER_SIZE: usize = 16 * 1024;
+
+/// How the relay moves bytes (`--tcp-relay`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RelayMode {
+    /// read(2)/write(2) through a pooled userspace buffer. Every build.
+    Copy,
+    /// splice(2) socket → pipe → socket through a pooled pipe. Only where
+    /// [`RelayMode::SPLICE_AVAILABLE`]; elsewhere a relay asked to splice copies.
+    Splice,
+}
+
+impl RelayMode {
+    /// Whether this build has the splice relay (Linux with the `splice` cargo feature).
+    pub const SPLICE_AVAILABLE: bool = cfg!(all(feature = "splice", target_os = "linux"));
+
+    /// `splice` where available, `copy` otherwise.
+    pub const DEFAULT: RelayMode = if Self::SPLICE_AVAILABLE {
+        RelayMode::Splice
+    } else {
+        RelayMode::Copy
+    };
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RelayMode::Copy => "copy",
+            RelayMode::Splice => "splice",
+        }
+    }
+}
+
+impl Default for RelayMode {
+    fn default() -> Self {
+        RelayMode::DEFAULT
+    }
+}
+
+impl std::fmt::Display for RelayMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A relay mode that does not exist, or that this build does not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RelayModeError {
+    #[error(
+        "this vipd was built without the splice relay (it needs Linux and the `splice` cargo \
+         feature); use `copy`"
+    )]
+    SpliceUnavailable,
+    #[error("unknown relay {0:?}: expected `copy` or `splice`")]
+    Unknown(String),
+}
+
+impl std::str::FromStr for RelayMode {
+    type Err = RelayModeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "copy" => Ok(RelayMode::Copy),
+            "splice" if RelayMode::SPLICE_AVAILABLE => Ok(RelayMode::Splice),
+            "splice" => Err(RelayModeError::SpliceUnavailable),
+            other => Err(RelayModeError::Unknown(other.to_string())),
+        }
+    }
+}
 
 /// Per-connection relay limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +117,9 @@ pub struct RelayConfig {
     pub idle_timeout: Option<Duration>,
     /// Close both sides this long after the relay started. `None` = never.
     pub max_lifetime: Option<Duration>,
+    /// Size of a buffer (copy) or pipe (splice, set with `F_SETPIPE_SZ`): the most one chunk moves.
     pub buffer_size: usize,
+    pub mode: RelayMode,
 }
 
 impl Default for RelayConfig {
@@ -47,6 +128,7 @@ impl Default for RelayConfig {
             idle_timeout: None,
             max_lifetime: None,
             buffer_size: DEFAULT_BUFFER_SIZE,
+            mode: RelayMode::DEFAULT,
         }
     }
 }
@@ -99,6 +181,8 @@ pub struct RelayOutcome {
     pub reason: CloseReason,
     pub bytes_to_backend: u64,
     pub bytes_from_backend: u64,
+    /// Of both totals, the bytes that went through a pipe (splice); the rest were copied.
+    pub bytes_spliced: u64,
     /// The I/O error behind [`CloseReason::Error`].
     pub error: Option<io::Error>,
 }
@@ -108,6 +192,43 @@ pub struct RelayOutcome {
 pub struct ByteCounters<'a> {
     pub to_backend: &'a AtomicU64,
     pub from_backend: &'a AtomicU64,
+}
+
+/// Splice pipe counters of the calling thread (pipes are pooled per thread). All zero in a build
+/// without the splice relay. For tests and diagnostics: a tokio worker's counters cover the
+/// connections that ran on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PipeStats {
+    /// Pipes created (`pipe2` succeeded).
+    pub created: u64,
+    /// Pipes taken from the pool instead.
+    pub reused: u64,
+    /// `pipe2` failures (EMFILE, ENFILE, ...); each made one direction of a connection copy.
+    pub create_failures: u64,
+    /// Pipes closed, not pooled, because bytes were left in them.
+    pub discarded: u64,
+    /// Bytes spliced out of pipes into sockets.
+    pub spliced_bytes: u64,
+    /// Empty pipes in this thread's pool now.
+    pub pooled: usize,
+}
+
+/// This thread's [`PipeStats`].
+pub fn thread_pipe_stats() -> PipeStats {
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    return splice::thread_stats();
+    #[cfg(not(all(feature = "splice", target_os = "linux")))]
+    PipeStats::default()
+}
+
+/// Closes the empty pipes pooled on this thread and returns how many; descriptors are freed for
+/// other uses (the accept loop calls it when accept fails for lack of descriptors). Pipes in use
+/// are not affected. 0 in a build without the splice relay.
+pub fn trim_pipe_pool() -> usize {
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    return splice::trim_pool();
+    #[cfg(not(all(feature = "splice", target_os = "linux")))]
+    0
 }
 
 /// Last-activity clock shared by both directions: nanoseconds since `start`.
@@ -127,7 +248,8 @@ impl Activity {
     }
 }
 
-/// Relays until one of the ends described in the module docs. Never panics on I/O errors.
+/// Relays until one of the ends described in the module docs, moving bytes as `config.mode`
+/// says. Never panics on I/O errors.
 pub async fn relay(
     client: &mut TcpStream,
     backend: &mut TcpStream,
@@ -144,32 +266,36 @@ pub async fn relay(
     let clock = config.idle_timeout.map(|_| &activity);
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
+    let spliced = AtomicU64::new(0);
+    // Both pumps use both sockets (one reads, the other writes): shared borrows suffice.
+    let (client, backend): (&TcpStream, &TcpStream) = (client, backend);
 
-    let (mut client_r, mut client_w) = client.split();
-    let (mut backend_r, mut backend_w) = backend.split();
-
-    let upstream = pump(
-        &mut client_r,
-        &mut backend_w,
+    let upstream = Pump {
+        r: client,
+        w: backend,
         size,
-        Dir {
+        dir: Dir {
             reader: Side::Client,
             writer: Side::Backend,
         },
-        clock,
-        [&sent, counters.to_backend],
-    );
-    let downstream = pump(
-        &mut backend_r,
-        &mut client_w,
+        activity: clock,
+        counters: [&sent, counters.to_backend],
+        spliced: &spliced,
+    }
+    .run(config.mode);
+    let downstream = Pump {
+        r: backend,
+        w: client,
         size,
-        Dir {
+        dir: Dir {
             reader: Side::Backend,
             writer: Side::Client,
         },
-        clock,
-        [&received, counters.from_backend],
-    );
+        activity: clock,
+        counters: [&received, counters.from_backend],
+        spliced: &spliced,
+    }
+    .run(config.mode);
     let both = async { tokio::try_join!(upstream, downstream) };
     let idle = async {
         match config.idle_timeout {
@@ -198,6 +324,7 @@ pub async fn relay(
         reason,
         bytes_to_backend: sent.load(Relaxed),
         bytes_from_backend: received.load(Relaxed),
+        bytes_spliced: spliced.load(Relaxed),
         error,
     }
 }
@@ -208,45 +335,158 @@ struct Dir {
     writer: Side,
 }
 
-/// One direction: wait until readable → borrow a buffer → read → write → return the buffer,
-/// until EOF, then shut down the writer's write side.
-///
-/// The buffer is held only while bytes are in flight (a read and the write that follows), so an
-/// idle connection holds no buffer; the [`pool`] keeps freed buffers for reuse by this thread.
-async fn pump(
-    r: &mut ReadHalf<'_>,
-    w: &mut WriteHalf<'_>,
+/// What one chunk did.
+#[derive(Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Bytes were read and all written.
+    Moved,
+    /// Readiness was stale (WouldBlock): tokio cleared it; wait again.
+    Spurious,
+    /// The reader sent EOF (nothing is in flight).
+    Eof,
+}
+
+type PumpResult<T> = Result<T, (Side, io::Error)>;
+
+/// One direction of the relay.
+struct Pump<'a> {
+    r: &'a TcpStream,
+    w: &'a TcpStream,
     size: usize,
     dir: Dir,
-    activity: Option<&Activity>,
-    counters: [&AtomicU64; 2],
-) -> Result<(), (Side, io::Error)> {
-    loop {
-        r.readable().await.map_err(|e| (dir.reader, e))?;
-        let mut buf = pool::Buf::take(size);
-        let n = match r.try_read(&mut buf) {
+    activity: Option<&'a Activity>,
+    /// The connection's total for this direction, and the backend's counter.
+    counters: [&'a AtomicU64; 2],
+    /// The connection's spliced bytes (both directions; stays 0 in a build without splice).
+    #[cfg_attr(not(all(feature = "splice", target_os = "linux")), allow(dead_code))]
+    spliced: &'a AtomicU64,
+}
+
+impl Pump<'_> {
+    /// Wait until readable → move one chunk (a pipe, or a buffer) → repeat, until EOF, then shut
+    /// down the writer's write side. The chunk's pipe or buffer is held only while its bytes are
+    /// in flight (the read and the writes that follow).
+    async fn run(self, mode: RelayMode) -> PumpResult<()> {
+        #[cfg(all(feature = "splice", target_os = "linux"))]
+        let mut pipes = mode == RelayMode::Splice;
+        #[cfg(not(all(feature = "splice", target_os = "linux")))]
+        let _ = mode;
+        loop {
+            self.r.readable().await.map_err(|e| (self.dir.reader, e))?;
+            #[cfg(all(feature = "splice", target_os = "linux"))]
+            if pipes {
+                match splice::Pipe::take(self.size) {
+                    Ok(pipe) => {
+                        if self.spliced_chunk(pipe).await? == Chunk::Eof {
+                            return self.eof();
+                        }
+                        continue;
+                    }
+                    Err(error) => {
+                        // Out of descriptors (or memory): this direction copies from now on.
+                        pipes = false;
+                        tracing::debug!(
+                            from = self.dir.reader.as_str(),
+                            %error,
+                            "no pipe for the splice relay; copying instead"
+                        );
+                    }
+                }
+            }
+            if self.copied_chunk().await? == Chunk::Eof {
+                return self.eof();
+            }
+        }
+    }
+
+    /// One chunk through a pooled buffer: one read, then writes until it is all written.
+    async fn copied_chunk(&self) -> PumpResult<Chunk> {
+        let mut buf = pool::Buf::take(self.size);
+        let n = match self.r.try_read(&mut buf) {
+            Ok(0) => return Ok(Chunk::Eof),
             Ok(n) => n,
             // Spurious readiness: the buffer goes back to the pool on drop.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err((dir.reader, e)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::Spurious),
+            Err(e) => return Err((self.dir.reader, e)),
         };
-        if n == 0 {
-            drop(buf);
-            tracing::trace!(from = dir.reader.as_str(), "eof; shutting down write side");
-            return w.shutdown().await.map_err(|e| (dir.writer, e));
+        self.touch();
+        let mut done = 0;
+        while done < n {
+            self.w.writable().await.map_err(|e| (self.dir.writer, e))?;
+            match self.w.try_write(&buf[done..n]) {
+                Ok(0) => return Err((self.dir.writer, io::ErrorKind::WriteZero.into())),
+                Ok(k) => {
+                    done += k;
+                    self.written(k);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The unwritten rest of the buffer is dropped uncounted.
+                Err(e) => return Err((self.dir.writer, e)),
+            }
         }
-        if let Some(a) = activity {
+        tracing::trace!(from = self.dir.reader.as_str(), bytes = n, "relayed");
+        Ok(Chunk::Moved)
+    }
+
+    /// One chunk through a pipe: one splice in (the pipe is empty, so WouldBlock can only mean
+    /// the reader has nothing), then splices out until the pipe is empty. If the pump stops early
+    /// (error here, or the relay ends), the pipe is dropped with its bytes and closed.
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    async fn spliced_chunk(&self, mut pipe: splice::Pipe) -> PumpResult<Chunk> {
+        use std::os::fd::AsFd;
+        use tokio::io::Interest;
+        let n = match self.r.try_io(Interest::READABLE, || {
+            pipe.fill_from(self.r.as_fd(), self.size)
+        }) {
+            // The pipe is empty: it goes back to the pool on drop.
+            Ok(0) => return Ok(Chunk::Eof),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::Spurious),
+            Err(e) => return Err((self.dir.reader, e)),
+        };
+        self.touch();
+        while pipe.pending() > 0 {
+            self.w.writable().await.map_err(|e| (self.dir.writer, e))?;
+            match self
+                .w
+                .try_io(Interest::WRITABLE, || pipe.drain_to(self.w.as_fd()))
+            {
+                Ok(0) => return Err((self.dir.writer, io::ErrorKind::WriteZero.into())),
+                Ok(k) => {
+                    self.written(k);
+                    self.spliced.fetch_add(k as u64, Relaxed);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err((self.dir.writer, e)),
+            }
+        }
+        tracing::trace!(from = self.dir.reader.as_str(), bytes = n, "spliced");
+        Ok(Chunk::Moved)
+    }
+
+    fn touch(&self) {
+        if let Some(a) = self.activity {
             a.touch();
         }
-        w.write_all(&buf[..n]).await.map_err(|e| (dir.writer, e))?;
-        drop(buf);
-        if let Some(a) = activity {
-            a.touch();
-        }
-        for c in counters {
+    }
+
+    /// `n` bytes reached the writer's socket: count them.
+    fn written(&self, n: usize) {
+        self.touch();
+        for c in self.counters {
             c.fetch_add(n as u64, Relaxed);
         }
-        tracing::trace!(from = dir.reader.as_str(), bytes = n, "relayed");
+    }
+
+    /// The reader sent EOF: shut down the writer's write side (its FIN follows what was written).
+    fn eof(&self) -> PumpResult<()> {
+        tracing::trace!(
+            from = self.dir.reader.as_str(),
+            "eof; shutting down write side"
+        );
+        socket2::SockRef::from(self.w)
+            .shutdown(std::net::Shutdown::Write)
+            .map_err(|e| (self.dir.writer, e))
     }
 }
 
@@ -338,8 +578,36 @@ async fn idle_expired(activity: &Activity, timeout: Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    /// Defines `$name::copy` and (where the build has it) `$name::splice`, each running
+    /// `$name(mode)`: every relay behaviour is proved for both ways of moving bytes.
+    macro_rules! both_modes {
+        ($($name:ident),* $(,)?) => {$(
+            mod $name {
+                #[tokio::test]
+                async fn copy() {
+                    super::$name(super::RelayMode::Copy).await
+                }
+                #[cfg(all(feature = "splice", target_os = "linux"))]
+                #[tokio::test]
+                async fn splice() {
+                    super::$name(super::RelayMode::Splice).await
+                }
+            }
+        )*};
+    }
+
+    both_modes!(
+        half_close_each_way_and_bytes_are_counted,
+        idle_timeout_closes_both_sides,
+        max_lifetime_ends_a_busy_connection,
+        cut_ends_the_relay,
+        a_reset_ends_both_directions,
+        large_transfers_both_ways_arrive_intact,
+        unwritten_bytes_are_not_counted_when_the_writer_fails,
+    );
 
     /// A connected (a, b) pair of TCP streams on 127.0.0.1.
     async fn pair() -> (TcpStream, TcpStream) {
@@ -352,13 +620,17 @@ mod tests {
     struct Setup {
         client: TcpStream,
         backend: TcpStream,
+        /// The relay's own backend-facing socket (moved into the task; for socket queries).
+        proxy_backend_fd: std::os::fd::RawFd,
         task: tokio::task::JoinHandle<RelayOutcome>,
         counters: std::sync::Arc<[AtomicU64; 2]>,
     }
 
     async fn setup(config: RelayConfig, cut: CancellationToken) -> Setup {
+        use std::os::fd::AsRawFd;
         let (client, mut proxy_client) = pair().await;
         let (mut proxy_backend, backend) = pair().await;
+        let proxy_backend_fd = proxy_backend.as_raw_fd();
         let counters = std::sync::Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
         let c = counters.clone();
         let task = tokio::spawn(async move {
@@ -378,14 +650,38 @@ mod tests {
         Setup {
             client,
             backend,
+            proxy_backend_fd,
             task,
             counters,
         }
     }
 
-    #[tokio::test]
-    async fn half_close_each_way_and_bytes_are_counted() {
-        let mut s = setup(RelayConfig::default(), CancellationToken::new()).await;
+    fn config(mode: RelayMode) -> RelayConfig {
+        RelayConfig {
+            mode,
+            ..RelayConfig::default()
+        }
+    }
+
+    /// Bounds every wait on the relay task.
+    async fn finished(task: tokio::task::JoinHandle<RelayOutcome>) -> RelayOutcome {
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("relay ended within 10 s")
+            .unwrap()
+    }
+
+    /// The bytes moved went through pipes in splice mode, and none did in copy mode.
+    fn assert_engine(mode: RelayMode, out: &RelayOutcome) {
+        let total = out.bytes_to_backend + out.bytes_from_backend;
+        match mode {
+            RelayMode::Copy => assert_eq!(out.bytes_spliced, 0, "copy splices nothing"),
+            RelayMode::Splice => assert_eq!(out.bytes_spliced, total, "every byte spliced"),
+        }
+    }
+
+    async fn half_close_each_way_and_bytes_are_counted(mode: RelayMode) {
+        let mut s = setup(config(mode), CancellationToken::new()).await;
         s.client.write_all(b"hello").await.unwrap();
         s.client.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -401,21 +697,13 @@ mod tests {
         assert_eq!((out.bytes_to_backend, out.bytes_from_backend), (5, 15));
         assert_eq!(s.counters[0].load(Relaxed), 5);
         assert_eq!(s.counters[1].load(Relaxed), 15);
+        assert_engine(mode, &out);
     }
 
-    /// Bounds every wait on the relay task.
-    async fn finished(task: tokio::task::JoinHandle<RelayOutcome>) -> RelayOutcome {
-        tokio::time::timeout(Duration::from_secs(10), task)
-            .await
-            .expect("relay ended within 10 s")
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn idle_timeout_closes_both_sides() {
+    async fn idle_timeout_closes_both_sides(mode: RelayMode) {
         let config = RelayConfig {
             idle_timeout: Some(Duration::from_millis(150)),
-            ..RelayConfig::default()
+            ..config(mode)
         };
         let mut s = setup(config, CancellationToken::new()).await;
         s.client.write_all(b"x").await.unwrap();
@@ -428,22 +716,20 @@ mod tests {
         assert_eq!(s.backend.read_to_end(&mut rest).await.unwrap(), 0);
     }
 
-    #[tokio::test]
-    async fn max_lifetime_ends_a_busy_connection() {
+    async fn max_lifetime_ends_a_busy_connection(mode: RelayMode) {
         let config = RelayConfig {
             max_lifetime: Some(Duration::from_millis(200)),
             idle_timeout: Some(Duration::from_secs(3600)),
-            ..RelayConfig::default()
+            ..config(mode)
         };
         let s = setup(config, CancellationToken::new()).await;
         let out = finished(s.task).await;
         assert_eq!(out.reason, CloseReason::Lifetime);
     }
 
-    #[tokio::test]
-    async fn cut_ends_the_relay() {
+    async fn cut_ends_the_relay(mode: RelayMode) {
         let cut = CancellationToken::new();
-        let mut s = setup(RelayConfig::default(), cut.clone()).await;
+        let mut s = setup(config(mode), cut.clone()).await;
         s.client.write_all(b"x").await.unwrap();
         let mut one = [0u8; 1];
         s.backend.read_exact(&mut one).await.unwrap();
@@ -451,9 +737,8 @@ mod tests {
         assert_eq!(finished(s.task).await.reason, CloseReason::Cut);
     }
 
-    #[tokio::test]
-    async fn a_reset_ends_both_directions() {
-        let mut s = setup(RelayConfig::default(), CancellationToken::new()).await;
+    async fn a_reset_ends_both_directions(mode: RelayMode) {
+        let mut s = setup(config(mode), CancellationToken::new()).await;
         // SO_LINGER 0 turns close into RST.
         socket2::SockRef::from(&s.backend)
             .set_linger(Some(Duration::ZERO))
@@ -465,34 +750,11 @@ mod tests {
         let _ = s.client.read_to_end(&mut rest).await; // EOF or reset: closed either way.
     }
 
-    /// An open connection that has relayed bytes and is now idle holds no buffer: both
-    /// directions gave theirs back to this thread's free list (the test runtime is
-    /// current-thread, so the relay runs on this thread).
-    #[tokio::test]
-    async fn an_idle_connection_returns_its_buffers_to_the_pool() {
-        let mut s = setup(RelayConfig::default(), CancellationToken::new()).await;
-        s.client.write_all(b"ping").await.unwrap();
-        let mut got = [0u8; 4];
-        s.backend.read_exact(&mut got).await.unwrap();
-        s.backend.write_all(b"pong").await.unwrap();
-        s.client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"pong");
-        // The write to the client finished before the relay dropped the buffer; wait (bounded)
-        // for the relay task to reach its next readiness wait.
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while pool::free_len() < 1 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        assert!(pool::free_len() >= 1, "buffers are back in the pool");
-        assert!(!s.task.is_finished(), "the connection is still open");
-    }
-
     /// Bytes larger than one buffer, both ways at once, arrive intact and in order.
-    #[tokio::test]
-    async fn large_transfers_both_ways_arrive_intact() {
+    async fn large_transfers_both_ways_arrive_intact(mode: RelayMode) {
         let config = RelayConfig {
             buffer_size: 4096,
-            ..RelayConfig::default()
+            ..config(mode)
         };
         let s = setup(config, CancellationToken::new()).await;
         let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
@@ -524,5 +786,156 @@ mod tests {
         assert_eq!(out.reason, CloseReason::Done);
         assert_eq!(out.bytes_to_backend, data.len() as u64);
         assert_eq!(out.bytes_from_backend, data.len() as u64);
+        assert_engine(mode, &out);
+    }
+
+    /// Bytes queued on a TCP socket: `FIONREAD` (receive queue) or `TIOCOUTQ` (send queue, not
+    /// yet acknowledged).
+    fn queued(fd: std::os::fd::RawFd, request: libc::Ioctl) -> u64 {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD/TIOCOUTQ on a socket write one int through the valid pointer we pass.
+        let rc = unsafe { libc::ioctl(fd, request, &mut n) };
+        assert_eq!(rc, 0, "ioctl: {}", io::Error::last_os_error());
+        n as u64
+    }
+
+    /// The relay's writer stalls (the backend reads nothing) with a chunk in flight, then the
+    /// backend resets. Counted = exactly the bytes the kernel accepted from the relay (they sit in
+    /// the backend's receive queue plus the relay socket's send queue); the chunk still in the
+    /// buffer or pipe is not counted, and (splice) its pipe is closed, not pooled.
+    async fn unwritten_bytes_are_not_counted_when_the_writer_fails(mode: RelayMode) {
+        use std::os::fd::AsRawFd;
+        let config = RelayConfig {
+            buffer_size: 64 * 1024,
+            ..config(mode)
+        };
+        let stats_before = thread_pipe_stats();
+        let s = setup(config, CancellationToken::new()).await;
+        let (_cr, mut cw) = s.client.into_split();
+        // More than every queue on the way can hold: the client's write never finishes.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; 1 << 20];
+            for _ in 0..64 {
+                if cw.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            cw
+        });
+        let backend_fd = s.backend.as_raw_fd();
+        let written =
+            || queued(backend_fd, libc::FIONREAD) + queued(s.proxy_backend_fd, libc::TIOCOUTQ);
+        // Wait (bounded) until the relay is stuck: counted == accepted by the kernel, unchanged
+        // over 20 consecutive polls (the backend never reads, so once stuck it stays stuck).
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (mut last, mut stable) = (u64::MAX, 0);
+        while stable < 20 {
+            assert!(std::time::Instant::now() < deadline, "relay never stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let (w, c) = (written(), s.counters[0].load(Relaxed));
+            if w == c && w == last && w > 0 {
+                stable += 1;
+            } else {
+                stable = 0;
+            }
+            last = w;
+        }
+        assert!(!s.task.is_finished());
+        let counted = s.counters[0].load(Relaxed);
+        socket2::SockRef::from(&s.backend)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s.backend);
+        let out = finished(s.task).await;
+        assert_eq!(out.reason, CloseReason::Error(Side::Backend), "{out:?}");
+        assert_eq!(
+            out.bytes_to_backend, counted,
+            "nothing counted after the stall"
+        );
+        assert_eq!(s.counters[0].load(Relaxed), counted);
+        let stats = thread_pipe_stats();
+        match mode {
+            RelayMode::Copy => assert_eq!(stats.discarded, stats_before.discarded),
+            RelayMode::Splice => {
+                assert!(out.bytes_spliced > 0 && out.bytes_spliced == counted);
+                assert_eq!(
+                    stats.discarded,
+                    stats_before.discarded + 1,
+                    "the pipe with the unwritten chunk was closed"
+                );
+            }
+        }
+        writer.abort();
+    }
+
+    /// An open connection that has relayed bytes and is now idle holds no buffer: both
+    /// directions gave theirs back to this thread's free list (the test runtime is
+    /// current-thread, so the relay runs on this thread).
+    #[tokio::test]
+    async fn an_idle_connection_returns_its_buffers_to_the_pool() {
+        let mut s = setup(config(RelayMode::Copy), CancellationToken::new()).await;
+        s.client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        s.backend.read_exact(&mut got).await.unwrap();
+        s.backend.write_all(b"pong").await.unwrap();
+        s.client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+        // The write to the client finished before the relay dropped the buffer; wait (bounded)
+        // for the relay task to reach its next readiness wait.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool::free_len() < 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert!(pool::free_len() >= 1, "buffers are back in the pool");
+        assert!(!s.task.is_finished(), "the connection is still open");
+    }
+
+    /// The splice twin: an idle connection holds no pipe; the pipes it used are back in this
+    /// thread's pool, empty, and the next chunks reuse them.
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    #[tokio::test]
+    async fn an_idle_connection_returns_its_pipes_to_the_pool() {
+        trim_pipe_pool();
+        let before = thread_pipe_stats();
+        let mut s = setup(config(RelayMode::Splice), CancellationToken::new()).await;
+        for _ in 0..3 {
+            s.client.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            s.backend.read_exact(&mut got).await.unwrap();
+            s.backend.write_all(b"pong").await.unwrap();
+            s.client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"pong");
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while thread_pipe_stats().pooled < 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let after = thread_pipe_stats();
+        assert!(after.pooled >= 1, "pipes are back in the pool: {after:?}");
+        assert!(
+            after.created - before.created <= 2,
+            "six chunks, at most two pipes ever made: {after:?}"
+        );
+        assert!(after.reused > before.reused, "pipes were reused: {after:?}");
+        assert_eq!(after.discarded, before.discarded);
+        assert!(!s.task.is_finished(), "the connection is still open");
+    }
+
+    #[test]
+    fn relay_modes_parse_with_clear_errors() {
+        assert_eq!("copy".parse::<RelayMode>(), Ok(RelayMode::Copy));
+        assert_eq!(
+            "sendfile".parse::<RelayMode>(),
+            Err(RelayModeError::Unknown("sendfile".into()))
+        );
+        let splice = "splice".parse::<RelayMode>();
+        if RelayMode::SPLICE_AVAILABLE {
+            assert_eq!(splice, Ok(RelayMode::Splice));
+        } else {
+            assert_eq!(splice, Err(RelayModeError::SpliceUnavailable));
+        }
+        for m in [RelayMode::Copy, RelayMode::Splice] {
+            assert_eq!(m.to_string(), m.as_str());
+        }
     }
 }

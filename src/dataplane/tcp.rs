@@ -67,8 +67,12 @@ pub(crate) async fn accept_loop(
             }
             Err(error) => {
                 let class = AcceptErrorClass::of(&error);
-                ctx.stats
-                    .record_accept_error(class == AcceptErrorClass::ResourceExhausted);
+                let exhausted = class == AcceptErrorClass::ResourceExhausted;
+                ctx.stats.record_accept_error(exhausted);
+                if exhausted {
+                    // Give this thread's idle splice pipes' descriptors back for accepts.
+                    relay::trim_pipe_pool();
+                }
                 match class {
                     AcceptErrorClass::Connection => {
                         tracing::debug!(frontend = %ctx.key, %error, "accept: connection error");
@@ -195,12 +199,14 @@ async fn forward(
             %error,
             bytes_to_backend = outcome.bytes_to_backend,
             bytes_from_backend = outcome.bytes_from_backend,
+            bytes_spliced = outcome.bytes_spliced,
             "closed"
         ),
         None => tracing::debug!(
             reason = outcome.reason.as_str(),
             bytes_to_backend = outcome.bytes_to_backend,
             bytes_from_backend = outcome.bytes_from_backend,
+            bytes_spliced = outcome.bytes_spliced,
             "closed"
         ),
     }
