@@ -62,6 +62,9 @@ fn start_vipd(path: &std::path::Path) -> VipdProcess {
         "2",
         "--drain-timeout",
         "10s",
+        // Tests run in parallel: never the fixed default admin port.
+        "--admin-listen",
+        "127.0.0.1:0",
     ])
 }
 

@@ -240,6 +240,8 @@ async fn vipd_run_with_active_checks_never_routes_to_a_dead_backend() {
         "127.0.0.1",
         "--worker-threads",
         "2",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--active-health-checks",
         "--probe-interval",
         "100ms",
