@@ -16,8 +16,8 @@ use vipd::dataplane::relay::{thread_pipe_stats, PipeStats};
 use vipd::dataplane::{ConnectFailure, DataplaneConfig, RelayMode};
 use vipd::table::BackendState;
 
-/// Defines `$name::copy` and (where the build has it) `$name::splice`, each running
-/// `$name(mode)`.
+/// Defines `$name::copy` and (where the build has them) `$name::splice` and `$name::auto`, each
+/// running `$name(mode)`.
 macro_rules! both_relays {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
@@ -29,6 +29,11 @@ macro_rules! both_relays {
             #[tokio::test]
             async fn splice() {
                 super::$name(vipd::dataplane::RelayMode::Splice).await
+            }
+            #[cfg(all(feature = "splice", target_os = "linux"))]
+            #[tokio::test]
+            async fn auto() {
+                super::$name(vipd::dataplane::RelayMode::Auto).await
             }
         }
     )*};
@@ -76,6 +81,7 @@ impl Engine {
                 assert!(counted > 0);
                 assert_eq!(spliced, counted, "every counted byte went through a pipe");
             }
+            RelayMode::Auto => assert!(spliced <= counted),
         }
     }
 }

@@ -192,7 +192,9 @@ async fn a_burst_of_replies_arrives_complete_in_order_and_counted() {
 
     let client = UdpClient::new().await;
     let n = 100;
-    client.send(listen, format!("stream {n} 0").as_bytes()).await;
+    client
+        .send(listen, format!("stream {n} 0").as_bytes())
+        .await;
     let mut expected_bytes = 0;
     for i in 0..n {
         let reply = client

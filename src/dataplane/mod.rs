@@ -84,11 +84,13 @@ pub struct DataplaneArgs {
     #[arg(long, env = "VIPD_UDP_MAX_FLOWS", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub udp_max_flows: u32,
-    /// How TCP connections move bytes: `splice` (splice(2) through a pooled pipe, bytes never
-    /// enter userspace; Linux builds with the `splice` feature, and their default) or `copy`
-    /// (read/write through a pooled buffer; the default elsewhere). A connection that cannot get
-    /// a pipe (out of descriptors) copies instead. `splice` on a build without it is an error.
-    #[arg(long, env = "VIPD_TCP_RELAY", value_name = "copy|splice",
+    /// How TCP connections move bytes: `auto` (each direction copies until a read fills a whole
+    /// buffer, then splices: small request/response traffic costs fewest syscalls, bulk bytes
+    /// never enter userspace; the default of Linux builds with the `splice` feature), `splice`
+    /// (always splice(2) through a pooled pipe) or `copy` (read/write through a pooled buffer;
+    /// the default elsewhere). A connection that cannot get a pipe (out of descriptors) copies
+    /// instead. `splice` or `auto` on a build without splice is an error.
+    #[arg(long, env = "VIPD_TCP_RELAY", value_name = "copy|splice|auto",
           default_value = RelayMode::DEFAULT.as_str(), value_parser = parse_relay_mode)]
     pub tcp_relay: RelayMode,
 }
@@ -228,7 +230,7 @@ pub struct Dataplane {
 impl Dataplane {
     pub fn new(config: DataplaneConfig, tables: TableReader) -> Self {
         let outlier = config.health.outlier;
-        if config.tcp_relay == RelayMode::Splice && !RelayMode::SPLICE_AVAILABLE {
+        if config.tcp_relay != RelayMode::Copy && !RelayMode::SPLICE_AVAILABLE {
             tracing::warn!("this build has no splice relay; TCP connections copy instead");
         }
         Dataplane {
@@ -591,13 +593,13 @@ mod tests {
     }
 
     #[test]
-    fn tcp_relay_parses_and_defaults_to_splice_where_available() {
+    fn tcp_relay_parses_and_defaults_to_auto_where_splice_is_available() {
         assert_eq!(
             parse(&["--tcp-relay", "copy"]).unwrap().tcp_relay,
             RelayMode::Copy
         );
         let expected = if cfg!(all(feature = "splice", target_os = "linux")) {
-            RelayMode::Splice
+            RelayMode::Auto
         } else {
             RelayMode::Copy
         };
@@ -605,7 +607,7 @@ mod tests {
         assert_eq!(parse(&[]).unwrap().tcp_relay, expected);
         let err = parse(&["--tcp-relay", "zerocopy"]).unwrap_err().to_string();
         assert!(
-            err.contains("--tcp-relay") && err.contains("expected `copy` or `splice`"),
+            err.contains("--tcp-relay") && err.contains("expected `copy`, `splice` or `auto`"),
             "{err}"
         );
     }
@@ -616,6 +618,10 @@ mod tests {
         assert_eq!(
             parse(&["--tcp-relay", "splice"]).unwrap().tcp_relay,
             RelayMode::Splice
+        );
+        assert_eq!(
+            parse(&["--tcp-relay", "auto"]).unwrap().tcp_relay,
+            RelayMode::Auto
         );
     }
 

@@ -32,7 +32,7 @@
 //! Must not: choose backends, read the table, or log above `trace` per read/write.
 
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -52,15 +52,21 @@ pub enum RelayMode {
     /// splice(2) socket → pipe → socket through a pooled pipe. Only where
     /// [`RelayMode::SPLICE_AVAILABLE`]; elsewhere a relay asked to splice copies.
     Splice,
+    /// Each direction copies until one read fills a whole buffer (a bulk transfer), then splices
+    /// for the rest of the connection (HAProxy's `splice-auto` idea). Small request/response
+    /// traffic pays read+write (2 syscalls per chunk, and a short read clears readiness without
+    /// an extra EAGAIN read); splice costs 2 splice calls plus the EAGAIN one, but keeps bulk
+    /// bytes out of userspace. Copies where splice is not available.
+    Auto,
 }
 
 impl RelayMode {
     /// Whether this build has the splice relay (Linux with the `splice` cargo feature).
     pub const SPLICE_AVAILABLE: bool = cfg!(all(feature = "splice", target_os = "linux"));
 
-    /// `splice` where available, `copy` otherwise.
+    /// `auto` where splice is available, `copy` otherwise.
     pub const DEFAULT: RelayMode = if Self::SPLICE_AVAILABLE {
-        RelayMode::Splice
+        RelayMode::Auto
     } else {
         RelayMode::Copy
     };
@@ -69,6 +75,7 @@ impl RelayMode {
         match self {
             RelayMode::Copy => "copy",
             RelayMode::Splice => "splice",
+            RelayMode::Auto => "auto",
         }
     }
 }
@@ -93,7 +100,7 @@ pub enum RelayModeError {
          feature); use `copy`"
     )]
     SpliceUnavailable,
-    #[error("unknown relay {0:?}: expected `copy` or `splice`")]
+    #[error("unknown relay {0:?}: expected `copy`, `splice` or `auto`")]
     Unknown(String),
 }
 
@@ -104,7 +111,8 @@ impl std::str::FromStr for RelayMode {
         match s.trim() {
             "copy" => Ok(RelayMode::Copy),
             "splice" if RelayMode::SPLICE_AVAILABLE => Ok(RelayMode::Splice),
-            "splice" => Err(RelayModeError::SpliceUnavailable),
+            "auto" if RelayMode::SPLICE_AVAILABLE => Ok(RelayMode::Auto),
+            "splice" | "auto" => Err(RelayModeError::SpliceUnavailable),
             other => Err(RelayModeError::Unknown(other.to_string())),
         }
     }
@@ -267,6 +275,7 @@ pub async fn relay(
     let sent = AtomicU64::new(0);
     let received = AtomicU64::new(0);
     let spliced = AtomicU64::new(0);
+    let finished = AtomicBool::new(false);
     // Both pumps use both sockets (one reads, the other writes): shared borrows suffice.
     let (client, backend): (&TcpStream, &TcpStream) = (client, backend);
 
@@ -281,6 +290,7 @@ pub async fn relay(
         activity: clock,
         counters: [&sent, counters.to_backend],
         spliced: &spliced,
+        finished: &finished,
     }
     .run(config.mode);
     let downstream = Pump {
@@ -294,6 +304,7 @@ pub async fn relay(
         activity: clock,
         counters: [&received, counters.from_backend],
         spliced: &spliced,
+        finished: &finished,
     }
     .run(config.mode);
     let both = async { tokio::try_join!(upstream, downstream) };
@@ -338,8 +349,8 @@ struct Dir {
 /// What one chunk did.
 #[derive(Debug, PartialEq, Eq)]
 enum Chunk {
-    /// Bytes were read and all written.
-    Moved,
+    /// This many bytes were read and all written.
+    Moved(usize),
     /// Readiness was stale (WouldBlock): tokio cleared it; wait again.
     Spurious,
     /// The reader sent EOF (nothing is in flight).
@@ -360,6 +371,8 @@ struct Pump<'a> {
     /// The connection's spliced bytes (both directions; stays 0 in a build without splice).
     #[cfg_attr(not(all(feature = "splice", target_os = "linux")), allow(dead_code))]
     spliced: &'a AtomicU64,
+    /// Set by the first pump to finish (EOF read and its writer shut down).
+    finished: &'a AtomicBool,
 }
 
 impl Pump<'_> {
@@ -369,6 +382,9 @@ impl Pump<'_> {
     async fn run(self, mode: RelayMode) -> PumpResult<()> {
         #[cfg(all(feature = "splice", target_os = "linux"))]
         let mut pipes = mode == RelayMode::Splice;
+        // `auto`: copy until a read fills the whole buffer, then splice.
+        #[cfg(all(feature = "splice", target_os = "linux"))]
+        let mut auto = mode == RelayMode::Auto;
         #[cfg(not(all(feature = "splice", target_os = "linux")))]
         let _ = mode;
         loop {
@@ -393,18 +409,41 @@ impl Pump<'_> {
                     }
                 }
             }
-            if self.copied_chunk().await? == Chunk::Eof {
-                return self.eof();
+            match self.copied_chunk().await? {
+                Chunk::Eof => return self.eof(),
+                #[cfg(all(feature = "splice", target_os = "linux"))]
+                Chunk::Moved(n) if auto && n == self.size => {
+                    auto = false;
+                    pipes = true;
+                    tracing::trace!(from = self.dir.reader.as_str(), "bulk transfer; splicing");
+                }
+                _ => {}
             }
         }
     }
 
     /// One chunk through a pooled buffer: one read, then writes until it is all written.
     async fn copied_chunk(&self) -> PumpResult<Chunk> {
+        use std::io::Read;
+        use tokio::io::Interest;
         let mut buf = pool::Buf::take(self.size);
-        let n = match self.r.try_read(&mut buf) {
+        // A read that fills less than the buffer has drained the socket: report it to tokio as a
+        // WouldBlock so the readiness is cleared now, which saves the read that would only
+        // return EAGAIN next (tokio's own `poll_read` does the same on epoll). Readiness that
+        // arrives meanwhile is not lost (tokio clears only the readiness it saw before the
+        // read), and a FIN seen by the reactor stays set.
+        let mut short = 0;
+        let n = match self.r.try_io(Interest::READABLE, || {
+            let n = (&*socket2::SockRef::from(self.r)).read(&mut buf)?;
+            if n > 0 && n < buf.len() {
+                short = n;
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(n)
+        }) {
             Ok(0) => return Ok(Chunk::Eof),
             Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && short > 0 => short,
             // Spurious readiness: the buffer goes back to the pool on drop.
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Chunk::Spurious),
             Err(e) => return Err((self.dir.reader, e)),
@@ -425,7 +464,7 @@ impl Pump<'_> {
             }
         }
         tracing::trace!(from = self.dir.reader.as_str(), bytes = n, "relayed");
-        Ok(Chunk::Moved)
+        Ok(Chunk::Moved(n))
     }
 
     /// One chunk through a pipe: one splice in (the pipe is empty, so WouldBlock can only mean
@@ -461,7 +500,7 @@ impl Pump<'_> {
             }
         }
         tracing::trace!(from = self.dir.reader.as_str(), bytes = n, "spliced");
-        Ok(Chunk::Moved)
+        Ok(Chunk::Moved(n))
     }
 
     fn touch(&self) {
@@ -479,7 +518,14 @@ impl Pump<'_> {
     }
 
     /// The reader sent EOF: shut down the writer's write side (its FIN follows what was written).
+    /// When the other direction has already finished, the relay ends now and closing the socket
+    /// sends that FIN (its receive queue is empty: that direction read to EOF), so the
+    /// `shutdown(2)` is skipped: one syscall less per connection.
     fn eof(&self) -> PumpResult<()> {
+        if self.finished.swap(true, Relaxed) {
+            tracing::trace!(from = self.dir.reader.as_str(), "eof; both directions done");
+            return Ok(());
+        }
         tracing::trace!(
             from = self.dir.reader.as_str(),
             "eof; shutting down write side"
@@ -581,8 +627,8 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// Defines `$name::copy` and (where the build has it) `$name::splice`, each running
-    /// `$name(mode)`: every relay behaviour is proved for both ways of moving bytes.
+    /// Defines `$name::copy` and (where the build has them) `$name::splice` and `$name::auto`,
+    /// each running `$name(mode)`: every relay behaviour is proved for every way of moving bytes.
     macro_rules! both_modes {
         ($($name:ident),* $(,)?) => {$(
             mod $name {
@@ -594,6 +640,11 @@ mod tests {
                 #[tokio::test]
                 async fn splice() {
                     super::$name(super::RelayMode::Splice).await
+                }
+                #[cfg(all(feature = "splice", target_os = "linux"))]
+                #[tokio::test]
+                async fn auto() {
+                    super::$name(super::RelayMode::Auto).await
                 }
             }
         )*};
@@ -677,6 +728,9 @@ mod tests {
         match mode {
             RelayMode::Copy => assert_eq!(out.bytes_spliced, 0, "copy splices nothing"),
             RelayMode::Splice => assert_eq!(out.bytes_spliced, total, "every byte spliced"),
+            // Which chunks splice depends on read sizes; `auto_copies_small_and_splices_bulk`
+            // pins it down.
+            RelayMode::Auto => assert!(out.bytes_spliced <= total),
         }
     }
 
@@ -864,6 +918,7 @@ mod tests {
                     "the pipe with the unwritten chunk was closed"
                 );
             }
+            RelayMode::Auto => assert!(out.bytes_spliced <= counted),
         }
         writer.abort();
     }
@@ -921,6 +976,62 @@ mod tests {
         assert!(!s.task.is_finished(), "the connection is still open");
     }
 
+    /// `auto`: a small exchange is copied; a bulk transfer is copied until one read fills the
+    /// buffer, then spliced. 64 KiB are queued before the relay starts, so its first read is a
+    /// full 16 KiB buffer and exactly the remaining 48 KiB are spliced.
+    #[cfg(all(feature = "splice", target_os = "linux"))]
+    #[tokio::test]
+    async fn auto_copies_small_and_splices_bulk() {
+        let mut s = setup(config(RelayMode::Auto), CancellationToken::new()).await;
+        s.client.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        s.backend.read_exact(&mut got).await.unwrap();
+        s.backend.write_all(b"pong").await.unwrap();
+        s.client.read_exact(&mut got).await.unwrap();
+        s.client.shutdown().await.unwrap();
+        s.backend.shutdown().await.unwrap();
+        let out = finished(s.task).await;
+        assert_eq!((out.bytes_to_backend, out.bytes_from_backend), (4, 4));
+        assert_eq!(out.bytes_spliced, 0, "small chunks are copied");
+
+        let (mut client, mut proxy_client) = pair().await;
+        let (mut proxy_backend, mut backend) = pair().await;
+        let payload: Vec<u8> = (0..64 * 1024u32).map(|i| (i % 253) as u8).collect();
+        client.write_all(&payload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let counters = [AtomicU64::new(0), AtomicU64::new(0)];
+        let cut = CancellationToken::new();
+        let auto = config(RelayMode::Auto);
+        let relayed = relay(
+            &mut proxy_client,
+            &mut proxy_backend,
+            &auto,
+            ByteCounters {
+                to_backend: &counters[0],
+                from_backend: &counters[1],
+            },
+            &cut,
+        );
+        let reader = async {
+            let mut got = Vec::new();
+            backend.read_to_end(&mut got).await.unwrap();
+            backend.shutdown().await.unwrap();
+            got
+        };
+        let (out, got) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(relayed, reader)
+        })
+        .await
+        .expect("relay ended within 10 s");
+        assert_eq!(got, payload);
+        assert_eq!(out.bytes_to_backend, payload.len() as u64);
+        assert_eq!(
+            out.bytes_spliced,
+            (payload.len() - DEFAULT_BUFFER_SIZE) as u64,
+            "the first (full) chunk is copied, the rest spliced"
+        );
+    }
+
     #[test]
     fn relay_modes_parse_with_clear_errors() {
         assert_eq!("copy".parse::<RelayMode>(), Ok(RelayMode::Copy));
@@ -929,12 +1040,15 @@ mod tests {
             Err(RelayModeError::Unknown("sendfile".into()))
         );
         let splice = "splice".parse::<RelayMode>();
+        let auto = "auto".parse::<RelayMode>();
         if RelayMode::SPLICE_AVAILABLE {
             assert_eq!(splice, Ok(RelayMode::Splice));
+            assert_eq!(auto, Ok(RelayMode::Auto));
         } else {
             assert_eq!(splice, Err(RelayModeError::SpliceUnavailable));
+            assert_eq!(auto, Err(RelayModeError::SpliceUnavailable));
         }
-        for m in [RelayMode::Copy, RelayMode::Splice] {
+        for m in [RelayMode::Copy, RelayMode::Splice, RelayMode::Auto] {
             assert_eq!(m.to_string(), m.as_str());
         }
     }
