@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
 use vipd::control::resolve::HostResolver;
-use vipd::control::{ControlLoop, Outcome};
+use vipd::control::{ControlLoop, FollowTable, Outcome};
 use vipd::model::parse_apps_document;
 use vipd::source::marathon::apply::{apply_event, carry_forward_health, share_unchanged_apps};
 use vipd::source::marathon::client::MarathonClient;
@@ -67,6 +67,28 @@ fn big_doc() -> serde_json::Value {
         })
         .collect();
     serde_json::json!({ "apps": apps })
+}
+
+/// One event end to end: parse the SSE data line, apply it to `current`, and run the control
+/// loop's pass (resolve, build, diff, publish, followers). Returns the time from receipt.
+fn event_pass<F: FollowTable>(
+    rt: &tokio::runtime::Runtime,
+    control: &mut ControlLoop<HostResolver, F>,
+    data: &str,
+    current: &mut Arc<vipd::model::AppsSnapshot>,
+) -> Duration {
+    let received = Instant::now();
+    let event = parse_event(Some("status_update_event"), data).unwrap();
+    let fx = apply_event(current, &event);
+    assert!(fx.changed);
+    let source = SourceSnapshot {
+        apps: current.clone(),
+        origin: Origin::MarathonEvent,
+        observed_at: received,
+    };
+    let outcome = rt.block_on(control.handle(&source));
+    assert!(matches!(outcome, Outcome::Published { .. }));
+    received.elapsed()
 }
 
 fn benches(c: &mut Criterion) {
@@ -202,20 +224,10 @@ fn benches(c: &mut Criterion) {
     let mut current = snapshot.clone();
     let mut breakdown: Vec<(Duration, Duration)> = Vec::new();
     let mut pass = |data: &str, current: &mut Arc<vipd::model::AppsSnapshot>| {
-        let received = Instant::now();
-        let event = parse_event(Some("status_update_event"), data).unwrap();
-        let fx = apply_event(current, &event);
-        assert!(fx.changed);
-        let source = SourceSnapshot {
-            apps: current.clone(),
-            origin: Origin::MarathonEvent,
-            observed_at: received,
-        };
-        let outcome = rt.block_on(control.handle(&source));
-        assert!(matches!(outcome, Outcome::Published { .. }));
+        let took = event_pass(&rt, &mut control, data, current);
         let t = control.last_timings;
         breakdown.push((t.resolve, t.build));
-        received.elapsed()
+        took
     };
     pass(&l1, &mut current); // first publish
     let mut samples: Vec<Duration> = (0..60)
@@ -257,18 +269,7 @@ fn benches(c: &mut Criterion) {
             dataplane,
         );
         let mut pass = |data: &str, current: &mut Arc<vipd::model::AppsSnapshot>| {
-            let received = Instant::now();
-            let event = parse_event(Some("status_update_event"), data).unwrap();
-            let fx = apply_event(current, &event);
-            assert!(fx.changed);
-            let source = SourceSnapshot {
-                apps: current.clone(),
-                origin: Origin::MarathonEvent,
-                observed_at: received,
-            };
-            let outcome = rt.block_on(control.handle(&source));
-            assert!(matches!(outcome, Outcome::Published { .. }));
-            received.elapsed()
+            event_pass(&rt, &mut control, data, current)
         };
         let first = pass(&l2, &mut current); // opens the 4,000 listeners
         let mut samples: Vec<Duration> = (0..60)

@@ -11,10 +11,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
+use support::child::{self, expect_line, leave_only_spare_fds, ChildTest};
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const CHILD_ENV: &str = "VIPD_EMFILE_CHILD_BACKEND";
@@ -25,44 +25,11 @@ const SPARE_FDS: usize = 4;
 async fn accept_loop_survives_emfile() {
     init_tracing();
     let backend = TaggedEchoServer::start("a").await;
-    let exe = std::env::current_exe().unwrap();
-    let mut child = tokio::process::Command::new(exe)
-        .args([
-            "emfile_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, backend.addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("re-exec the test binary");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    // Reads child stdout until a line containing `prefix` (libtest prints its own lines too).
-    async fn expect_line(
-        lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-        prefix: &str,
-    ) -> String {
-        within(prefix, async {
-            loop {
-                let line = lines
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("child exited early");
-                // libtest may print `test emfile_child ... ` on the same line first.
-                if let Some((_, rest)) = line.split_once(prefix) {
-                    return rest.trim().to_string();
-                }
-                eprintln!("child: {line}");
-            }
-        })
-        .await
-    }
+    let ChildTest {
+        mut child,
+        mut stdin,
+        mut lines,
+    } = child::spawn("emfile_child", (CHILD_ENV, &backend.addr.to_string()));
     let listen: std::net::SocketAddr = expect_line(&mut lines, "READY").await.parse().unwrap();
 
     // Two connections take the child's four spare descriptors.
@@ -104,40 +71,6 @@ async fn accept_loop_survives_emfile() {
     stdin.write_all(b"EXIT\n").await.unwrap();
     let status = within("child exit", child.wait()).await.unwrap();
     assert!(status.success(), "child failed: {status}");
-}
-
-/// Whether `fd` is an open descriptor of this process.
-fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only reads the descriptor flags of an fd number; it touches no memory and
-    // fails with EBADF for a closed number.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-/// Lowers this process's soft RLIMIT_NOFILE so that exactly `spare` descriptor numbers are left.
-fn leave_only_spare_fds(spare: usize) {
-    let max_listed = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .max()
-        .unwrap();
-    let (mut limit, mut free) = (0i32, 0usize);
-    while free < spare {
-        if limit > max_listed || !fd_is_open(limit) {
-            free += 1;
-        }
-        limit += 1;
-    }
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit read/write the plain struct we pass by valid pointer; only the
-    // soft limit of this (child) process changes.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);
-        rl.rlim_cur = limit as libc::rlim_t;
-        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &rl), 0);
-    }
 }
 
 #[tokio::test]

@@ -15,9 +15,11 @@
 mod support;
 
 use std::collections::HashMap;
-use std::process::Stdio;
+use support::child::{
+    self, expect_line, leave_only_spare_fds, nofile, set_nofile, ChildTest, Lines,
+};
 use support::*;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vipd::dataplane::relay::thread_pipe_stats;
 use vipd::dataplane::{DataplaneConfig, RelayMode};
@@ -26,27 +28,6 @@ const CHILD_ENV: &str = "VIPD_SPLICE_FALLBACK_CHILD_BACKEND";
 /// Free descriptor slots the child keeps below its lowered limit: one proxied connection.
 const SPARE_FDS: usize = 2;
 const LEN: usize = 1 << 20;
-
-type Lines = tokio::io::Lines<BufReader<tokio::process::ChildStdout>>;
-
-/// Reads child stdout until a line containing `prefix`; returns what follows it.
-async fn expect_line(lines: &mut Lines, prefix: &str) -> String {
-    within(prefix, async {
-        loop {
-            let line = lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("child exited early");
-            // libtest may print `test fallback_child ... ` on the same line first.
-            if let Some((_, rest)) = line.split_once(prefix) {
-                return rest.trim().to_string();
-            }
-            eprintln!("child: {line}");
-        }
-    })
-    .await
-}
 
 /// Asks the child for its counters: `key=value` pairs.
 async fn stats(stdin: &mut tokio::process::ChildStdin, lines: &mut Lines) -> HashMap<String, u64> {
@@ -99,23 +80,11 @@ async fn echo_a_mebibyte(listen: std::net::SocketAddr) {
 async fn splice_relay_copies_when_no_pipe_can_be_made() {
     init_tracing();
     let backend = TaggedEchoServer::start("a").await;
-    let exe = std::env::current_exe().unwrap();
-    let mut child = tokio::process::Command::new(exe)
-        .args([
-            "fallback_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, backend.addr.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("re-exec the test binary");
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ChildTest {
+        mut child,
+        mut stdin,
+        mut lines,
+    } = child::spawn("fallback_child", (CHILD_ENV, &backend.addr.to_string()));
     let listen: std::net::SocketAddr = expect_line(&mut lines, "READY").await.parse().unwrap();
 
     // No descriptor for a pipe: both directions copy, the client notices nothing.
@@ -140,48 +109,6 @@ async fn splice_relay_copies_when_no_pipe_can_be_made() {
     stdin.write_all(b"EXIT\n").await.unwrap();
     let status = within("child exit", child.wait()).await.unwrap();
     assert!(status.success(), "child failed: {status}");
-}
-
-/// Whether `fd` is an open descriptor of this process.
-fn fd_is_open(fd: i32) -> bool {
-    // SAFETY: F_GETFD only reads the descriptor flags of an fd number; it touches no memory and
-    // fails with EBADF for a closed number.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-fn nofile() -> libc::rlimit {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the plain struct we pass by valid pointer.
-    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) }, 0);
-    rl
-}
-
-fn set_nofile(rl: &libc::rlimit) {
-    // SAFETY: setrlimit reads the plain struct we pass by valid pointer; only this (child)
-    // process's limit changes.
-    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, rl) }, 0);
-}
-
-/// Lowers this process's soft RLIMIT_NOFILE so that exactly `spare` descriptor numbers are left.
-fn leave_only_spare_fds(spare: usize) {
-    let max_listed = std::fs::read_dir("/proc/self/fd")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .max()
-        .unwrap();
-    let (mut limit, mut free) = (0i32, 0usize);
-    while free < spare {
-        if limit > max_listed || !fd_is_open(limit) {
-            free += 1;
-        }
-        limit += 1;
-    }
-    let mut rl = nofile();
-    rl.rlim_cur = limit as libc::rlim_t;
-    set_nofile(&rl);
 }
 
 #[tokio::test]

@@ -429,5 +429,6 @@ pub async fn blackhole() -> Option<Blackhole> {
     }
     None
 }
+pub mod child;
 pub mod daemon;
 pub mod fake_marathon;
