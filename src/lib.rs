@@ -11,6 +11,7 @@
 
 pub mod addresses;
 pub mod admin;
+pub mod backoff;
 pub mod cli;
 pub mod commands;
 pub mod control;

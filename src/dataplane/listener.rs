@@ -1,7 +1,7 @@
 //! Listening sockets: binding (socket2), bind retry with backoff, and the per-frontend listener
 //! status that `/readyz` and DNS read.
 //!
-//! Owns: [`bind_tcp`] (socket options), [`Backoff`] (capped exponential with jitter),
+//! Owns: [`bind_tcp`] (socket options), the bind retry (delays from [`crate::backoff::Backoff`]),
 //! [`ListenerStatusHandle`], the accept-error classification ([`AcceptErrorClass`]) and a small
 //! log rate limiter. The TCP listener task ([`run_tcp_listener`]) binds with retry, reports its
 //! status, then hands the socket to the accept loop in `tcp.rs`.
@@ -14,7 +14,6 @@
 //! handling here with its own socket type.
 
 use crate::table::FrontendKey;
-use rand::Rng;
 use serde::Serialize;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
@@ -40,42 +39,6 @@ pub fn bind_tcp(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListe
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
-}
-
-// === impl Backoff ===
-
-/// Capped exponential backoff with jitter: attempt `n` waits a uniformly random time in
-/// `[d/2, d]`, where `d = min(max, initial * 2^n)`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// `initial` is raised to 1 ms and `max` to at least `initial`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.max(Duration::from_millis(1));
-        Backoff {
-            initial,
-            max: max.max(initial),
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next try.
-    pub fn next_delay(&mut self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        let ceiling = self.initial.saturating_mul(factor).min(self.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let nanos = ceiling.as_nanos() as u64;
-        Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
-    }
-
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 // === impl ListenerStatusHandle ===
@@ -261,7 +224,7 @@ pub(crate) struct ListenerTask {
     pub key: FrontendKey,
     pub owner: u64,
     pub backlog: i32,
-    pub retry: Backoff,
+    pub retry: crate::backoff::Backoff,
     pub status: ListenerStatusHandle,
     /// Stop binding/accepting (frontend removed, or shutdown).
     pub stop: CancellationToken,
@@ -317,7 +280,7 @@ impl ListenerTask {
                         },
                     );
                     last_error = Some(error);
-                    let delay = self.retry.next_delay();
+                    let delay = self.retry.next_delay(&mut rand::rng());
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = self.stop.cancelled() => return None,
@@ -353,22 +316,6 @@ pub(crate) async fn run_tcp_listener(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let d: Vec<_> = (0..8).map(|_| b.next_delay()).collect();
-        for (i, d) in d.iter().enumerate() {
-            let ceiling = Duration::from_millis(100 * (1 << i)).min(Duration::from_secs(1));
-            assert!(*d >= ceiling / 2 && *d <= ceiling, "attempt {i}: {d:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-        // Many attempts never overflow.
-        for _ in 0..100 {
-            assert!(b.next_delay() <= Duration::from_secs(1));
-        }
-    }
 
     #[test]
     fn accept_errors_classify_and_resource_errors_pause() {

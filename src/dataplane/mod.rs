@@ -364,7 +364,7 @@ impl Dataplane {
             key,
             owner,
             backlog: self.config.listen_backlog,
-            retry: listener::Backoff::new(
+            retry: crate::backoff::Backoff::new(
                 self.config.bind_retry_initial,
                 self.config.bind_retry_max,
             ),
@@ -432,7 +432,7 @@ impl Dataplane {
             key,
             owner,
             backlog: 0, // not used by UDP
-            retry: listener::Backoff::new(
+            retry: crate::backoff::Backoff::new(
                 self.config.bind_retry_initial,
                 self.config.bind_retry_max,
             ),

@@ -31,7 +31,6 @@
 
 pub mod apply;
 pub mod args;
-pub mod backoff;
 pub mod client;
 pub mod events;
 pub mod redact;
@@ -43,13 +42,13 @@ pub use client::{ConfigError, FetchError, MarathonEndpoint};
 pub use redact::Secret;
 pub use status::{MarathonStatus, MarathonStatusHandle, SyncErrorKind};
 
+use crate::backoff::{jittered, Backoff};
 use crate::model::AppsSnapshot;
 use crate::source::{Origin, SourceHandle, SourceSnapshot};
 use apply::{
     apply_event, carry_forward_health, is_task_event, replace_app, same_apps, share_unchanged_apps,
     Refetch,
 };
-use backoff::{jittered, Backoff};
 use bytes::Bytes;
 use client::{AppFetch, FullFetch, MarathonClient};
 use events::{parse_event, MarathonEvent};

@@ -1,6 +1,7 @@
-//! Jittered exponential backoff for reconnects, and jitter for the periodic resync.
+//! Jittered exponential backoff (Marathon reconnects and fetch retries, listener bind retries),
+//! and jitter for the periodic resync.
 //!
-//! Owns: the delay arithmetic. The delay for attempt `n` is drawn uniformly from
+//! Owns: the delay arithmetic, for every retry loop of the daemon. The delay for attempt `n` is drawn uniformly from
 //! `[d/2, d]` with `d = min(initial * 2^n, max)` ("equal jitter"), so a fleet of vipd instances
 //! that lost Marathon together does not come back in lockstep. `reset` after a healthy period.
 //!
