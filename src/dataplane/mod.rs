@@ -333,14 +333,32 @@ impl Dataplane {
         }
     }
 
-    fn open_tcp(&mut self, key: FrontendKey) {
+    /// What every listener task of frontend `key` starts from: a new owner id (registered as
+    /// `Pending`), its stop token, and the token it cancels when its socket is closed.
+    fn listener_task(&mut self, key: FrontendKey, backlog: i32) -> listener::ListenerTask {
         self.next_owner += 1;
         let owner = self.next_owner;
-        let stop = self.stop_all.child_token();
-        let cut = self.cut_all.child_token();
-        let socket_closed = CancellationToken::new();
-        let frontend_connections = TaskTracker::new();
         self.status.insert(key, owner, ListenerState::Pending);
+        listener::ListenerTask {
+            key,
+            owner,
+            backlog,
+            retry: crate::backoff::Backoff::new(
+                self.config.bind_retry_initial,
+                self.config.bind_retry_max,
+            ),
+            status: self.status.clone(),
+            stop: self.stop_all.child_token(),
+            previous_closed: self.closing.remove(&key),
+            socket_closed: CancellationToken::new(),
+        }
+    }
+
+    fn open_tcp(&mut self, key: FrontendKey) {
+        let task = self.listener_task(key, self.config.listen_backlog);
+        let (stop, socket_closed) = (task.stop.clone(), task.socket_closed.clone());
+        let cut = self.cut_all.child_token();
+        let frontend_connections = TaskTracker::new();
         let selector = self.new_selector(key);
         let ctx = Arc::new(tcp::ConnectionContext {
             key,
@@ -360,19 +378,6 @@ impl Dataplane {
             frontend_connections: frontend_connections.clone(),
             cut: cut.clone(),
         });
-        let task = listener::ListenerTask {
-            key,
-            owner,
-            backlog: self.config.listen_backlog,
-            retry: crate::backoff::Backoff::new(
-                self.config.bind_retry_initial,
-                self.config.bind_retry_max,
-            ),
-            status: self.status.clone(),
-            stop: stop.clone(),
-            previous_closed: self.closing.remove(&key),
-            socket_closed: socket_closed.clone(),
-        };
         self.tasks.spawn(listener::run_tcp_listener(task, ctx));
         self.listeners.insert(
             key,
@@ -413,11 +418,8 @@ impl Dataplane {
 
     /// Opens a UDP frontend: a task binds it (retrying like TCP) and runs its receive loop.
     fn open_udp(&mut self, key: FrontendKey) {
-        self.next_owner += 1;
-        let owner = self.next_owner;
-        let stop = self.stop_all.child_token();
-        let socket_closed = CancellationToken::new();
-        self.status.insert(key, owner, ListenerState::Pending);
+        let task = self.listener_task(key, 0); // the backlog is not used by UDP
+        let (stop, socket_closed) = (task.stop.clone(), task.socket_closed.clone());
         let selector = self.new_selector(key);
         let ctx = udp::UdpContext {
             key,
@@ -427,19 +429,6 @@ impl Dataplane {
             frontend_stats: self.frontends.get_or_insert(key),
             udp_stats: self.udp_stats.clone(),
             config: self.config.udp.clone(),
-        };
-        let task = listener::ListenerTask {
-            key,
-            owner,
-            backlog: 0, // not used by UDP
-            retry: crate::backoff::Backoff::new(
-                self.config.bind_retry_initial,
-                self.config.bind_retry_max,
-            ),
-            status: self.status.clone(),
-            stop: stop.clone(),
-            previous_closed: self.closing.remove(&key),
-            socket_closed: socket_closed.clone(),
         };
         self.tasks.spawn(udp::run_udp_frontend(task, ctx));
         // Flows are not connections: the frontend task owns and closes them, so the drain of a
