@@ -15,6 +15,11 @@ What it does (one command; `--quick` is a few-second smoke run that asserts corr
     order A B C / C B A so drift cancels, and reports min/median/max, the proxy's CPU time per run
     (utime+stime from /proc/<pid>/stat over its process tree) and work per CPU-second, RSS with
     many idle connections open through each proxy, and ratios of vipd to the others;
+  * measures whole-machine busy CPU (all cores, /proc/stat) over every run, divides it by the work
+    done, and reports the overhead above the direct path per connection / request / Gbit /
+    datagram: the headline table, since a proxy's own process time hides the kernel work it
+    causes elsewhere (softirq, kworkers, the client's extra ACKs);
+  * `--vipd-bin NAME=PATH` (repeatable) runs several vipd builds side by side as vipd-NAME;
   * writes a markdown table (stdout, and `--markdown-out`) and every run as a JSON line
     (`--json-out`), with the exact command line first.
 
@@ -52,8 +57,21 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NGINX_STREAM_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 HTTP_BODY = "vipd-bench-http-backend-0123456789abcdef0123456789abcdef0123456\n"  # 64 bytes
 
-TCP_TARGETS = ["direct", "haproxy", "haproxy-splice", "nginx", "vipd"]
-UDP_TARGETS = ["direct", "nginx", "vipd"]
+TCP_TARGETS = ["direct", "haproxy", "haproxy-splice", "nginx"]
+UDP_TARGETS = ["direct", "nginx"]
+
+
+def machine_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far, summed over all cores (/proc/stat "cpu"
+    line: everything but idle and iowait). The difference over a run includes the kernel work a
+    proxy causes outside its own process: softirq, kworkers, the clients' extra ACK processing."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    assert fields[0] == "cpu"
+    v = [int(x) for x in fields[1:]]
+    # user nice system idle iowait irq softirq steal [guest guest_nice: already in user/nice]
+    busy = v[0] + v[1] + v[2] + v[5] + v[6] + (v[7] if len(v) > 7 else 0)
+    return busy / CLK_TCK
 
 
 def log(msg: str) -> None:
@@ -314,7 +332,8 @@ class Harness:
         self.problems: list[str] = []
         self.tmp = Path(tempfile.mkdtemp(prefix="vipd-compare-"))
         self.bench = ""
-        self.vipd_bin: str | None = None
+        # (target name, binary): "vipd" for one `--vipd-bin`, "vipd-NAME" for each NAME=PATH.
+        self.vipd_bins: list[tuple[str, str]] = []
         self.vipd_skip_reason = ""
         self.nofile = 0
         self.client_cpu: str | None = None
@@ -362,24 +381,40 @@ class Harness:
             self.bench = str(REPO / "target" / profile / "vipd-bench")
         if not os.access(self.bench, os.X_OK):
             raise SystemExit(f"vipd-bench binary not found at {self.bench}")
-        cand = str(Path(a.vipd_bin).resolve()) if a.vipd_bin else str(
-            REPO / "target" / "release" / "vipd")
-        if not os.access(cand, os.X_OK):
-            self.vipd_skip_reason = f"no vipd binary at {cand} (build it or pass --vipd-bin)"
-        else:
-            try:
-                h = subprocess.run([cand, "run", "--help"], capture_output=True, text=True,
-                                   timeout=10)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                h = None
-                self.vipd_skip_reason = f"{cand} run --help failed: {e}"
-            if h is not None and (h.returncode != 0 or "--worker-threads" not in h.stdout):
-                self.vipd_skip_reason = (f"{cand} has no `run --worker-threads` yet"
-                                         " (the data plane is not built in this binary)")
-            elif h is not None:
-                self.vipd_bin = cand
-        if self.vipd_bin is None:
+        specs = a.vipd_bin or [str(REPO / "target" / "release" / "vipd")]
+        reasons = []
+        for spec in specs:
+            name, _, path = spec.rpartition("=") if "=" in spec else ("", "", spec)
+            target = f"vipd-{name}" if name else "vipd"
+            cand = str(Path(path).resolve())
+            reason = self.check_vipd(cand)
+            if reason:
+                reasons.append(f"{target}: {reason}")
+            else:
+                self.vipd_bins.append((target, cand))
+        self.vipd_skip_reason = "; ".join(reasons)
+        if reasons:
             log(f"vipd: SKIPPED: {self.vipd_skip_reason}")
+
+    @staticmethod
+    def check_vipd(cand: str) -> str:
+        """Why `cand` cannot be benchmarked, or "" when it can."""
+        if not os.access(cand, os.X_OK):
+            return f"no vipd binary at {cand} (build it or pass --vipd-bin)"
+        try:
+            h = subprocess.run([cand, "run", "--help"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{cand} run --help failed: {e}"
+        if h.returncode != 0 or "--worker-threads" not in h.stdout:
+            return f"{cand} has no `run --worker-threads` (the data plane is not built in this binary)"
+        return ""
+
+    @property
+    def vipd_names(self) -> list[str]:
+        return [n for n, _ in self.vipd_bins]
+
+    def targets_for(self, wl: str) -> list[str]:
+        return (UDP_TARGETS if wl == "udp" else TCP_TARGETS) + self.vipd_names
 
     def setup_pinning(self, pinned: bool) -> None:
         cpus = sorted(os.sched_getaffinity(0))
@@ -447,17 +482,21 @@ class Harness:
                                  "-g", f"daemon off; pid {d / 'nginx.pid'};"],
                        self.proxy_cpu, cwd=d)
         targets["nginx"] = {"proc": p, "fe": fe}
-        if self.vipd_bin:
+        for vname, vbin in self.vipd_bins:
             fe = {k: ports.get() for k in ("echo", "sink", "iperf", "http")}
             fe["udp"] = ports.get(udp=True)
-            d = self.tmp / "vipd"
+            d = self.tmp / vname
             d.mkdir(parents=True, exist_ok=True)
             apps = d / "apps.json"
             apps.write_text(json.dumps(vipd_apps(fe, be), indent=1))
-            argv = [self.vipd_bin, "run", "--apps", str(apps), "--bind-address", LOOPBACK,
-                    "--worker-threads", "1"] + shlex.split(a.vipd_args)
-            p = self.start("vipd", argv, self.proxy_cpu, cwd=d)
-            targets["vipd"] = {"proc": p, "fe": fe}
+            extra = shlex.split(a.vipd_args)
+            if "--no-admin" not in extra and not any(x.startswith("--admin-listen") for x in extra):
+                # Each vipd gets its own admin port, so several builds can run side by side.
+                extra += ["--admin-listen", f"{LOOPBACK}:{ports.get()}"]
+            argv = [vbin, "run", "--apps", str(apps), "--bind-address", LOOPBACK,
+                    "--worker-threads", "1"] + extra
+            p = self.start(vname, argv, self.proxy_cpu, cwd=d)
+            targets[vname] = {"proc": p, "fe": fe}
         for name, t in list(targets.items()):
             if t["proc"] is None:
                 continue
@@ -465,10 +504,11 @@ class Harness:
                 for k in ("echo", "sink", "iperf", "http"):
                     wait_tcp(t["fe"][k], t["proc"])
             except RuntimeError as e:
-                if name == "vipd":
-                    self.vipd_skip_reason = f"vipd did not come up: {e}"
-                    self.vipd_bin = None
-                    log(f"vipd: SKIPPED: {self.vipd_skip_reason}")
+                if name in self.vipd_names:
+                    reason = f"{name} did not come up: {e}"
+                    self.vipd_skip_reason = "; ".join(filter(None, [self.vipd_skip_reason, reason]))
+                    self.vipd_bins = [(n, b) for n, b in self.vipd_bins if n != name]
+                    log(f"vipd: SKIPPED: {reason}")
                     t["proc"].stop()
                     del targets[name]
                     continue
@@ -499,6 +539,7 @@ class Harness:
         fe = t["fe"]
         d = a.duration
         cpu0 = cpu_seconds(proc.pid) if proc else None
+        busy0 = machine_busy_s()
         t0 = time.monotonic()
         rec: dict = {"pass": pass_name, "workload": wl, "target": target, "run": run,
                      "order_pos": pos}
@@ -573,6 +614,11 @@ class Harness:
                 rec["raw"] = {"end": {"sum_sent": j["end"].get("sum_sent"),
                                       "sum_received": j["end"]["sum_received"]}}
         rec["wall_s"] = round(time.monotonic() - t0, 3)
+        busy = machine_busy_s() - busy0
+        rec["machine_cpu_s"] = round(busy, 3)
+        if rec.get("units"):
+            # Whole-machine CPU-µs per unit of work (connection, request, Gbit, datagram).
+            rec["machine_us_per_unit"] = busy * 1e6 / rec["units"]
         if proc:
             cpu = cpu_seconds(proc.pid) - cpu0
             rec["proxy_cpu_s"] = round(cpu, 3)
@@ -645,7 +691,7 @@ class Harness:
         targets = self.start_everything()
         try:
             if not a.skip_memory:
-                for name in [n for n in TCP_TARGETS if n in targets and n != "direct"]:
+                for name in [n for n in self.targets_for("connect") if n in targets and n != "direct"]:
                     rec = self.memory(name, targets[name], pass_name)
                     self.emit(rec)
                     log(f"memory {name}: {rec['rss_idle_kib']} KiB idle -> {rec['rss_conns_kib']}"
@@ -653,8 +699,7 @@ class Harness:
                     if rec.get("error"):
                         self.problems.append(f"{pass_name}/memory/{name}: {rec['error']}")
             for wl in a.workloads:
-                names = UDP_TARGETS if wl == "udp" else TCP_TARGETS
-                names = [n for n in names if n in targets]
+                names = [n for n in self.targets_for(wl) if n in targets]
                 for run in range(a.runs):
                     order = names if run % 2 == 0 else list(reversed(names))
                     for pos, name in enumerate(order):
@@ -726,6 +771,52 @@ def fmt(v: float | None, unit: str = "") -> str:
     return f"{v:,.0f}"
 
 
+UNIT_OF = {"connect": "connection", "rr": "request", "wrk": "request", "stream": "Gbit",
+           "iperf3": "Gbit", "udp": "datagram"}
+
+
+def med_of(rs: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rs if r.get(key) is not None and not r.get("error")]
+    return statistics.median(vals) if vals else None
+
+
+def headline(h: Harness, recs: list[dict]) -> list[str]:
+    """The headline table: throughput, p99 and whole-machine CPU per unit of work above the direct
+    path (the overhead), each as a ratio to HAProxy (nginx for UDP) and to direct."""
+    out = ["### Headline: whole-machine CPU per unit of work above direct", "",
+           "overhead = median whole-machine busy CPU-µs per unit (all cores, /proc/stat) minus the"
+           " direct path's; ratios are of medians from this run.", "",
+           "| workload | target | throughput | × ref | × direct | p99 µs | × ref p99 |"
+           " machine CPU-µs/unit | overhead µs/unit | overhead × ref |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for wl in h.a.workloads:
+        wrecs = [r for r in recs if r["workload"] == wl]
+        if not wrecs:
+            continue
+        ref = "nginx" if wl == "udp" else "haproxy"
+        by = {n: [r for r in wrecs if r["target"] == n] for n in h.targets_for(wl)}
+        thr = {n: med_of(rs, "value") for n, rs in by.items()}
+        p99 = {n: med_of(rs, "p99_us") for n, rs in by.items()}
+        cpu = {n: med_of(rs, "machine_us_per_unit") for n, rs in by.items()}
+        base = cpu.get("direct")
+        over = {n: (c - base if c is not None and base is not None else None) for n, c in cpu.items()}
+
+        def ratio(d: dict, n: str, m: str) -> str:
+            a, b = d.get(n), d.get(m)
+            return f"{a / b:.2f}×" if a is not None and b not in (None, 0) and n != m else "–"
+
+        _, unit, _ = WL_TITLES[wl]
+        for n in by:
+            if thr.get(n) is None:
+                continue
+            out.append(f"| {wl} ({UNIT_OF[wl]}) | {n} | {fmt(thr[n], unit)} {unit} | {ratio(thr, n, ref)} |"
+                       f" {ratio(thr, n, 'direct')} | {fmt(p99[n])} | {ratio(p99, n, ref)} |"
+                       f" {fmt(cpu[n])} | {fmt(over[n]) if n != 'direct' else '0'} |"
+                       f" {ratio(over, n, ref) if n != 'direct' else '–'} |")
+    out.append("")
+    return out
+
+
 def summarize(h: Harness, command: str, machine: dict) -> str:
     a = h.a
     out = ["# vipd comparison", "", f"Command: `{command}`", "",
@@ -736,7 +827,7 @@ def summarize(h: Harness, command: str, machine: dict) -> str:
            f"Runs per target: {a.runs} (order alternates A B C / C B A); {a.duration} s each;"
            f" {a.backends} backends per service, round-robin.",
            ]
-    if h.vipd_bin is None:
+    if h.vipd_skip_reason:
         out.append(f"vipd: **skipped** — {h.vipd_skip_reason}.")
     out.append("")
     passes = list(dict.fromkeys(r["pass"] for r in h.records))
@@ -748,6 +839,7 @@ def summarize(h: Harness, command: str, machine: dict) -> str:
                    " (`taskset -c 0`); one worker thread/process per proxy." if pass_name == "pinned"
                    else "no CPU pinning.")
         out.append("")
+        out += headline(h, recs)
         for wl in a.workloads:
             wrecs = [r for r in recs if r["workload"] == wl]
             if not wrecs:
@@ -762,8 +854,7 @@ def summarize(h: Harness, command: str, machine: dict) -> str:
             out.append(hdr)
             out.append("|" + "|".join("---" for _ in range(hdr.count("|") - 1)) + "|")
             med: dict[str, float] = {}
-            names = [n for n in (UDP_TARGETS if wl == "udp" else TCP_TARGETS)
-                     if any(r["target"] == n for r in wrecs)]
+            names = [n for n in h.targets_for(wl) if any(r["target"] == n for r in wrecs)]
             for n in names:
                 vals = [r["value"] for r in wrecs if r["target"] == n and r.get("value") is not None]
                 if vals:
@@ -795,11 +886,14 @@ def summarize(h: Harness, command: str, machine: dict) -> str:
                     extra.append(f"{len(errs)} failed runs")
                 row += "; ".join(extra) + " |"
                 out.append(row)
-            if "vipd" in med:
-                ratios = [f"vipd/{n} = {med['vipd'] / med[n]:.2f}×" for n in
-                          ("haproxy", "haproxy-splice", "nginx", "direct") if n in med]
-                out.append("")
-                out.append("Ratios (median): " + ", ".join(ratios))
+            vipds = [v for v in h.vipd_names if v in med]
+            if vipds:
+                for v in vipds:
+                    ratios = [f"{v}/{n} = {med[v] / med[n]:.2f}×" for n in
+                              ("haproxy", "haproxy-splice", "nginx", "direct") + tuple(vipds)
+                              if n in med and n != v]
+                    out.append("")
+                    out.append("Ratios (median): " + ", ".join(ratios))
             else:
                 out.append("")
                 out.append("Ratios of vipd: n/a (vipd not run).")
@@ -881,7 +975,9 @@ def main() -> int:
     p.add_argument("--max-requests", type=int, default=50_000_000, help="count bound of every load run")
     p.add_argument("--bench-bin", help="vipd-bench binary (default: build and use target/release, or target/debug with --quick)")
     p.add_argument("--no-build", action="store_true", help="do not run cargo build")
-    p.add_argument("--vipd-bin", help="vipd binary (default target/release/vipd if it exists)")
+    p.add_argument("--vipd-bin", action="append",
+                   help="vipd binary (default target/release/vipd if it exists); repeat as"
+                        " NAME=PATH to compare several builds in one run (targets vipd-NAME)")
     p.add_argument("--vipd-args", default="", help="extra arguments for `vipd run`")
     p.add_argument("--json-out", help="JSON lines of every run (default target/bench-compare/runs-<time>.jsonl)")
     p.add_argument("--markdown-out", help="also write the markdown summary here")
@@ -917,7 +1013,7 @@ def main() -> int:
     h.json_file = open(json_path, "w")
     h.json_file.write(json.dumps({"command": command, "machine": machine,
                                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-                                  "vipd": h.vipd_bin, "vipd_skipped": h.vipd_skip_reason or None,
+                                  "vipd": dict(h.vipd_bins), "vipd_skipped": h.vipd_skip_reason or None,
                                   "options": {k: v for k, v in vars(a).items()}}) + "\n")
 
     def on_term(signum, frame):
