@@ -24,29 +24,10 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+pub use crate::cli::AddressArgs;
+
 /// Linux capability number of CAP_NET_ADMIN (`linux/capability.h`).
 const CAP_NET_ADMIN: u32 = 12;
-
-/// Flags of the address manager.
-#[derive(Debug, Clone, clap::Args)]
-pub struct AddressArgs {
-    /// Add each VIP address the table needs to --address-interface (and remove it when the VIP
-    /// goes away, and on exit). Needs CAP_NET_ADMIN.
-    #[arg(long, env = "VIPD_MANAGE_ADDRESSES")]
-    pub manage_addresses: bool,
-    /// Interface that VIP addresses are added to.
-    #[arg(long, env = "VIPD_ADDRESS_INTERFACE", default_value = "lo")]
-    pub address_interface: String,
-}
-
-impl Default for AddressArgs {
-    fn default() -> Self {
-        AddressArgs {
-            manage_addresses: false,
-            address_interface: "lo".into(),
-        }
-    }
-}
 
 /// Setup errors of the address manager. Per-address failures are [`AddressFailure`]s instead.
 #[derive(Debug, thiserror::Error)]

@@ -78,7 +78,7 @@ fn run() -> anyhow::Result<()> {
                 .context("cannot start the runtime")?;
             let config = matches
                 .subcommand_matches("run")
-                .map(vipd::admin::effective_config)
+                .map(vipd::cli::config::effective_run_config)
                 .unwrap_or_default();
             rt.block_on(async {
                 let daemon = vipd::daemon::Daemon::start(&args, config).await?;

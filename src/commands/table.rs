@@ -6,7 +6,7 @@
 //! Must not: exit the process or print errors (it returns [`TableCommandError`]; `main.rs` prints
 //! one line and sets the exit code), or apply routing rules of its own.
 
-use crate::cli::{TableArgs, TableOptionArgs};
+use crate::cli::TableArgs;
 use crate::control::resolve::{HostResolver, ResolverConfig};
 use crate::model::{parse_apps_document, ModelError};
 use crate::table::build::hosts_to_resolve;
@@ -31,16 +31,6 @@ pub enum TableCommandError {
     },
     #[error("cannot write the table: {0}")]
     Write(#[source] io::Error),
-}
-
-impl From<&TableOptionArgs> for BuildOptions {
-    fn from(a: &TableOptionArgs) -> Self {
-        BuildOptions {
-            bind_address: a.bind_address,
-            vip_cidr: a.vip_cidr,
-            zone: a.zone.clone(),
-        }
-    }
 }
 
 /// Reads `path` (`-` = stdin).

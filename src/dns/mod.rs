@@ -2,7 +2,7 @@
 //!
 //! Owns: the pure zone logic ([`ZoneIndex`], [`answer`], [`respond`]) that turns one DNS query
 //! and one published table snapshot into one response, the [`ServingCheck`] contract the data
-//! plane implements, the `--dns-listen` flag ([`DnsArgs`]), and the UDP/TCP server ([`server`]).
+//! plane implements, and the UDP/TCP server ([`server`]).
 //! The wire format is `hickory-proto`'s; this module only decides what to answer.
 //!
 //! Must not: resolve anything outside the zone (vipd is not an open resolver: REFUSED), mutate or
@@ -77,15 +77,6 @@ pub const CLASSIC_UDP_PAYLOAD: u16 = 512;
 /// EDNS option code of Extended DNS Errors (RFC 8914) and its "Not Ready" info code.
 const EDE_OPTION: u16 = 15;
 const EDE_NOT_READY: u16 = 14;
-
-/// Flags of the DNS server. The zone itself is the table option `--zone`.
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct DnsArgs {
-    /// Address (IP:port) on which to serve the VIP zone over UDP and TCP; no DNS server when
-    /// absent. Example: `127.0.0.1:8053`.
-    #[arg(long, env = "VIPD_DNS_LISTEN")]
-    pub dns_listen: Option<SocketAddr>,
-}
 
 /// Errors of the DNS server's setup. Per-query problems are answered (FORMERR, ...), not errors.
 #[derive(Debug, thiserror::Error)]

@@ -24,16 +24,6 @@ pub struct OutlierConfig {
     pub max: Duration,
 }
 
-impl Default for OutlierConfig {
-    fn default() -> Self {
-        OutlierConfig {
-            eject_after: 3,
-            base: Duration::from_secs(10),
-            max: Duration::from_secs(300),
-        }
-    }
-}
-
 impl OutlierConfig {
     /// Ejection time at backoff level `level` (0 = first): `base · 2^level`, capped at `max`.
     pub fn ejection_time(&self, level: u32) -> Duration {

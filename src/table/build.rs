@@ -27,16 +27,6 @@ pub struct BuildOptions {
     pub zone: String,
 }
 
-impl Default for BuildOptions {
-    fn default() -> Self {
-        BuildOptions {
-            bind_address: IpAddr::from([0, 0, 0, 0]),
-            vip_cidr: "11.0.0.0/8".parse().expect("valid default CIDR"),
-            zone: "l4lb.thisdcos.directory".to_string(),
-        }
-    }
-}
-
 /// Agent hostnames resolved before the build. A host that is an IP literal needs no entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolved {

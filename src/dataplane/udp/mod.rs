@@ -78,16 +78,6 @@ pub struct UdpConfig {
     pub recv_buffer: Option<usize>,
 }
 
-impl Default for UdpConfig {
-    fn default() -> Self {
-        UdpConfig {
-            idle_timeout: Duration::from_secs(60),
-            max_flows: 65_536,
-            recv_buffer: None,
-        }
-    }
-}
-
 /// Binds a nonblocking UDP socket on `addr` for a frontend (see the module docs for options).
 pub fn bind_udp(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;

@@ -30,7 +30,6 @@
 //! - Leader-failover health rule: see `apply.rs` (results that vanish are carried forward).
 
 pub mod apply;
-pub mod args;
 pub mod client;
 pub mod events;
 pub mod redact;

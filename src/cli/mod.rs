@@ -1,8 +1,44 @@
-//! Command-line interface: clap definitions only. Every flag of `vipd run` can also be set from a
-//! `VIPD_*` environment variable; `--help` documents each one.
+//! Command-line interface: every clap definition of the `vipd` binary, and the one conversion of
+//! each group of flags into the options struct of the module it configures.
+//!
+//! Owns: the flags (each flag of `vipd run` can also be set from a `VIPD_*` environment
+//! variable; `--help` documents each one), the one duration grammar ([`duration`]), and every
+//! default value: a default is written once, in its clap attribute, and the `Default` impls of the
+//! options structs (`HealthConfig`, `DataplaneConfig`, `BuildOptions`, ...) are the flags'
+//! defaults, parsed from an empty command line ([`defaults`]).
+//!
+//! Must not: start anything or hold logic of the modules it configures.
 
+pub mod addresses;
+pub mod config;
+pub mod dataplane;
+pub mod dns;
+pub mod duration;
+pub mod health;
+pub mod marathon;
+
+pub use addresses::AddressArgs;
+pub use dataplane::DataplaneArgs;
+pub use dns::DnsArgs;
+pub use health::HealthArgs;
+pub use marathon::MarathonArgs;
+
+use crate::table::BuildOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
+
+/// The values of a group of flags when none is given: its defaults, parsed by clap itself so
+/// that they are written only once (in the `#[arg]` attributes).
+pub fn defaults<T: clap::Args>() -> T {
+    #[derive(Parser)]
+    struct Wrapper<T: clap::Args> {
+        #[command(flatten)]
+        inner: T,
+    }
+    Wrapper::<T>::try_parse_from(["vipd"])
+        .unwrap_or_else(|e| panic!("the flags' defaults must parse: {e}"))
+        .inner
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,12 +104,26 @@ pub struct TableOptionArgs {
 }
 
 impl Default for TableOptionArgs {
+    /// The defaults of the flags.
     fn default() -> Self {
-        TableOptionArgs {
-            bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
-            vip_cidr: "11.0.0.0/8".parse().expect("valid default CIDR"),
-            zone: "l4lb.thisdcos.directory".into(),
+        defaults::<TableOptionArgs>()
+    }
+}
+
+impl From<&TableOptionArgs> for BuildOptions {
+    fn from(a: &TableOptionArgs) -> Self {
+        BuildOptions {
+            bind_address: a.bind_address,
+            vip_cidr: a.vip_cidr,
+            zone: a.zone.clone(),
         }
+    }
+}
+
+impl Default for BuildOptions {
+    /// The defaults of the flags.
+    fn default() -> Self {
+        BuildOptions::from(&TableOptionArgs::default())
     }
 }
 
@@ -85,7 +135,7 @@ pub struct SourceArgs {
     #[arg(long, env = "VIPD_APPS", conflicts_with = "marathon")]
     pub apps: Option<PathBuf>,
     #[command(flatten)]
-    pub marathon: crate::source::marathon::args::MarathonArgs,
+    pub marathon: MarathonArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -95,15 +145,15 @@ pub struct RunArgs {
     #[command(flatten)]
     pub table: TableOptionArgs,
     #[command(flatten)]
-    pub dataplane: crate::dataplane::DataplaneArgs,
+    pub dataplane: DataplaneArgs,
     #[command(flatten)]
-    pub addresses: crate::addresses::AddressArgs,
+    pub addresses: AddressArgs,
     #[command(flatten)]
-    pub dns: crate::dns::DnsArgs,
+    pub dns: DnsArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
-    pub health: crate::health::HealthArgs,
+    pub health: HealthArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
@@ -112,13 +162,7 @@ pub struct RunArgs {
 impl RunArgs {
     /// Defaults for everything, following `path` (used by the demo and tests).
     pub fn for_apps_file(path: PathBuf) -> RunArgs {
-        use clap::Parser as _;
-        #[derive(Parser)]
-        struct Wrapper {
-            #[command(flatten)]
-            run: RunArgs,
-        }
-        let mut args = Wrapper::parse_from(["vipd"]).run;
+        let mut args = defaults::<RunArgs>();
         args.source.apps = Some(path);
         args
     }

@@ -1,14 +1,13 @@
-//! Command-line flags of the Marathon source, for `vipd run` to flatten.
-//!
-//! Owns: the `--marathon*` and `--state-dir` flags (each also a `VIPD_*` environment variable)
-//! and their conversion into a [`MarathonConfig`], reading the password file.
+//! Flags of the Marathon source (`--marathon*`, `--state-dir`), each also a `VIPD_*` variable,
+//! and their one conversion into a [`MarathonConfig`] (which reads the password file).
 //!
 //! Must not: start anything, or let a credential reach `Debug` output (the password is a
 //! [`Secret`]; URLs are parsed into endpoints without userinfo).
 
-use super::client::ConfigError;
-use super::redact::Secret;
-use super::{AuthConfig, MarathonConfig, TlsConfig};
+use super::duration::parse_duration;
+use crate::source::marathon::client::ConfigError;
+use crate::source::marathon::redact::Secret;
+use crate::source::marathon::{AuthConfig, MarathonConfig, TlsConfig};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -134,26 +133,6 @@ impl MarathonArgs {
     }
 }
 
-/// `250ms`, `3s`, `5m`, `1h`, or a bare number of seconds (`1.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], s[i..].trim()),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?} (use e.g. 250ms, 3s, 5m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("invalid duration {s:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,16 +142,6 @@ mod tests {
     struct T {
         #[command(flatten)]
         m: MarathonArgs,
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("3s").unwrap(), Duration::from_secs(3));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("-1s").is_err());
     }
 
     #[test]
