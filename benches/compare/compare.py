@@ -375,7 +375,7 @@ class Harness:
         else:
             profile = "debug" if a.quick else "release"
             if not a.no_build:
-                cmd = ["cargo", "build", "--bin", "vipd-bench"] + ([] if a.quick else ["--release"])
+                cmd = ["cargo", "build", "-p", "vipd-bench"] + ([] if a.quick else ["--release"])
                 log("building: " + " ".join(cmd))
                 subprocess.run(cmd, cwd=REPO, check=True)
             self.bench = str(REPO / "target" / profile / "vipd-bench")

@@ -4,7 +4,8 @@
 #
 # Usage: benches/profile/syscalls_per_connection.sh [N] [extra vipd args...]
 #   e.g. benches/profile/syscalls_per_connection.sh 3000 --tcp-relay copy
-# Needs: target/release/{vipd,vipd-bench} (cargo build --release --bins), haproxy, strace.
+# Needs: target/release/{vipd,vipd-bench} (cargo build --release --bins at the workspace root
+# builds both), haproxy, strace.
 # Loopback only; free ports chosen at start; every process started here is stopped by its PID.
 set -eu
 N=${1:-3000}

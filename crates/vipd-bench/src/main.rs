@@ -8,18 +8,14 @@
 //! check runs before any socket is created. Results: one JSON line on stdout, a human summary on
 //! stderr, and a live progress line on stderr only when stderr is a TTY.
 //!
-//! Must NOT: be linked into vipd (it is a separate binary), or send anything before the target
-//! check has passed.
+//! Must NOT: depend on or be linked into vipd (it is its own workspace member with its own
+//! dependencies), or send anything before the target check has passed.
 
 use clap::{Parser, Subcommand};
 
-#[path = "vipd-bench/common.rs"]
 mod common;
-#[path = "vipd-bench/serve.rs"]
 mod serve;
-#[path = "vipd-bench/tcp.rs"]
 mod tcp;
-#[path = "vipd-bench/udp.rs"]
 mod udp;
 
 #[derive(Debug, Parser)]
