@@ -5,9 +5,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use vipd::dataplane::select::{maglev::Maglev, Candidates, FrontendSelector, Select};
-use vipd::dataplane::BackendRegistry;
-use vipd::health::{Balance, HealthConfig};
+use vipd::balance::maglev::Maglev;
+use vipd::balance::select::{Candidates, FrontendSelector, Select};
+use vipd::balance::{BackendRegistry, Balance, HealthConfig};
 use vipd::table::{Backend, BackendState, Frontend, FrontendKind, Protocol};
 
 fn frontend(n: usize, balance: Balance) -> Frontend {

@@ -8,7 +8,8 @@
 //! Must not: change anything (every endpoint is read-only), or print a credential: flag values
 //! whose name says password/token/secret are replaced, and URLs lose their userinfo.
 
-use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
+use crate::balance::BackendRegistry;
+use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use crate::metrics::Metrics;
 use crate::published::TableReader;
 use crate::table::Warning;

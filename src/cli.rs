@@ -103,7 +103,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
     #[command(flatten)]
-    pub health: crate::health::HealthArgs,
+    pub health: crate::balance::HealthArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -11,12 +11,12 @@
 
 use crate::addresses::{AddressError, AddressManager};
 use crate::admin::{AdminError, AdminServer, AdminState};
+use crate::balance::HealthConfig;
 use crate::cli::{RunArgs, SourceArgs};
 use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
 use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
 use crate::dns::{DnsError, DnsServer, ServingCheck};
-use crate::health::HealthConfig;
 use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
 use crate::source::{self, SourceHandle};

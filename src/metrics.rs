@@ -13,8 +13,9 @@
 //!
 //! Must not: hold locks that the data plane takes per packet, or label anything by client address.
 
+use crate::balance::BackendRegistry;
 use crate::dataplane::udp::UdpStatsRegistry;
-use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
+use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry};

@@ -15,8 +15,9 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use vipd::balance::{ActiveConfig, HealthConfig};
 use vipd::dataplane::DataplaneConfig;
-use vipd::health::{ActiveConfig, ActiveState, HealthConfig};
+use vipd::health::ActiveState;
 
 fn active(interval_ms: u64, rise: u32, fall: u32) -> ActiveConfig {
     ActiveConfig {

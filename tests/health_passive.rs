@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use vipd::balance::HealthConfig;
 use vipd::dataplane::DataplaneConfig;
-use vipd::health::{HealthConfig, OutlierConfig};
+use vipd::health::OutlierConfig;
 
 fn config(outlier: OutlierConfig, max_ejection_percent: u8) -> DataplaneConfig {
     DataplaneConfig {

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use support::*;
 use tokio::net::{TcpSocket, TcpStream};
+use vipd::balance::HealthConfig;
 use vipd::dataplane::DataplaneConfig;
-use vipd::health::HealthConfig;
 use vipd::table::BackendState::{self, *};
 
 fn config(health: HealthConfig) -> DataplaneConfig {

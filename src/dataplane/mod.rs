@@ -25,20 +25,17 @@
 //! [`select`] with TCP. A removed UDP frontend closes its socket and its flows at once (their
 //! replies need that socket; see [`udp`]); `--drain-timeout` applies to TCP connections only.
 
-pub mod backends;
+pub mod frontends;
 pub mod listener;
 pub mod relay;
-pub mod select;
 mod tcp;
 pub mod udp;
 
-pub use backends::{
-    BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
-};
+pub use frontends::{FrontendRegistry, FrontendStatsSnapshot};
 pub use listener::{ListenerState, ListenerStatusHandle};
 pub use relay::{CloseReason, RelayConfig, RelayMode};
 
-use crate::health::HealthConfig;
+use crate::balance::{select, BackendRegistry, HealthConfig};
 use crate::published::{PublishedTable, TableReader};
 use crate::table::{FrontendKey, Protocol};
 use std::collections::{HashMap, HashSet};
@@ -134,7 +131,7 @@ pub struct DataplaneConfig {
     /// How TCP connections move bytes (`--tcp-relay`). [`RelayMode::Splice`] in a build without
     /// it (see [`RelayMode::SPLICE_AVAILABLE`]) copies, with a warning at [`Dataplane::new`].
     pub tcp_relay: RelayMode,
-    /// Selection and health policy (flags in [`crate::health::HealthArgs`]).
+    /// Selection and health policy (flags in [`crate::balance::HealthArgs`]).
     pub health: HealthConfig,
     /// UDP flows: idle timeout, cap, socket buffer.
     pub udp: udp::UdpConfig,
@@ -378,7 +375,7 @@ impl Dataplane {
             frontend_connections: frontend_connections.clone(),
             cut: cut.clone(),
         });
-        self.tasks.spawn(listener::run_tcp_listener(task, ctx));
+        self.tasks.spawn(tcp::run_tcp_listener(task, ctx));
         self.listeners.insert(
             key,
             ListenerEntry {

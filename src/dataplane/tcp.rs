@@ -1,17 +1,20 @@
-//! TCP forwarding: the accept loop and the per-connection task.
+//! TCP forwarding: the listener task, the accept loop and the per-connection task.
 //!
-//! Owns: [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE table
+//! Owns: [`run_tcp_listener`] (bind with retry through [`ListenerTask`], then accept),
+//! [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE table
 //! snapshot (`load_full`), find the frontend, select a backend, connect with a timeout, retry on
 //! the next backend up to `connect_tries` attempts in total, then relay until close. The snapshot
 //! is used for the whole connection, so selection and retries never mix two tables, and an
 //! established connection keeps its backend whatever later tables say.
 //!
-//! Must not: bind sockets (listener.rs), change the table, or log per connection above `debug`.
+//! Must not: set socket options of listening sockets (listener.rs), change the table, or log per
+//! connection above `debug`.
 
-use super::backends::{ActiveFrontend, BackendRegistry, ConnectFailure, FrontendStats};
-use super::listener::{AcceptErrorClass, LogLimiter};
+use super::frontends::{ActiveFrontend, FrontendStats};
+use super::listener::{bind_tcp, AcceptErrorClass, ListenerTask, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
-use super::select::{Candidates, FrontendSelector, Select};
+use crate::balance::select::{Candidates, FrontendSelector, Select};
+use crate::balance::{BackendRegistry, ConnectFailure};
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use std::net::SocketAddr;
@@ -40,6 +43,25 @@ pub(crate) struct ConnectionContext {
     pub frontend_connections: TaskTracker,
     /// Cuts this frontend's connections (drain timeout; a child of the shutdown cut).
     pub cut: CancellationToken,
+}
+
+/// Binds with retry, then runs the accept loop until `stop`. Never returns early on errors.
+pub(crate) async fn run_tcp_listener(mut task: ListenerTask, ctx: Arc<ConnectionContext>) {
+    let _closed = task.socket_closed.clone().drop_guard();
+    let key = task.key;
+    let backlog = task.backlog;
+    let bound = task
+        .bind_with_retry(|addr| {
+            bind_tcp(addr, backlog)
+                .and_then(tokio::net::TcpListener::from_std)
+                .and_then(|l| l.local_addr().map(|a| (l, a)))
+        })
+        .await;
+    let Some(listener) = bound else {
+        return;
+    };
+    accept_loop(listener, ctx, task.stop).await;
+    tracing::info!(frontend = %key, "stopped accepting");
 }
 
 /// Accepts until `stop`, spawning one task per connection. Accept errors never end the loop.

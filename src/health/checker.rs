@@ -16,8 +16,8 @@
 
 use super::counter::{ActiveState, RiseFall};
 use super::probe::{probe, ProbeError};
-use super::{probe_for_frontend, ActiveConfig, HealthReason, ProbeKind};
-use crate::dataplane::backends::BackendRegistry;
+use super::{HealthReason, ProbeKind};
+use crate::balance::{probe_for_frontend, ActiveConfig, BackendRegistry};
 use crate::published::TableReader;
 use crate::table::{BackendState, Table};
 use rand::Rng;

@@ -1,17 +1,44 @@
 //! One active probe of one backend address: a TCP connect, or a minimal HTTP/1.1 GET.
 //!
-//! Owns: [`probe`] and [`ProbeError`]. The HTTP probe writes one hand-built request
+//! Owns: [`probe`], [`ProbeError`], and what a probe is ([`ProbeKind`], [`ProbeSpec`]). The HTTP probe writes one hand-built request
 //! (`Connection: close`), reads only the status line (at most 1 KiB), and accepts 2xx and 3xx,
 //! as Marathon's own HTTP health checks do. The whole probe, connect included, is bounded by the
 //! timeout.
 //!
 //! Must not: keep state between probes, retry, or log (the checker logs state flips).
 
-use super::{HealthReason, ProbeKind};
+use super::HealthReason;
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// What an active probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    /// A TCP connect that succeeds.
+    Tcp,
+    /// `GET path` over HTTP/1.1 answering 2xx or 3xx.
+    Http { path: String },
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeKind::Tcp => f.write_str("tcp"),
+            ProbeKind::Http { path } => write!(f, "http:{path}"),
+        }
+    }
+}
+
+/// One frontend's probe: what, how often, how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]

@@ -371,7 +371,7 @@ impl Harness {
         self.dataplane.listener_status().state(&tcp_key(listen))
     }
 
-    pub fn backend_stats(&self, addr: SocketAddr) -> vipd::dataplane::BackendStatsSnapshot {
+    pub fn backend_stats(&self, addr: SocketAddr) -> vipd::balance::BackendStatsSnapshot {
         self.dataplane
             .backends()
             .get(&addr)

@@ -52,9 +52,10 @@ pub use stats::{
     UdpStatsRegistry,
 };
 
-use super::backends::{BackendRegistry, FrontendStats};
+use super::frontends::FrontendStats;
 use super::listener::ListenerTask;
-use super::select::Select;
+use crate::balance::select::Select;
+use crate::balance::BackendRegistry;
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use socket2::{Domain, Protocol, Socket, Type};

@@ -1,8 +1,8 @@
-//! Per-backend and per-frontend runtime state: plain atomics that outlive every table swap.
+//! Per-backend runtime state: plain atomics that outlive every table swap.
 //!
-//! Owns: [`BackendRegistry`] (keyed by backend `SocketAddr`) and [`FrontendRegistry`] (keyed by
-//! [`FrontendKey`]). A key keeps the same `Arc` for as long as it is in the registry, so counters
-//! carry over when a new table is published. Entries are pruned only at reconcile, and only when
+//! Owns: [`BackendStats`] and the [`BackendRegistry`] (keyed by backend `SocketAddr`), and the
+//! connect-failure classes ([`ConnectFailure`]). A key keeps the same `Arc` for as long as it is
+//! in the registry, so counters carry over when a new table is published. Entries are pruned only at reconcile, and only when
 //! the key is in no frontend of the current table AND nothing is using it (zero active).
 //!
 //! Health runtime state lives here too, next to the counters it is derived from: each
@@ -12,7 +12,7 @@
 //! the active-check verdict written by [`crate::health::checker`]). Ejection flips are logged
 //! here, once per flip.
 //!
-//! Must not: pick backends (selection reads these values in `select.rs`), read the table, or do
+//! Must not: pick backends (selection reads these values in [`super::select`]), read the table, or do
 //! I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
 //! knows about Prometheus.
 //!
@@ -22,7 +22,6 @@
 
 use crate::health::outlier::{Outlier, OutlierConfig, Transition};
 use crate::health::{ActiveState, HealthReason};
-use crate::table::FrontendKey;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -468,141 +467,9 @@ impl BackendRegistry {
     }
 }
 
-// === impl FrontendStats ===
-
-/// Runtime counters of one frontend.
-#[derive(Debug, Default)]
-pub struct FrontendStats {
-    accepted: AtomicU64,
-    active: AtomicU64,
-    /// Connections closed because no backend could be reached (none eligible, or every try failed).
-    no_backend: AtomicU64,
-    /// Connections cut by a drain timeout or shutdown.
-    cut: AtomicU64,
-    /// Accept errors by class (resource exhaustion such as EMFILE, or anything else).
-    accept_errors_resource: AtomicU64,
-    accept_errors_other: AtomicU64,
-}
-
-impl FrontendStats {
-    pub fn active(&self) -> u64 {
-        self.active.load(Relaxed)
-    }
-
-    /// Counts an accepted connection; the returned guard holds one unit of `active`.
-    pub fn accepted(self: &Arc<Self>) -> ActiveFrontend {
-        self.accepted.fetch_add(1, Relaxed);
-        self.active.fetch_add(1, Relaxed);
-        ActiveFrontend {
-            stats: self.clone(),
-        }
-    }
-
-    pub fn record_no_backend(&self) {
-        self.no_backend.fetch_add(1, Relaxed);
-    }
-
-    pub fn record_cut(&self) {
-        self.cut.fetch_add(1, Relaxed);
-    }
-
-    pub fn record_accept_error(&self, resource_exhausted: bool) {
-        if resource_exhausted {
-            self.accept_errors_resource.fetch_add(1, Relaxed);
-        } else {
-            self.accept_errors_other.fetch_add(1, Relaxed);
-        }
-    }
-
-    pub fn snapshot(&self) -> FrontendStatsSnapshot {
-        FrontendStatsSnapshot {
-            accepted: self.accepted.load(Relaxed),
-            active: self.active.load(Relaxed),
-            no_backend: self.no_backend.load(Relaxed),
-            cut: self.cut.load(Relaxed),
-            accept_errors_resource: self.accept_errors_resource.load(Relaxed),
-            accept_errors_other: self.accept_errors_other.load(Relaxed),
-        }
-    }
-}
-
-/// A point-in-time copy of [`FrontendStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct FrontendStatsSnapshot {
-    pub accepted: u64,
-    pub active: u64,
-    pub no_backend: u64,
-    pub cut: u64,
-    pub accept_errors_resource: u64,
-    pub accept_errors_other: u64,
-}
-
-/// Holds one unit of a frontend's `active` count.
-#[derive(Debug)]
-pub struct ActiveFrontend {
-    stats: Arc<FrontendStats>,
-}
-
-impl ActiveFrontend {
-    pub fn stats(&self) -> &FrontendStats {
-        &self.stats
-    }
-}
-
-impl Drop for ActiveFrontend {
-    fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Relaxed);
-    }
-}
-
-// === impl FrontendRegistry ===
-
-/// Runtime state of every frontend, by key. Survives swaps while the frontend stays in the table
-/// (and while a removed frontend still has live connections).
-#[derive(Debug, Default)]
-pub struct FrontendRegistry {
-    entries: RwLock<HashMap<FrontendKey, Arc<FrontendStats>>>,
-}
-
-impl FrontendRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn get_or_insert(&self, key: FrontendKey) -> Arc<FrontendStats> {
-        if let Some(s) = self.get(&key) {
-            return s;
-        }
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(key).or_default().clone()
-    }
-
-    pub fn get(&self, key: &FrontendKey) -> Option<Arc<FrontendStats>> {
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key).cloned()
-    }
-
-    /// Drops entries not in `keep` with no active connection. Returns how many were dropped.
-    pub fn prune(&self, keep: &HashSet<FrontendKey>) -> usize {
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let before = map.len();
-        map.retain(|key, stats| keep.contains(key) || stats.active.load(Relaxed) > 0);
-        before - map.len()
-    }
-
-    /// Every entry's counters, sorted by key.
-    pub fn snapshot(&self) -> Vec<(FrontendKey, FrontendStatsSnapshot)> {
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = map.iter().map(|(k, s)| (*k, s.snapshot())).collect();
-        out.sort_by_key(|(k, _)| *k);
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Protocol;
 
     fn addr(port: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], port))
@@ -655,22 +522,6 @@ mod tests {
             Some(ConnectFailure::Timeout),
             "last reason is kept"
         );
-    }
-
-    #[test]
-    fn frontend_entries_survive_until_idle_and_unlisted() {
-        let reg = FrontendRegistry::new();
-        let key = FrontendKey {
-            protocol: Protocol::Tcp,
-            listen: addr(80),
-        };
-        let stats = reg.get_or_insert(key);
-        let conn = stats.accepted();
-        assert!(Arc::ptr_eq(&stats, &reg.get_or_insert(key)));
-        assert_eq!(reg.prune(&HashSet::new()), 0, "busy entry stays");
-        drop(conn);
-        assert_eq!(stats.snapshot().accepted, 1);
-        assert_eq!(reg.prune(&HashSet::new()), 1);
     }
 
     #[test]

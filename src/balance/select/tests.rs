@@ -2,7 +2,7 @@
 //! of every algorithm (the Maglev remap measurements are printed; `--nocapture` shows them).
 
 use super::*;
-use crate::dataplane::backends::ConnectFailure;
+use crate::balance::backend::ConnectFailure;
 use crate::health::OutlierConfig;
 use crate::table::{FrontendKind, Protocol};
 use std::collections::{BTreeMap, HashMap};
@@ -206,7 +206,10 @@ fn an_ejected_backend_gets_nothing_until_its_ejection_expires_then_half_open() {
     f.stats(1).record_connected_at(f.at(30));
     let s = f.stats(1).snapshot();
     assert_eq!((s.ejections, s.consecutive_failures), (2, 0));
-    assert_eq!(s.health_reason, Some(health::HealthReason::ConnectTimeout));
+    assert_eq!(
+        s.health_reason,
+        Some(crate::health::HealthReason::ConnectTimeout)
+    );
     assert!(f.picks_at(8, 1000).contains(&1));
 }
 

@@ -1,0 +1,506 @@
+//! The per-frontend selection policy: what the daemon flags and a port's options resolve to.
+//!
+//! Owns: [`HealthArgs`] (the `vipd run` flags), the resolved [`HealthConfig`] and
+//! [`ActiveConfig`], the balancing algorithm names ([`Balance`]), and the per-frontend probe
+//! derivation ([`probe_for`], [`probe_for_frontend`]). docs/health.md documents the whole policy.
+//!
+//! Must not: pick backends ([`super::select`] does), hold runtime state, or do I/O.
+
+use crate::health::{OutlierConfig, ProbeKind, ProbeSpec};
+use crate::table::{Frontend, Protocol};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+/// Load-balancing algorithm of a frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Rotate through the eligible backends.
+    #[default]
+    RoundRobin,
+    /// Fewest active connections; ties rotate.
+    LeastConn,
+    /// Power of two random choices on active connections.
+    P2c,
+    /// Consistent hashing of the client IP (same choice on every agent and after restarts).
+    Maglev,
+}
+
+impl Balance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round-robin",
+            Balance::LeastConn => "least-conn",
+            Balance::P2c => "p2c",
+            Balance::Maglev => "maglev",
+        }
+    }
+
+    /// Parses a `balance` option value (`VIPD_{n}_BALANCE`, or a mapped `HAPROXY_{n}_BALANCE`).
+    /// Case-insensitive; marathon-lb's names are accepted as aliases.
+    pub fn parse_option(value: &str) -> Option<Balance> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "round-robin" | "roundrobin" | "rr" => Some(Balance::RoundRobin),
+            "least-conn" | "leastconn" => Some(Balance::LeastConn),
+            "p2c" => Some(Balance::P2c),
+            "maglev" | "source" => Some(Balance::Maglev),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Balance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Health and balancing flags of `vipd run`. Durations take humantime values (`500ms`, `10s`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HealthArgs {
+    /// Default load-balancing algorithm; an app port overrides it with `VIPD_{n}_BALANCE`
+    /// (or marathon-lb's `HAPROXY_{n}_BALANCE`).
+    #[arg(long, env = "VIPD_BALANCE", value_enum, default_value_t = Balance::RoundRobin)]
+    pub balance: Balance,
+    /// When no backend is healthy or unknown, use any backend that is not draining rather than
+    /// refusing the connection (Marathon drops every health result on a leader failover).
+    #[arg(long, env = "VIPD_FAIL_OPEN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub fail_open: bool,
+    /// Consecutive connect failures (refused, timed out) that eject a backend; 0 = never eject.
+    #[arg(long, env = "VIPD_EJECT_AFTER", default_value_t = 3)]
+    pub eject_after: u32,
+    /// First ejection time; each repeated ejection doubles it.
+    #[arg(long, env = "VIPD_EJECT_BASE", default_value = "10s", value_parser = parse_duration)]
+    pub eject_base: Duration,
+    /// Cap of the ejection time.
+    #[arg(long, env = "VIPD_EJECT_MAX", default_value = "5m", value_parser = parse_duration)]
+    pub eject_max: Duration,
+    /// Largest share of a frontend's backends that ejections may take out of selection (0-100).
+    #[arg(long, env = "VIPD_MAX_EJECTION_PERCENT", default_value_t = 50,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub max_ejection_percent: u8,
+    /// Probe every backend (TCP connect, or the app's Marathon health check when it has one).
+    /// Per app port: label `VIPD_{n}_HEALTHCHECK` = `tcp`, `http:/path`, `on` or `off`.
+    #[arg(long, env = "VIPD_ACTIVE_HEALTH_CHECKS")]
+    pub active_health_checks: bool,
+    /// Interval between two probes of a backend (jittered ±10 %).
+    #[arg(long, env = "VIPD_PROBE_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
+    pub probe_interval: Duration,
+    /// Time allowed for one probe.
+    #[arg(long, env = "VIPD_PROBE_TIMEOUT", default_value = "2s", value_parser = parse_positive_duration)]
+    pub probe_timeout: Duration,
+    /// Consecutive successful probes that bring a down backend back.
+    #[arg(long, env = "VIPD_PROBE_RISE", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_rise: u32,
+    /// Consecutive failed probes that take a backend down.
+    #[arg(long, env = "VIPD_PROBE_FALL", default_value_t = 3,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub probe_fall: u32,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (expected a duration such as 500ms, 30s, 5m)"))
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be more than 0".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// Settings of the active checker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveConfig {
+    /// Probe every frontend's backends (a port's `VIPD_{n}_HEALTHCHECK` overrides it).
+    pub enabled: bool,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+impl Default for ActiveConfig {
+    fn default() -> Self {
+        ActiveConfig {
+            enabled: false,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            rise: 2,
+            fall: 3,
+        }
+    }
+}
+
+/// The whole health/selection policy, resolved from [`HealthArgs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthConfig {
+    pub balance: Balance,
+    pub fail_open: bool,
+    pub outlier: OutlierConfig,
+    /// 0-100.
+    pub max_ejection_percent: u8,
+    pub active: ActiveConfig,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            balance: Balance::RoundRobin,
+            fail_open: true,
+            outlier: OutlierConfig::default(),
+            max_ejection_percent: 50,
+            active: ActiveConfig::default(),
+        }
+    }
+}
+
+impl From<&HealthArgs> for HealthConfig {
+    fn from(a: &HealthArgs) -> Self {
+        HealthConfig {
+            balance: a.balance,
+            fail_open: a.fail_open,
+            outlier: OutlierConfig {
+                eject_after: a.eject_after,
+                base: a.eject_base,
+                max: a.eject_max.max(a.eject_base),
+            },
+            max_ejection_percent: a.max_ejection_percent.min(100),
+            active: ActiveConfig {
+                enabled: a.active_health_checks,
+                interval: a.probe_interval,
+                timeout: a.probe_timeout,
+                rise: a.probe_rise.max(1),
+                fall: a.probe_fall.max(1),
+            },
+        }
+    }
+}
+
+/// The smallest probe interval/timeout taken from a Marathon health check.
+const MIN_PROBE_PERIOD: Duration = Duration::from_millis(100);
+
+/// The probe of a frontend with these `options`, or `None` when it is not actively checked.
+///
+/// `active_health_check` (from `VIPD_{n}_HEALTHCHECK`): `off`/`none`/`false` → not checked;
+/// `on`/`true`/`auto` → the port's Marathon health check if it has one, else TCP; `tcp`;
+/// `http` (the Marathon check's path or `/`); `http:/path`. Unset → checked only with
+/// `--active-health-checks` (Marathon-derived, else TCP). Interval and timeout come from the
+/// port's Marathon health check when it has one, else from the flags.
+///
+/// `Err` names a bad value; the caller warns once and uses [`probe_for_default`].
+pub fn probe_for(
+    options: &BTreeMap<String, String>,
+    cfg: &ActiveConfig,
+) -> Result<Option<ProbeSpec>, String> {
+    let Some(raw) = options.get("active_health_check") else {
+        return Ok(probe_for_default(options, cfg));
+    };
+    let value = raw.trim();
+    let lower = value.to_ascii_lowercase();
+    let kind = match lower.as_str() {
+        "off" | "none" | "false" | "no" => return Ok(None),
+        "on" | "true" | "yes" | "auto" => marathon_kind(options).unwrap_or(ProbeKind::Tcp),
+        "tcp" => ProbeKind::Tcp,
+        "http" => ProbeKind::Http {
+            path: options
+                .get("probe_path")
+                .cloned()
+                .unwrap_or_else(|| "/".to_string()),
+        },
+        _ if lower.starts_with("http:") => {
+            let path = value[5..].trim();
+            if !valid_path(path) {
+                return Err(format!(
+                    "active health check {raw:?}: the path must start with '/' and contain no \
+                     spaces or control characters"
+                ));
+            }
+            ProbeKind::Http {
+                path: path.to_string(),
+            }
+        }
+        _ => {
+            return Err(format!(
+                "active health check {raw:?} is not one of tcp, http, http:/path, on, off"
+            ))
+        }
+    };
+    Ok(Some(spec(kind, options, cfg)))
+}
+
+/// The probe of `frontend`: [`probe_for`] on its options, except that the global flag alone does
+/// not probe UDP frontends (a TCP probe says nothing about a UDP port): a UDP frontend is probed
+/// only when its label asks for it or its port has a Marathon health check.
+///
+/// `Ok` is the probe; `Err` carries the warning for a bad label AND the probe used instead.
+pub fn probe_for_frontend(
+    frontend: &Frontend,
+    cfg: &ActiveConfig,
+) -> Result<Option<ProbeSpec>, (String, Option<ProbeSpec>)> {
+    let udp_default = |options: &BTreeMap<String, String>| {
+        if frontend.protocol == Protocol::Udp && !options.contains_key("probe") {
+            None
+        } else {
+            probe_for_default(options, cfg)
+        }
+    };
+    if frontend.protocol == Protocol::Udp && !frontend.options.contains_key("active_health_check") {
+        return Ok(udp_default(&frontend.options));
+    }
+    probe_for(&frontend.options, cfg).map_err(|e| (e, udp_default(&frontend.options)))
+}
+
+/// The probe of a frontend when its option is absent or invalid: the global flag decides.
+pub fn probe_for_default(
+    options: &BTreeMap<String, String>,
+    cfg: &ActiveConfig,
+) -> Option<ProbeSpec> {
+    cfg.enabled.then(|| {
+        let kind = marathon_kind(options).unwrap_or(ProbeKind::Tcp);
+        spec(kind, options, cfg)
+    })
+}
+
+fn valid_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= 2048
+        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+/// The probe kind the port's Marathon health check implies (`probe`, `probe_path` options).
+fn marathon_kind(options: &BTreeMap<String, String>) -> Option<ProbeKind> {
+    match options.get("probe").map(String::as_str) {
+        Some("tcp") => Some(ProbeKind::Tcp),
+        Some("http") => {
+            let path = options
+                .get("probe_path")
+                .filter(|p| valid_path(p))
+                .cloned()
+                .unwrap_or_else(|| "/".to_string());
+            Some(ProbeKind::Http { path })
+        }
+        _ => None,
+    }
+}
+
+fn spec(kind: ProbeKind, options: &BTreeMap<String, String>, cfg: &ActiveConfig) -> ProbeSpec {
+    let seconds = |key: &str| {
+        options
+            .get(key)
+            .and_then(|s| s.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0)
+            .map(|s| Duration::from_secs_f64(s).max(MIN_PROBE_PERIOD))
+    };
+    ProbeSpec {
+        kind,
+        interval: seconds("probe_interval_s").unwrap_or(cfg.interval),
+        timeout: seconds("probe_timeout_s").unwrap_or(cfg.timeout),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        health: HealthArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<HealthConfig, clap::Error> {
+        let mut argv = vec!["vipd"];
+        argv.extend_from_slice(args);
+        Cli::try_parse_from(argv).map(|c| HealthConfig::from(&c.health))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c, HealthConfig::default());
+        assert_eq!(c.balance, Balance::RoundRobin);
+        assert!(c.fail_open);
+        assert_eq!(c.outlier.eject_after, 3);
+        assert_eq!(c.outlier.base, Duration::from_secs(10));
+        assert_eq!(c.outlier.max, Duration::from_secs(300));
+        assert_eq!(c.max_ejection_percent, 50);
+        assert!(!c.active.enabled);
+        assert_eq!(c.active.interval, Duration::from_secs(5));
+        assert_eq!(c.active.timeout, Duration::from_secs(2));
+        assert_eq!((c.active.rise, c.active.fall), (2, 3));
+    }
+
+    #[test]
+    fn flags_parse() {
+        let c = parse(&[
+            "--balance",
+            "maglev",
+            "--fail-open",
+            "false",
+            "--eject-after",
+            "5",
+            "--eject-base",
+            "1s",
+            "--eject-max",
+            "30s",
+            "--max-ejection-percent",
+            "100",
+            "--active-health-checks",
+            "--probe-interval",
+            "500ms",
+            "--probe-timeout",
+            "200ms",
+            "--probe-rise",
+            "1",
+            "--probe-fall",
+            "1",
+        ])
+        .unwrap();
+        assert_eq!(c.balance, Balance::Maglev);
+        assert!(!c.fail_open);
+        assert_eq!(c.outlier.eject_after, 5);
+        assert_eq!(c.outlier.max, Duration::from_secs(30));
+        assert_eq!(c.max_ejection_percent, 100);
+        assert!(c.active.enabled);
+        assert_eq!(c.active.interval, Duration::from_millis(500));
+        assert_eq!((c.active.rise, c.active.fall), (1, 1));
+    }
+
+    #[test]
+    fn bad_flag_values_are_rejected_with_a_clear_error() {
+        for (args, flag) in [
+            (&["--balance", "random"][..], "--balance"),
+            (
+                &["--max-ejection-percent", "101"][..],
+                "--max-ejection-percent",
+            ),
+            (&["--probe-interval", "0"][..], "--probe-interval"),
+            (&["--probe-rise", "0"][..], "--probe-rise"),
+            (&["--fail-open", "maybe"][..], "--fail-open"),
+            (&["--eject-base", "ten"][..], "--eject-base"),
+        ] {
+            let err = parse(args).unwrap_err().to_string();
+            assert!(err.contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn an_eject_max_below_the_base_is_raised_to_it() {
+        let c = parse(&["--eject-base", "20s", "--eject-max", "5s"]).unwrap();
+        assert_eq!(c.outlier.max, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn balance_option_values_and_aliases() {
+        assert_eq!(
+            Balance::parse_option(" Least-Conn "),
+            Some(Balance::LeastConn)
+        );
+        assert_eq!(
+            Balance::parse_option("roundrobin"),
+            Some(Balance::RoundRobin)
+        );
+        assert_eq!(Balance::parse_option("source"), Some(Balance::Maglev));
+        assert_eq!(Balance::parse_option("p2c"), Some(Balance::P2c));
+        assert_eq!(Balance::parse_option("uri"), None);
+    }
+
+    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn probes_follow_the_label_then_marathon_then_the_flag() {
+        let off = ActiveConfig::default();
+        let on = ActiveConfig {
+            enabled: true,
+            ..off
+        };
+        let tcp = |interval, timeout| ProbeSpec {
+            kind: ProbeKind::Tcp,
+            interval,
+            timeout,
+        };
+        let (i, t) = (off.interval, off.timeout);
+        // Nothing set: only the global flag.
+        assert_eq!(probe_for(&opts(&[]), &off), Ok(None));
+        assert_eq!(probe_for(&opts(&[]), &on), Ok(Some(tcp(i, t))));
+        // Marathon health check: derived, with its interval/timeout.
+        let marathon = opts(&[
+            ("probe", "http"),
+            ("probe_path", "/health"),
+            ("probe_interval_s", "1.5"),
+            ("probe_timeout_s", "20"),
+        ]);
+        assert_eq!(probe_for(&marathon, &off), Ok(None), "opt-in");
+        let http = probe_for(&marathon, &on).unwrap().unwrap();
+        assert_eq!(
+            http.kind,
+            ProbeKind::Http {
+                path: "/health".into()
+            }
+        );
+        assert_eq!(http.interval, Duration::from_millis(1500));
+        assert_eq!(http.timeout, Duration::from_secs(20));
+        // Labels.
+        let label = |v: &str| opts(&[("active_health_check", v)]);
+        assert_eq!(probe_for(&label("off"), &on), Ok(None));
+        assert_eq!(probe_for(&label("TCP"), &off), Ok(Some(tcp(i, t))));
+        assert_eq!(probe_for(&label("on"), &off), Ok(Some(tcp(i, t))));
+        assert_eq!(
+            probe_for(&label("http:/ready?x=1"), &off)
+                .unwrap()
+                .unwrap()
+                .kind,
+            ProbeKind::Http {
+                path: "/ready?x=1".into()
+            }
+        );
+        assert_eq!(
+            probe_for(&label("http"), &off).unwrap().unwrap().kind,
+            ProbeKind::Http { path: "/".into() }
+        );
+        let mut both = marathon.clone();
+        both.insert("active_health_check".into(), "on".into());
+        assert_eq!(probe_for(&both, &off).unwrap().unwrap(), http);
+        both.insert("active_health_check".into(), "tcp".into());
+        assert_eq!(
+            probe_for(&both, &off).unwrap().unwrap().kind,
+            ProbeKind::Tcp
+        );
+    }
+
+    #[test]
+    fn bad_probe_labels_are_errors_naming_the_value() {
+        for bad in ["udp", "http:health", "http:/a b", "http:/\r\nX: y", ""] {
+            let err = probe_for(
+                &opts(&[("active_health_check", bad)]),
+                &ActiveConfig::default(),
+            )
+            .unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+        // Nonsense Marathon numbers fall back to the flags.
+        let o = opts(&[
+            ("active_health_check", "tcp"),
+            ("probe_interval_s", "-3"),
+            ("probe_timeout_s", "NaN"),
+        ]);
+        let s = probe_for(&o, &ActiveConfig::default()).unwrap().unwrap();
+        assert_eq!(s.interval, Duration::from_secs(5));
+        assert_eq!(s.timeout, Duration::from_secs(2));
+    }
+}
