@@ -1,6 +1,7 @@
 //! UDP flow behaviour over real sockets: idle expiry refreshed by traffic in either direction,
 //! the per-frontend flow cap, re-pick when a flow's backend leaves the table or drains, and
-//! ICMP port unreachable feeding passive health without hurting the frontend.
+//! ICMP port unreachable feeding passive health without hurting the frontend, and
+//! `--fail-open=false` refusing new and existing flows alike when every backend is unhealthy.
 
 mod support;
 mod udp_support;
@@ -8,6 +9,7 @@ mod udp_support;
 use std::time::Duration;
 use support::*;
 use udp_support::*;
+use vipd::balance::HealthConfig;
 use vipd::dataplane::ListenerState;
 use vipd::table::BackendState;
 
@@ -214,4 +216,56 @@ async fn icmp_unreachable_counts_on_the_backend_and_the_flow_repicks() {
         .expect("a new client is served");
     assert_eq!(split_tag(&reply).0, "live");
     assert!(h.backend_stats(live.addr).total >= 1);
+}
+
+#[tokio::test]
+async fn with_fail_open_off_every_backend_unhealthy_refuses_new_and_existing_flows_like_tcp() {
+    init_tracing();
+    let a = UdpServer::start("a", Reply::Tagged).await;
+    let mut h = Harness::with_health(
+        test_config(),
+        HealthConfig {
+            fail_open: false,
+            ..HealthConfig::default()
+        },
+    );
+    let listen = free_udp_addr(LOCALHOST);
+    h.publish(table(vec![udp_frontend(listen, vec![up(a.addr)])]));
+    wait_udp_bound(&h, listen).await;
+    let existing = UdpClient::new().await;
+    assert_eq!(existing.ask_tag(listen, b"1").await, "a");
+
+    // Every backend unhealthy: neither a new client nor the existing flow reaches it.
+    h.publish(table(vec![udp_frontend(
+        listen,
+        vec![backend(a.addr, BackendState::Unhealthy)],
+    )]));
+    let received = a.received();
+    existing.send(listen, b"2").await;
+    let newcomer = UdpClient::new().await;
+    newcomer.send(listen, b"3").await;
+    let s = wait_udp_stats(&h, listen, "both datagrams dropped", |s| {
+        s.dropped_no_backend >= 2
+    })
+    .await;
+    assert_eq!(s.flows_created, 1, "no flow for the newcomer: {s:?}");
+    assert_eq!(
+        a.received(),
+        received,
+        "nothing reached the unhealthy backend"
+    );
+    assert_eq!(
+        existing.recv_within(Duration::from_millis(200)).await.ok(),
+        None
+    );
+    assert_eq!(
+        h.backend_stats(a.addr).active,
+        0,
+        "the flow let its backend go"
+    );
+
+    // Healthy again: the existing flow is served again, as a new TCP connection would be.
+    h.publish(table(vec![udp_frontend(listen, vec![up(a.addr)])]));
+    assert_eq!(existing.ask_tag(listen, b"4").await, "a");
+    assert_eq!(newcomer.ask_tag(listen, b"5").await, "a");
 }

@@ -364,6 +364,12 @@ pub struct ActiveBackend {
 }
 
 impl ActiveBackend {
+    /// Counts one more active user of `stats`.
+    pub(crate) fn begin(stats: Arc<BackendStats>) -> Self {
+        stats.active.fetch_add(1, Relaxed);
+        ActiveBackend { stats }
+    }
+
     pub fn stats(&self) -> &BackendStats {
         &self.stats
     }

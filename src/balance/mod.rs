@@ -5,6 +5,8 @@
 //!   options resolve to (algorithm, active probe, fail-open, max-ejection budget).
 //! - [`select`]: the health tiers (the one eligibility rule) and the algorithms (round-robin,
 //!   least-conn, p2c, Maglev) that pick among the eligible backends.
+//! - [`route`]: every frontend's [`select::Route`] for a new table (built by the table's single
+//!   writer and published with the table in the one snapshot).
 //! - [`maglev`]: the Maglev lookup table.
 //! - [`backend`]: the per-backend runtime state (active connections, failures, passive ejection,
 //!   the active-check verdict), keyed by backend and surviving every table swap.
@@ -17,8 +19,11 @@
 pub mod backend;
 pub mod maglev;
 pub mod policy;
+pub mod route;
 pub mod select;
 
 pub use backend::{BackendRegistry, BackendStats, BackendStatsSnapshot, ConnectFailure};
 pub use policy::{probe_for, probe_for_default, probe_for_frontend};
 pub use policy::{ActiveConfig, Balance, HealthArgs, HealthConfig};
+pub use route::{Router, Routes};
+pub use select::{Candidates, Route, Select};

@@ -1,36 +1,41 @@
-//! Backend selection for one new connection (or one retry of it).
+//! Backend selection for one new connection (or one retry of it), and whether a UDP flow keeps
+//! its backend.
 //!
-//! Owns: the health tiers ([`Tier`]) that decide which backends are eligible, the [`Candidates`]
-//! view a selector picks from, the [`Select`] trait, the health-aware per-frontend selector
-//! [`FrontendSelector`] (round-robin, least-conn, p2c, Maglev) and the plain [`RoundRobin`]
-//! (table states only).
+//! Owns: the health tiers ([`Tier`], [`tier`]: the one eligibility rule), the [`Candidates`]
+//! view a pick chooses from, the [`Select`] trait, the resolved per-frontend policy
+//! ([`SelectorSettings`]), the health-aware per-frontend [`Route`] (round-robin, least-conn,
+//! p2c, Maglev; [`Route::keeps`] for UDP flows) and the plain [`RoundRobin`] (table states only).
 //!
 //! Tiers, in order: the `up` backends; if none is left, the `unknown` ones; if none of those, any
 //! backend that is not `draining` (fail open: an `unhealthy` backend beats a certain failure;
 //! `--fail-open=false` removes this tier). "Left" means not yet tried by this connection, so a
 //! retry falls through to the next tier once every backend of the better tier has failed.
-//! `draining` backends are never picked. [`FrontendSelector`] refines the table's state with
-//! vipd's own observations: a passively ejected backend (within the frontend's
-//! max-ejection-percent budget) and, on an actively checked frontend, a backend whose probe is
-//! not `up` (pending or down) drop to the fail-open tier.
+//! `draining` backends are never picked. A [`Route`] refines the table's state with vipd's own
+//! observations: a passively ejected backend (within the frontend's max-ejection-percent budget)
+//! and, on an actively checked frontend, a backend whose probe is not `up` (pending or down) drop
+//! to the fail-open tier. A UDP flow keeps its backend while the backend is in a tier a pick
+//! could still choose from ([`Route::keeps`]): the same rule, so `--fail-open=false` refuses
+//! existing flows exactly as it refuses new connections.
+//!
+//! A [`Route`] is immutable and lives in the published snapshot beside the table it was built
+//! for ([`super::route`]): its settings, its backends' runtime entries (by `Arc`, index-aligned
+//! with the frontend's backends) and its Maglev table. Only its round-robin cursor (an atomic,
+//! carried over to the next route of the same frontend) and the backends' entries change.
 //!
 //! Must not: do I/O, allocate or lock on the common path of a pick, or keep per-connection
-//! state. A selector lives in the listener (not in the table), so its state (round-robin counter,
-//! Maglev lookup table) survives table swaps; it follows option changes through
-//! [`FrontendSelector::update`], called at every reconcile. The clock is read at most once per
-//! pick, and only while some backend of the frontend has an ejection recorded.
+//! state. The clock is read at most once per pick, and only while some backend of the frontend
+//! has an ejection recorded.
 
-use super::backend::{millis, BackendRegistry, BackendStats};
+use super::backend::{millis, ActiveBackend, BackendRegistry, BackendStats};
 use super::maglev;
 use super::policy::{self, Balance, HealthConfig};
 use crate::health::ActiveState;
 use crate::table::{Backend, BackendState, Frontend, FrontendKey};
-use arc_swap::ArcSwap;
 use rand::Rng;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Eligibility classes, best first.
@@ -45,21 +50,27 @@ pub enum Tier {
 impl Tier {
     pub const ORDER: [Tier; 3] = [Tier::Up, Tier::Unknown, Tier::FailOpen];
 
-    pub fn admits(self, state: BackendState) -> bool {
-        match self {
-            Tier::Up => state == BackendState::Up,
-            Tier::Unknown => state == BackendState::Unknown,
-            Tier::FailOpen => state != BackendState::Draining,
-        }
-    }
-
-    fn index(self) -> usize {
+    pub(crate) fn index(self) -> usize {
         match self {
             Tier::Up => 0,
             Tier::Unknown => 1,
             Tier::FailOpen => 2,
         }
     }
+}
+
+/// The one eligibility rule: the tier of a backend in `state`, `demoted` by vipd's own health
+/// observations (ejected, or its probe not `up` where that matters), under `fail_open`. `None`:
+/// never picked (`draining`, or the fail-open tier with `--fail-open=false`).
+pub fn tier(state: BackendState, demoted: bool, fail_open: bool) -> Option<Tier> {
+    let tier = match state {
+        BackendState::Draining => return None,
+        _ if demoted => Tier::FailOpen,
+        BackendState::Up => Tier::Up,
+        BackendState::Unknown => Tier::Unknown,
+        BackendState::Unhealthy => Tier::FailOpen,
+    };
+    (tier != Tier::FailOpen || fail_open).then_some(tier)
 }
 
 /// What a selector chooses from: a frontend's backends (from one table snapshot) minus the ones
@@ -96,7 +107,7 @@ impl<'a> Candidates<'a> {
     }
 
     /// The best tier with at least one untried backend, and how many backends it has left
-    /// (table states only).
+    /// (table states only, failing open: [`tier`] with nothing demoted).
     pub fn tier(&self) -> Option<(Tier, usize)> {
         Tier::ORDER.into_iter().find_map(|tier| {
             let n = self.in_tier(tier).count();
@@ -105,11 +116,11 @@ impl<'a> Candidates<'a> {
     }
 
     /// Indexes of the untried backends of `tier`, in table order (table states only).
-    pub fn in_tier(&self, tier: Tier) -> impl Iterator<Item = usize> + '_ {
+    pub fn in_tier(&self, t: Tier) -> impl Iterator<Item = usize> + '_ {
         self.backends
             .iter()
             .enumerate()
-            .filter(move |(i, b)| tier.admits(b.state) && self.untried(*i))
+            .filter(move |(i, b)| tier(b.state, false, true) == Some(t) && self.untried(*i))
             .map(|(i, _)| i)
     }
 }
@@ -142,7 +153,7 @@ impl Select for RoundRobin {
     }
 }
 
-// === FrontendSelector ===
+// === Route ===
 
 /// What a frontend's options and the global flags resolve to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,132 +200,103 @@ impl SelectorSettings {
     }
 }
 
-/// One backend set (addresses in table order), with the runtime entries of its backends and
-/// the Maglev lookup table, built once per set.
-struct Pool {
-    addrs: Vec<SocketAddr>,
-    stats: Vec<Arc<BackendStats>>,
-    maglev: OnceLock<Option<maglev::Maglev>>,
-}
-
-impl Pool {
-    fn build(backends: &[Backend], registry: &BackendRegistry) -> Pool {
-        Pool {
-            addrs: backends.iter().map(|b| b.address).collect(),
-            stats: backends.iter().map(|b| registry.entry(b.address)).collect(),
-            maglev: OnceLock::new(),
-        }
-    }
-
-    fn matches(&self, backends: &[Backend]) -> bool {
-        self.addrs.len() == backends.len()
-            && self
-                .addrs
-                .iter()
-                .zip(backends)
-                .all(|(a, b)| *a == b.address)
-    }
-
-    fn maglev(&self) -> Option<&maglev::Maglev> {
-        self.maglev
-            .get_or_init(|| maglev::Maglev::build(&self.addrs))
-            .as_ref()
-    }
-}
-
-/// The health-aware selector of one frontend. Shared by the listener entry (which updates it at
-/// every reconcile) and the connections (which pick through it).
-pub struct FrontendSelector {
+/// The selection structures of one frontend for one published table: immutable, shared by every
+/// connection that loaded that snapshot. Built by [`super::route::Router`].
+pub struct Route {
     key: FrontendKey,
-    registry: Arc<BackendRegistry>,
-    settings: ArcSwap<SelectorSettings>,
-    pool: ArcSwap<Pool>,
-    /// Round-robin position (also the tie-break rotation of least-conn).
-    next: AtomicUsize,
-    /// The option warnings logged last, so each is logged once (touched at reconcile only).
-    warned: Mutex<Vec<String>>,
+    settings: SelectorSettings,
+    /// The frontend's backend addresses, in table order (to reuse a route whose set is unchanged).
+    addrs: Box<[SocketAddr]>,
+    /// The runtime entry of each backend, index-aligned with `addrs`.
+    stats: Box<[Arc<BackendStats>]>,
+    /// Built for Maglev frontends; shared with the next route while the backend set is unchanged.
+    maglev: Option<Arc<maglev::Maglev>>,
+    /// Round-robin position (also the tie-break rotation of least-conn): carried over from the
+    /// frontend's previous route, so it survives swaps.
+    next: Arc<AtomicUsize>,
 }
 
-impl fmt::Debug for FrontendSelector {
+impl fmt::Debug for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FrontendSelector")
+        f.debug_struct("Route")
             .field("key", &self.key)
-            .field("settings", &**self.settings.load())
-            .field("backends", &self.pool.load().addrs.len())
+            .field("settings", &self.settings)
+            .field("backends", &self.addrs.len())
             .finish()
     }
 }
 
-impl FrontendSelector {
-    /// A selector with `settings` and no backends yet ([`FrontendSelector::update`] fills it).
+impl Route {
+    /// The route of `frontend` under `settings`, taking its backends' entries from `registry`
+    /// and, from `previous` (the same frontend's last route), the cursor and, when the backend
+    /// set is unchanged, the Maglev table.
     pub fn new(
-        key: FrontendKey,
-        registry: Arc<BackendRegistry>,
+        frontend: &Frontend,
         settings: SelectorSettings,
-    ) -> Self {
-        FrontendSelector {
-            key,
-            registry,
-            settings: ArcSwap::from_pointee(settings),
-            pool: ArcSwap::from_pointee(Pool {
-                addrs: Vec::new(),
-                stats: Vec::new(),
-                maglev: OnceLock::new(),
-            }),
-            next: AtomicUsize::new(0),
-            warned: Mutex::new(Vec::new()),
+        registry: &BackendRegistry,
+        previous: Option<&Route>,
+    ) -> Route {
+        let addrs: Box<[SocketAddr]> = frontend.backends.iter().map(|b| b.address).collect();
+        let same_set = previous.is_some_and(|p| p.addrs == addrs);
+        let maglev = match settings.balance {
+            Balance::Maglev => match previous.and_then(|p| p.maglev.clone()) {
+                Some(table) if same_set => Some(table),
+                _ => maglev::Maglev::build(&addrs).map(Arc::new),
+            },
+            _ => None,
+        };
+        let stats = match previous {
+            Some(p) if same_set => p.stats.clone(),
+            _ => addrs.iter().map(|a| registry.entry(*a)).collect(),
+        };
+        Route {
+            key: frontend.key(),
+            settings,
+            addrs,
+            stats,
+            maglev,
+            next: previous.map_or_else(Arc::default, |p| p.next.clone()),
         }
     }
 
-    /// A selector following `frontend` under `cfg`.
+    /// A route of `frontend` under `cfg`, on its own (tests, benches).
     pub fn for_frontend(
         frontend: &Frontend,
-        registry: Arc<BackendRegistry>,
+        registry: &BackendRegistry,
         cfg: &HealthConfig,
     ) -> Self {
         let (settings, _) = SelectorSettings::resolve(frontend, cfg);
-        let s = Self::new(frontend.key(), registry, settings);
-        s.update(frontend, cfg);
-        s
+        Route::new(frontend, settings, registry, None)
+    }
+
+    pub fn key(&self) -> FrontendKey {
+        self.key
     }
 
     pub fn settings(&self) -> SelectorSettings {
-        **self.settings.load()
+        self.settings
     }
 
-    /// Follows a (possibly changed) table entry: options, backend set, Maglev table. Called at
-    /// every reconcile; cheap when nothing changed. Warns once per bad option value.
-    pub fn update(&self, frontend: &Frontend, cfg: &HealthConfig) {
-        let (settings, warnings) = SelectorSettings::resolve(frontend, cfg);
-        {
-            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-            if *warned != warnings {
-                for w in &warnings {
-                    tracing::warn!(frontend = %self.key, app = %frontend.app, "{w}");
-                }
-                *warned = warnings;
-            }
-        }
-        let old = self.settings();
-        if old != settings {
-            if old.balance != settings.balance || old.checked != settings.checked {
-                tracing::info!(
-                    frontend = %self.key,
-                    balance = settings.balance.as_str(),
-                    active_checks = settings.checked,
-                    "selection settings changed"
-                );
-            }
-            self.settings.store(Arc::new(settings));
-        }
-        if !self.pool.load().matches(&frontend.backends) {
-            self.pool
-                .store(Arc::new(Pool::build(&frontend.backends, &self.registry)));
-        }
-        if settings.balance == Balance::Maglev {
-            // Build the lookup table now, not on the first connection.
-            let _ = self.pool.load().maglev();
-        }
+    /// Whether this route can serve `frontend` as is (same settings, same backend addresses).
+    pub(crate) fn matches(&self, frontend: &Frontend, settings: &SelectorSettings) -> bool {
+        self.settings == *settings
+            && self.addrs.len() == frontend.backends.len()
+            && self
+                .addrs
+                .iter()
+                .zip(frontend.backends.iter())
+                .all(|(a, b)| *a == b.address)
+    }
+
+    /// The runtime entry of backend `i` (index into the frontend's backends).
+    pub fn stats(&self, i: usize) -> &Arc<BackendStats> {
+        &self.stats[i]
+    }
+
+    /// Counts one more active user of backend `i` (a connect attempt, a UDP flow) without any
+    /// lookup: the route holds the entry.
+    pub fn begin_connect(&self, i: usize) -> ActiveBackend {
+        ActiveBackend::begin(self.stats[i].clone())
     }
 
     /// Picks at `now` (tests step a clock; [`Select::select`] reads it lazily).
@@ -322,25 +304,37 @@ impl FrontendSelector {
         self.pick(candidates, Some(now))
     }
 
-    fn pick(&self, c: &Candidates<'_>, now: Option<Instant>) -> Option<usize> {
-        let settings = **self.settings.load();
-        let guard = self.pool.load();
-        let rebuilt;
-        let pool: &Pool = if guard.matches(c.backends) {
-            &guard
-        } else {
-            // A connection saw a table before the reconcile that follows it: build for it.
-            rebuilt = Arc::new(Pool::build(c.backends, &self.registry));
-            self.pool.store(rebuilt.clone());
-            &rebuilt
+    /// Whether a UDP flow on backend `i` keeps it: the backend is in a tier a pick could use now
+    /// (`up` and `unknown` always; the fail-open tier only while nothing better is left). The
+    /// same rule as a pick, so `--fail-open=false` refuses a flow as it refuses a connection.
+    pub fn keeps(&self, candidates: &Candidates<'_>, i: usize, now: Instant) -> bool {
+        let Some(view) = View::new(candidates, self, Some(now)) else {
+            return false;
         };
-        let view = View::new(c, pool, &settings, now);
+        match view.tier_of(i) {
+            None => false,
+            Some(Tier::Up | Tier::Unknown) => true,
+            Some(Tier::FailOpen) => matches!(view.best_tier(), Some((Tier::FailOpen, _))),
+        }
+    }
+
+    /// Cheap pre-check for [`Route::keeps`] (a few atomic loads): whether vipd's own observations
+    /// demote backend `i` now. A flow re-checks with `keeps` only when this says so or the table
+    /// changed.
+    pub fn maybe_demoted(&self, i: usize, now: Instant) -> bool {
+        let stats = &self.stats[i];
+        stats.excluded_by_health(now)
+            || (self.settings.checked && stats.active_health() != ActiveState::Up)
+    }
+
+    fn pick(&self, c: &Candidates<'_>, now: Option<Instant>) -> Option<usize> {
+        let view = View::new(c, self, now)?;
         let (tier, n) = view.best_tier()?;
-        match settings.balance {
+        match self.settings.balance {
             Balance::RoundRobin => self.round_robin(&view, tier, n),
             Balance::LeastConn => self.least_conn(&view, tier, n),
             Balance::P2c => p2c(&view, tier, n),
-            Balance::Maglev => self.maglev(&view, pool, tier, n),
+            Balance::Maglev => self.maglev(&view, tier, n),
         }
     }
 
@@ -354,12 +348,12 @@ impl FrontendSelector {
         let offset = self.next.fetch_add(1, Relaxed) % n;
         view.members(tier)
             .enumerate()
-            .min_by_key(|(pos, i)| (view.pool.stats[*i].active(), (pos + n - offset) % n))
+            .min_by_key(|(pos, i)| (self.stats[*i].active(), (pos + n - offset) % n))
             .map(|(_, i)| i)
     }
 
-    fn maglev(&self, view: &View<'_>, pool: &Pool, tier: Tier, n: usize) -> Option<usize> {
-        let (Some(client), Some(table)) = (view.c.client, pool.maglev()) else {
+    fn maglev(&self, view: &View<'_>, tier: Tier, n: usize) -> Option<usize> {
+        let (Some(client), Some(table)) = (view.c.client, self.maglev.as_deref()) else {
             return self.round_robin(view, tier, n);
         };
         table
@@ -369,7 +363,7 @@ impl FrontendSelector {
     }
 }
 
-impl Select for FrontendSelector {
+impl Select for Route {
     fn select(&self, candidates: &Candidates<'_>) -> Option<usize> {
         self.pick(candidates, None)
     }
@@ -396,7 +390,9 @@ fn p2c(view: &View<'_>, tier: Tier, n: usize) -> Option<usize> {
         }
     }
     match (first, second) {
-        (Some(x), Some(y)) if view.pool.stats[y].active() < view.pool.stats[x].active() => Some(y),
+        (Some(x), Some(y)) if view.route.stats[y].active() < view.route.stats[x].active() => {
+            Some(y)
+        }
         (Some(x), _) => Some(x),
         (None, y) => y,
     }
@@ -420,22 +416,22 @@ enum Ejections {
 /// The eligibility of one pick's candidates.
 struct View<'a> {
     c: &'a Candidates<'a>,
-    pool: &'a Pool,
-    settings: &'a SelectorSettings,
+    route: &'a Route,
     ejections: Ejections,
 }
 
 impl<'a> View<'a> {
-    fn new(
-        c: &'a Candidates<'a>,
-        pool: &'a Pool,
-        settings: &'a SelectorSettings,
-        now: Option<Instant>,
-    ) -> Self {
+    /// `None` if `c` is not the backend list this route was built for (they come from one
+    /// snapshot, so this does not happen; a mismatch picks nothing rather than a wrong index).
+    fn new(c: &'a Candidates<'a>, route: &'a Route, now: Option<Instant>) -> Option<Self> {
+        if c.backends.len() != route.stats.len() {
+            return None;
+        }
+        let pool = route;
+        let settings = &route.settings;
         let mut view = View {
             c,
-            pool,
-            settings,
+            route,
             ejections: Ejections::None,
         };
         let live = |i: &usize| c.backends[*i].state != BackendState::Draining;
@@ -443,7 +439,7 @@ impl<'a> View<'a> {
             .filter(live)
             .any(|i| pool.stats[i].maybe_ejected())
         {
-            return view;
+            return Some(view);
         }
         let now_ms = millis(now.unwrap_or_else(Instant::now));
         let ejected = (0..c.backends.len())
@@ -467,18 +463,18 @@ impl<'a> View<'a> {
                 first_unhonored: order.get(budget).copied(),
             }
         };
-        view
+        Some(view)
     }
 
     fn ejected(&self, i: usize) -> bool {
         match self.ejections {
             Ejections::None => false,
-            Ejections::All { now_ms } => self.pool.stats[i].ejected_at(now_ms),
+            Ejections::All { now_ms } => self.route.stats[i].ejected_at(now_ms),
             Ejections::Budget {
                 now_ms,
                 first_unhonored,
             } => {
-                let stats = &self.pool.stats[i];
+                let stats = &self.route.stats[i];
                 stats.ejected_at(now_ms)
                     && first_unhonored.map_or(true, |f| (stats.ejected_since(), i) < f)
             }
@@ -491,17 +487,12 @@ impl<'a> View<'a> {
         if state == BackendState::Draining {
             return None;
         }
-        let active = self.pool.stats[i].active_health();
+        let settings = &self.route.settings;
+        let active = self.route.stats[i].active_health();
         let demoted = self.ejected(i)
             || active == ActiveState::Down
-            || (self.settings.checked && active != ActiveState::Up);
-        let tier = match state {
-            _ if demoted => Tier::FailOpen,
-            BackendState::Up => Tier::Up,
-            BackendState::Unknown => Tier::Unknown,
-            BackendState::Unhealthy | BackendState::Draining => Tier::FailOpen,
-        };
-        (tier != Tier::FailOpen || self.settings.fail_open).then_some(tier)
+            || (settings.checked && active != ActiveState::Up);
+        tier(state, demoted, settings.fail_open)
     }
 
     fn in_tier(&self, i: usize, tier: Tier) -> bool {

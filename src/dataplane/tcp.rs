@@ -1,8 +1,9 @@
 //! TCP forwarding: the listener task, the accept loop and the per-connection task.
 //!
 //! Owns: [`run_tcp_listener`] (bind with retry through [`ListenerTask`], then accept),
-//! [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE table
-//! snapshot (`load_full`), find the frontend, select a backend, connect with a timeout, retry on
+//! [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE snapshot
+//! (`load_full`), find the frontend and its route, pick a backend through the route (no lookup,
+//! no lock: the route holds the backends' runtime entries), connect with a timeout, retry on
 //! the next backend up to `connect_tries` attempts in total, then relay until close. The snapshot
 //! is used for the whole connection, so selection and retries never mix two tables, and an
 //! established connection keeps its backend whatever later tables say.
@@ -13,8 +14,7 @@
 use super::frontends::{ActiveFrontend, FrontendStats};
 use super::listener::{bind_tcp, AcceptErrorClass, ListenerTask, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
-use crate::balance::select::{Candidates, FrontendSelector, Select};
-use crate::balance::{BackendRegistry, ConnectFailure};
+use crate::balance::{Candidates, ConnectFailure, Select};
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use std::net::SocketAddr;
@@ -29,10 +29,6 @@ use tracing::Instrument;
 pub(crate) struct ConnectionContext {
     pub key: FrontendKey,
     pub tables: TableReader,
-    /// Per-frontend selector (algorithm state, health view); shared with the listener entry,
-    /// which updates it at every reconcile. Lives here, not in the table.
-    pub selector: Arc<FrontendSelector>,
-    pub backends: Arc<BackendRegistry>,
     pub stats: Arc<FrontendStats>,
     pub connect_timeout: Duration,
     pub connect_tries: u32,
@@ -141,7 +137,7 @@ async fn forward(
 ) {
     // One snapshot for the whole connection.
     let snapshot = ctx.tables.load_full();
-    let Some(frontend) = snapshot.table.frontend(&ctx.key) else {
+    let Some((frontend, route)) = snapshot.frontend(&ctx.key) else {
         tracing::debug!("frontend is not in the current table; closing");
         active.stats().record_no_backend();
         return;
@@ -160,7 +156,7 @@ async fn forward(
             active.stats().record_no_backend();
             return;
         }
-        let Some(i) = ctx.selector.select(&Candidates::with_client(
+        let Some(i) = route.select(&Candidates::with_client(
             &frontend.backends,
             &tried,
             client_addr.ip(),
@@ -171,7 +167,7 @@ async fn forward(
         };
         tried.push(i);
         let addr = frontend.backends[i].address;
-        let backend = ctx.backends.begin_connect(addr);
+        let backend = route.begin_connect(i);
         let attempt = tokio::select! {
             biased;
             _ = ctx.cut.cancelled() => {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use vipd::balance::{HealthConfig, Router};
 use vipd::dataplane::{Dataplane, DataplaneConfig, ListenerState};
 use vipd::published::{self, TablePublisher, TableReader};
 use vipd::table::{Backend, BackendState, Frontend, FrontendKey, FrontendKind, Protocol, Table};
@@ -322,7 +323,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: DataplaneConfig) -> Self {
-        let (publisher, reader) = published::channel();
+        Self::with_health(config, HealthConfig::default())
+    }
+
+    /// A harness whose routes follow the selection and health policy `health`.
+    pub fn with_health(config: DataplaneConfig, health: HealthConfig) -> Self {
+        let (publisher, reader) = published::channel_with(Router::new(health));
         let dataplane = Dataplane::new(config, reader.clone());
         Harness {
             publisher,

@@ -113,7 +113,7 @@ fn cfg() -> HealthConfig {
 struct Fixture {
     registry: Arc<BackendRegistry>,
     frontend: Frontend,
-    sel: FrontendSelector,
+    sel: Route,
     t0: Instant,
 }
 
@@ -121,7 +121,7 @@ impl Fixture {
     fn new(states: &[BackendState], options: &[(&str, &str)], cfg: HealthConfig) -> Fixture {
         let registry = Arc::new(BackendRegistry::with_outlier(cfg.outlier));
         let frontend = frontend(backends(states), options);
-        let sel = FrontendSelector::for_frontend(&frontend, registry.clone(), &cfg);
+        let sel = Route::for_frontend(&frontend, &registry, &cfg);
         Fixture {
             registry,
             frontend,
@@ -286,11 +286,7 @@ fn active_checks_gate_backends_until_their_probe_is_up() {
     assert_eq!(f.picks_at(2, 0), vec![1, 1]);
     // On a frontend without active checks, only a down verdict (from another frontend's probe
     // of the same address) demotes.
-    let g = FrontendSelector::for_frontend(
-        &frontend(backends(&[Up, Up, Up]), &[]),
-        f.registry.clone(),
-        &cfg(),
-    );
+    let g = Route::for_frontend(&frontend(backends(&[Up, Up, Up]), &[]), &f.registry, &cfg());
     assert!(!g.settings().checked);
     let b = backends(&[Up, Up, Up]);
     let p: Vec<_> = (0..4)
@@ -474,28 +470,42 @@ fn maglev_entries_are_balanced_and_stable() {
     );
 }
 
+/// The next route of the same frontend, as the router builds it for a new table.
+fn next_route(
+    previous: &Route,
+    frontend: &Frontend,
+    registry: &BackendRegistry,
+    cfg: &HealthConfig,
+) -> Route {
+    let (settings, _) = SelectorSettings::resolve(frontend, cfg);
+    Route::new(frontend, settings, registry, Some(previous))
+}
+
 #[test]
 fn options_follow_the_table_without_losing_the_rotation() {
     let cfg = cfg();
     let f = Fixture::new(&[Up, Up, Up], &[], cfg);
     assert_eq!(f.picks_at(2, 0), vec![0, 1]);
     let lc = frontend(backends(&[Up, Up, Up]), &[("balance", "least-conn")]);
-    f.sel.update(&lc, &cfg);
-    assert_eq!(f.sel.settings().balance, Balance::LeastConn);
+    let lc_route = next_route(&f.sel, &lc, &f.registry, &cfg);
+    assert_eq!(lc_route.settings().balance, Balance::LeastConn);
     let back = frontend(backends(&[Up, Up, Up]), &[("balance", "round-robin")]);
-    f.sel.update(&back, &cfg);
-    // Updates never touch the counter; only picks advance it.
-    assert_eq!(f.picks_at(1, 0), vec![2], "the counter survived");
+    let back_route = next_route(&lc_route, &back, &f.registry, &cfg);
+    // New routes never touch the counter; only picks advance it.
+    let p = back_route.select(&Candidates::new(&back.backends, &[]));
+    assert_eq!(p, Some(2), "the counter survived");
     // Unknown values use the global default.
     let bad = frontend(backends(&[Up, Up, Up]), &[("balance", "uri")]);
-    f.sel.update(
+    let bad_route = next_route(
+        &back_route,
         &bad,
+        &f.registry,
         &HealthConfig {
             balance: Balance::P2c,
             ..cfg
         },
     );
-    assert_eq!(f.sel.settings().balance, Balance::P2c);
+    assert_eq!(bad_route.settings().balance, Balance::P2c);
     let bad_probe = frontend(backends(&[Up]), &[("active_health_check", "icmp")]);
     let (s, warnings) = SelectorSettings::resolve(&bad_probe, &cfg);
     assert!(!s.checked);
@@ -504,11 +514,47 @@ fn options_follow_the_table_without_losing_the_rotation() {
 }
 
 #[test]
-fn a_new_backend_set_is_picked_up_even_before_reconcile() {
+fn a_new_backend_set_is_picked_up_by_the_next_route() {
     let f = Fixture::new(&[Up, Up], &[], cfg());
-    let wider = backends(&[Up, Up, Up]);
+    let wider = frontend(backends(&[Up, Up, Up]), &[]);
+    let route = next_route(&f.sel, &wider, &f.registry, &cfg());
     let p: Vec<_> = (0..3)
-        .map(|_| f.sel.select(&Candidates::new(&wider, &[])).unwrap())
+        .map(|_| {
+            route
+                .select(&Candidates::new(&wider.backends, &[]))
+                .unwrap()
+        })
         .collect();
     assert!(p.contains(&2), "{p:?}");
+    // A backend list that is not the route's picks nothing (never a wrong index).
+    assert_eq!(f.sel.select(&Candidates::new(&wider.backends, &[])), None);
+}
+
+#[test]
+fn a_flow_keeps_its_backend_by_the_same_rule_as_a_pick() {
+    let keeps = |f: &Fixture, i: usize, secs: u64| {
+        f.sel
+            .keeps(&Candidates::new(&f.frontend.backends, &[]), i, f.at(secs))
+    };
+    // Up and unknown are kept (no move on a health gain); draining never.
+    let f = Fixture::new(&[Unknown, Up, Draining], &[], cfg());
+    assert!(keeps(&f, 0, 0) && keeps(&f, 1, 0));
+    assert!(!keeps(&f, 2, 0));
+    // The fail-open tier only while nothing better is left.
+    let f = Fixture::new(&[Unhealthy, Up], &[], cfg());
+    assert!(!keeps(&f, 0, 0));
+    let f = Fixture::new(&[Unhealthy, Unhealthy], &[], cfg());
+    assert!(keeps(&f, 0, 0));
+    // An ejected backend is left for an up one, kept when every backend is ejected.
+    let f = Fixture::new(&[Up, Up], &[], cfg());
+    f.eject(0, 0);
+    assert!(!keeps(&f, 0, 1) && keeps(&f, 1, 1));
+    // --fail-open=false: refused exactly as a new pick is.
+    let off = HealthConfig {
+        fail_open: false,
+        ..cfg()
+    };
+    let f = Fixture::new(&[Unhealthy, Unhealthy], &[], off);
+    assert_eq!(f.pick_at(&[], 0), None);
+    assert!(!keeps(&f, 0, 0) && !keeps(&f, 1, 0));
 }
