@@ -7,7 +7,8 @@
 //! keeps, and a backend or frontend that leaves the table stops being exported with it.
 //!
 //! Label sets are bounded by the table: `frontend` is `protocol:listen` (one value per frontend),
-//! `backend` is the backend address (one per backend), and the remaining labels (`reason`,
+//! `backend` is the backend address and `protocol` its protocol (`tcp`/`udp`: a TCP and a UDP
+//! service on one `ip:port` are two backends), and the remaining labels (`reason`,
 //! `direction`, `kind`, `state`) take a fixed handful of values. A cluster with F frontends and B
 //! backends (U of the frontends UDP) exports about 7·F + 14·U + 15·B data-plane series.
 //!
@@ -362,20 +363,23 @@ impl ScrapeFamilies for DataplaneCollector {
             "vipd_backend_ejections_total",
             "Passive ejections of the backend (consecutive connect failures).",
         );
-        for (addr, s) in self.backends.snapshot() {
-            let b = addr.to_string();
+        let backends = self.backends.snapshot();
+        for (key, s) in &backends {
+            let b = key.address.to_string();
+            let p = key.protocol.as_str();
             let current = s.health_state();
             for state in ["healthy", "ejected", "probe_down", "probe_pending"] {
                 b_health.add(
-                    &[("backend", &b), ("state", state)],
+                    &[("backend", &b), ("protocol", p), ("state", state)],
                     f64::from(u8::from(state == current)),
                 );
             }
-            b_ejections.add(&[("backend", &b)], s.ejections as f64);
+            b_ejections.add(&[("backend", &b), ("protocol", p)], s.ejections as f64);
         }
-        for (addr, s) in self.backends.snapshot() {
-            let b = addr.to_string();
-            let l = [("backend", b.as_str())];
+        for (key, s) in &backends {
+            let b = key.address.to_string();
+            let p = key.protocol.as_str();
+            let l = [("backend", b.as_str()), ("protocol", p)];
             b_total.add(&l, s.total as f64);
             b_active.add(&l, s.active as f64);
             b_consecutive.add(&l, s.consecutive_failures as f64);
@@ -384,14 +388,25 @@ impl ScrapeFamilies for DataplaneCollector {
                 ("timeout", s.failures_timeout),
                 ("other", s.failures_other),
             ] {
-                b_failures.add(&[("backend", &b), ("reason", reason)], v as f64);
+                b_failures.add(
+                    &[("backend", &b), ("protocol", p), ("reason", reason)],
+                    v as f64,
+                );
             }
             b_bytes.add(
-                &[("backend", &b), ("direction", "to_backend")],
+                &[
+                    ("backend", &b),
+                    ("protocol", p),
+                    ("direction", "to_backend"),
+                ],
                 s.bytes_to_backend as f64,
             );
             b_bytes.add(
-                &[("backend", &b), ("direction", "from_backend")],
+                &[
+                    ("backend", &b),
+                    ("protocol", p),
+                    ("direction", "from_backend"),
+                ],
                 s.bytes_from_backend as f64,
             );
         }

@@ -75,7 +75,7 @@ async fn idle_flows_expire_and_traffic_either_way_keeps_them() {
     let st = wait_udp_stats(&h, listen, "all expired", |s| s.flows_active == 0).await;
     assert_eq!(st.flows_expired, 3);
     assert_eq!(
-        h.backend_stats(a.addr).active,
+        h.udp_backend_stats(a.addr).active,
         0,
         "expired flows release the backend"
     );
@@ -168,11 +168,13 @@ async fn flows_repick_when_their_backend_is_removed_or_draining() {
     assert_ne!(third, second);
     assert_eq!(udp_stats(&h, listen).flows_repicked, 2);
     assert!(
-        eventually(PATIENCE, || h.backend_stats(tag_addr(&second)).active == 0).await,
+        eventually(PATIENCE, || h.udp_backend_stats(tag_addr(&second)).active
+            == 0)
+        .await,
         "the old upstream released its backend"
     );
     if third != first {
-        assert_eq!(h.backend_stats(tag_addr(&first)).active, 0);
+        assert_eq!(h.udp_backend_stats(tag_addr(&first)).active, 0);
     }
 }
 
@@ -198,7 +200,7 @@ async fn icmp_unreachable_counts_on_the_backend_and_the_flow_repicks() {
         .await
         .expect("a reply once the flow moved");
     assert_eq!(split_tag(&reply), ("live".to_string(), b"ping".to_vec()));
-    let b = h.backend_stats(dead);
+    let b = h.udp_backend_stats(dead);
     assert!(b.failures_refused >= 1, "{b:?}");
     let s = udp_stats(&h, listen);
     assert_eq!(s.flows_created, 1, "the same flow moved: {s:?}");
@@ -215,7 +217,7 @@ async fn icmp_unreachable_counts_on_the_backend_and_the_flow_repicks() {
         .await
         .expect("a new client is served");
     assert_eq!(split_tag(&reply).0, "live");
-    assert!(h.backend_stats(live.addr).total >= 1);
+    assert!(h.udp_backend_stats(live.addr).total >= 1);
 }
 
 #[tokio::test]
@@ -259,7 +261,7 @@ async fn with_fail_open_off_every_backend_unhealthy_refuses_new_and_existing_flo
         None
     );
     assert_eq!(
-        h.backend_stats(a.addr).active,
+        h.udp_backend_stats(a.addr).active,
         0,
         "the flow let its backend go"
     );

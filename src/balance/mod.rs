@@ -22,7 +22,9 @@ pub mod policy;
 pub mod route;
 pub mod select;
 
-pub use backend::{BackendRegistry, BackendStats, BackendStatsSnapshot, ConnectFailure};
+pub use backend::{
+    BackendKey, BackendRegistry, BackendStats, BackendStatsSnapshot, ConnectFailure,
+};
 pub use policy::{probe_for, probe_for_default, probe_for_frontend};
 pub use policy::{ActiveConfig, Balance, HealthArgs, HealthConfig};
 pub use route::{Router, Routes};

@@ -13,7 +13,7 @@
 //! table), never per connection. Bad option values are warned about once per frontend while they
 //! persist.
 
-use super::backend::BackendRegistry;
+use super::backend::{BackendKey, BackendRegistry};
 use super::policy::HealthConfig;
 use super::select::{Route, SelectorSettings};
 use crate::table::{FrontendKey, Table};
@@ -125,12 +125,16 @@ impl Router {
             })
             .collect();
         self.warned = warned;
-        let addrs: HashSet<_> = table
+        let keys: HashSet<_> = table
             .frontends
             .iter()
-            .flat_map(|f| f.backends.iter().map(|b| b.address))
+            .flat_map(|f| {
+                f.backends
+                    .iter()
+                    .map(|b| BackendKey::new(f.protocol, b.address))
+            })
             .collect();
-        let pruned = self.registry.prune(&addrs);
+        let pruned = self.registry.prune(&keys);
         if pruned > 0 {
             tracing::debug!(pruned, "backend runtime entries pruned");
         }
@@ -207,7 +211,9 @@ mod tests {
         // The backends' runtime entries are the registry's.
         assert!(Arc::ptr_eq(
             r4.get(0).unwrap().stats(2),
-            &router.registry().entry(t4.frontends[0].backends[2].address)
+            &router
+                .registry()
+                .entry(BackendKey::tcp(t4.frontends[0].backends[2].address))
         ));
     }
 
@@ -252,7 +258,7 @@ mod tests {
         let busy = r1.get(0).unwrap().begin_connect(1);
         let t2 = table(vec![frontend(80, &[3], &[])]);
         router.routes(&t2, &t1, &r1);
-        let addr = |p| SocketAddr::from(([127, 0, 0, 2], p));
+        let addr = |p| BackendKey::tcp(SocketAddr::from(([127, 0, 0, 2], p)));
         assert!(router.registry().get(&addr(1)).is_none(), "idle, gone");
         assert!(router.registry().get(&addr(2)).is_some(), "in use");
         assert!(router.registry().get(&addr(3)).is_some(), "listed");

@@ -26,7 +26,7 @@
 //! state. The clock is read at most once per pick, and only while some backend of the frontend
 //! has an ejection recorded.
 
-use super::backend::{millis, ActiveBackend, BackendRegistry, BackendStats};
+use super::backend::{millis, ActiveBackend, BackendKey, BackendRegistry, BackendStats};
 use super::maglev;
 use super::policy::{self, Balance, HealthConfig};
 use crate::health::ActiveState;
@@ -247,7 +247,10 @@ impl Route {
         };
         let stats = match previous {
             Some(p) if same_set => p.stats.clone(),
-            _ => addrs.iter().map(|a| registry.entry(*a)).collect(),
+            _ => addrs
+                .iter()
+                .map(|a| registry.entry(BackendKey::new(frontend.protocol, *a)))
+                .collect(),
         };
         Route {
             key: frontend.key(),

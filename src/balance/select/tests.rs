@@ -2,7 +2,7 @@
 //! of every algorithm (the Maglev remap measurements are printed; `--nocapture` shows them).
 
 use super::*;
-use crate::balance::backend::ConnectFailure;
+use crate::balance::backend::{BackendKey, ConnectFailure};
 use crate::health::OutlierConfig;
 use crate::table::{FrontendKind, Protocol};
 use std::collections::{BTreeMap, HashMap};
@@ -146,7 +146,7 @@ impl Fixture {
     }
 
     fn stats(&self, i: usize) -> Arc<BackendStats> {
-        self.registry.entry(addr(i))
+        self.registry.entry(BackendKey::tcp(addr(i)))
     }
 
     /// `eject_after` refused connects on backend `i` at `secs`.
@@ -298,10 +298,12 @@ fn active_checks_gate_backends_until_their_probe_is_up() {
 #[test]
 fn least_conn_picks_the_least_loaded_and_rotates_ties() {
     let f = Fixture::new(&[Up, Up, Up], &[("balance", "least-conn")], cfg());
-    let _g0: Vec<_> = (0..3).map(|_| f.registry.begin_connect(addr(0))).collect();
-    let _g1 = f.registry.begin_connect(addr(1));
+    let _g0: Vec<_> = (0..3)
+        .map(|_| f.registry.begin_connect(BackendKey::tcp(addr(0))))
+        .collect();
+    let _g1 = f.registry.begin_connect(BackendKey::tcp(addr(1)));
     assert_eq!(f.picks_at(3, 0), vec![2, 2, 2]);
-    let _g2 = f.registry.begin_connect(addr(2));
+    let _g2 = f.registry.begin_connect(BackendKey::tcp(addr(2)));
     // 1 and 2 tie at one connection: rotate between them.
     let p = f.picks_at(4, 0);
     assert!(p.iter().all(|&i| i == 1 || i == 2), "{p:?}");
@@ -311,7 +313,7 @@ fn least_conn_picks_the_least_loaded_and_rotates_ties() {
     let mut held = Vec::new();
     for _ in 0..50 {
         let i = f.pick_at(&[], 0).unwrap();
-        held.push(f.registry.begin_connect(addr(i)));
+        held.push(f.registry.begin_connect(BackendKey::tcp(addr(i))));
     }
     for i in 0..5 {
         assert_eq!(f.stats(i).active(), 10);
@@ -322,7 +324,7 @@ fn least_conn_picks_the_least_loaded_and_rotates_ties() {
 fn p2c_never_picks_the_most_loaded_and_keeps_load_level() {
     let f = Fixture::new(&[Up; 4], &[("balance", "p2c")], cfg());
     let _heavy: Vec<_> = (0..100)
-        .map(|_| f.registry.begin_connect(addr(3)))
+        .map(|_| f.registry.begin_connect(BackendKey::tcp(addr(3))))
         .collect();
     let mut counts = [0usize; 4];
     for _ in 0..2000 {
@@ -335,7 +337,7 @@ fn p2c_never_picks_the_most_loaded_and_keeps_load_level() {
     let mut held = Vec::new();
     for _ in 0..2000 {
         let i = f.pick_at(&[], 0).unwrap();
-        held.push(f.registry.begin_connect(addr(i)));
+        held.push(f.registry.begin_connect(BackendKey::tcp(addr(i))));
     }
     let loads: Vec<u64> = (0..10).map(|i| f.stats(i).active()).collect();
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
