@@ -310,6 +310,10 @@ impl ScrapeFamilies for DataplaneCollector {
             "vipd_frontend_accept_errors_total",
             "accept(2) errors by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
         );
+        let mut local_failures = Family::counter(
+            "vipd_frontend_local_failures_total",
+            "Connect attempts (TCP) and upstream sockets (UDP) that failed for vipd's own reasons, by reason (emfile, enfile, enobufs, enomem, eaddrnotavail, bind); never counted against a backend.",
+        );
         let mut listener_up = Family::gauge(
             "vipd_frontend_listener_up",
             "1 when the frontend's socket is bound, 0 while binding fails or is pending.",
@@ -329,6 +333,12 @@ impl ScrapeFamilies for DataplaneCollector {
                 &[("frontend", &f), ("kind", "other")],
                 s.accept_errors_other as f64,
             );
+            for fault in crate::health::LocalFault::ALL {
+                local_failures.add(
+                    &[("frontend", &f), ("reason", fault.as_str())],
+                    s.local_failures_of(fault) as f64,
+                );
+            }
         }
         for (key, state) in self.listeners.snapshot() {
             let up = matches!(state, ListenerState::Bound { .. });
@@ -476,6 +486,7 @@ impl ScrapeFamilies for DataplaneCollector {
             no_backend,
             cut,
             accept_errors,
+            local_failures,
             listener_up,
             b_total,
             b_active,

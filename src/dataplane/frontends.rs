@@ -7,6 +7,7 @@
 //! Must not: pick backends, read the table, or do I/O. Metrics export reads
 //! [`FrontendRegistry::snapshot`]; nothing here knows about Prometheus.
 
+use crate::health::LocalFault;
 use crate::table::FrontendKey;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -27,6 +28,9 @@ pub struct FrontendStats {
     /// Accept errors by class (resource exhaustion such as EMFILE, or anything else).
     accept_errors_resource: AtomicU64,
     accept_errors_other: AtomicU64,
+    /// Connect attempts (TCP) and upstream sockets (UDP) that failed for vipd's own reasons, by
+    /// [`LocalFault::index`]. They never count against a backend.
+    local_failures: [AtomicU64; LocalFault::ALL.len()],
 }
 
 impl FrontendStats {
@@ -59,8 +63,14 @@ impl FrontendStats {
         }
     }
 
+    /// A connect attempt or an upstream socket failed for a local reason (not the backend's).
+    pub fn record_local_failure(&self, fault: LocalFault) {
+        self.local_failures[fault.index()].fetch_add(1, Relaxed);
+    }
+
     pub fn snapshot(&self) -> FrontendStatsSnapshot {
         FrontendStatsSnapshot {
+            local_failures: std::array::from_fn(|i| self.local_failures[i].load(Relaxed)),
             accepted: self.accepted.load(Relaxed),
             active: self.active.load(Relaxed),
             no_backend: self.no_backend.load(Relaxed),
@@ -80,6 +90,20 @@ pub struct FrontendStatsSnapshot {
     pub cut: u64,
     pub accept_errors_resource: u64,
     pub accept_errors_other: u64,
+    /// Local connect/upstream failures, by [`LocalFault::index`].
+    pub local_failures: [u64; LocalFault::ALL.len()],
+}
+
+impl FrontendStatsSnapshot {
+    /// Local failures of every reason.
+    pub fn local_failures_total(&self) -> u64 {
+        self.local_failures.iter().sum()
+    }
+
+    /// Local failures for `fault`.
+    pub fn local_failures_of(&self, fault: LocalFault) -> u64 {
+        self.local_failures[fault.index()]
+    }
 }
 
 /// Holds one unit of a frontend's `active` count.

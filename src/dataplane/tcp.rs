@@ -4,7 +4,10 @@
 //! [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE snapshot
 //! (`load_full`), find the frontend and its route, pick a backend through the route (no lookup,
 //! no lock: the route holds the backends' runtime entries), connect with a timeout, retry on
-//! the next backend up to `connect_tries` attempts in total, then relay until close. The snapshot
+//! the next backend up to `connect_tries` attempts in total, then relay until close. A connect
+//! that fails for vipd's own reasons (`health::fault`: EMFILE, ENFILE, ENOBUFS, ENOMEM,
+//! EADDRNOTAVAIL) is a try like any other but is counted on the frontend (`local_failures`),
+//! never against the backend. The snapshot
 //! is used for the whole connection, so selection and retries never mix two tables, and an
 //! established connection keeps its backend whatever later tables say.
 //!
@@ -15,6 +18,7 @@ use super::frontends::{ActiveFrontend, FrontendStats};
 use super::listener::{bind_tcp, AcceptErrorClass, ListenerTask, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
 use crate::balance::{Candidates, ConnectFailure, Select};
+use crate::health::LocalFault;
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use std::net::SocketAddr;
@@ -181,7 +185,20 @@ async fn forward(
                 backend.stats().record_connected();
                 break (stream, addr, backend);
             }
-            Ok(Err(e)) => (ConnectFailure::from_io(&e), e.to_string()),
+            Ok(Err(e)) => match LocalFault::of(&e) {
+                // vipd's own fault (out of descriptors, ports, memory): not the backend's. The
+                // attempt counts as a try; the next one goes on as after any failure.
+                Some(fault) => {
+                    active.stats().record_local_failure(fault);
+                    if matches!(fault, LocalFault::Emfile | LocalFault::Enfile) {
+                        // Give this thread's idle splice pipes' descriptors back.
+                        relay::trim_pipe_pool();
+                    }
+                    tracing::debug!(backend = %addr, fault = fault.as_str(), error = %e, "connect failed locally; not counted against the backend");
+                    continue;
+                }
+                None => (ConnectFailure::from_io(&e), e.to_string()),
+            },
             Err(_) => (ConnectFailure::Timeout, "connect timed out".to_string()),
         };
         backend.stats().record_failure(reason);

@@ -13,6 +13,9 @@
 //! then every `interval` ±10 % (the jitter keeps probes from falling into lock-step). Flips are
 //! logged once each: `up` at info, `down` at warn, with the backend, the probe and the reason.
 //!
+//! A probe that fails locally ([`crate::health::fault`]: vipd out of descriptors, ...) is not
+//! counted: it neither takes a backend down nor brings it up.
+//!
 //! Must not: pick backends, change the table, or block the data plane: it only stores atomics.
 
 use super::counter::{ActiveState, RiseFall};
@@ -217,6 +220,11 @@ impl Checker {
         }
         let (backend, kind) = &result.key;
         let addr = &backend.address;
+        if let Some(fault) = result.outcome.as_ref().err().and_then(ProbeError::local) {
+            // vipd's own fault (out of descriptors, ...): not a verdict input.
+            tracing::debug!(backend = %addr, probe = %kind, fault = fault.as_str(), "probe failed locally; not counted");
+            return;
+        }
         let ok = result.outcome.is_ok();
         if let Err(e) = &result.outcome {
             running.last_reason = Some(e.reason());
@@ -433,6 +441,39 @@ mod tests {
         assert_eq!(
             registry.entry(BackendKey::tcp(x)).active_health(),
             ActiveState::NotChecked
+        );
+        c.stop_all.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn probes_that_fail_locally_are_not_counted() {
+        let x = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let (mut c, registry) = checker(true);
+        let (tx, _rx) = mpsc::channel(16);
+        let tasks = TaskTracker::new();
+        let table = Table {
+            frontends: vec![frontend(1, Protocol::Tcp, &[x], &[])],
+        };
+        c.follow(&table, &tx, &tasks);
+        let key = (BackendKey::tcp(x), ProbeKind::Tcp);
+        let id = c.probes[&key].id;
+        for _ in 0..10 {
+            c.apply(ProbeResult {
+                id,
+                key: key.clone(),
+                outcome: Err(ProbeError::Local(
+                    crate::health::LocalFault::Emfile,
+                    std::io::Error::from_raw_os_error(libc::EMFILE),
+                )),
+            });
+        }
+        let state = registry.entry(BackendKey::tcp(x)).active_health();
+        assert_eq!(
+            state,
+            ActiveState::Pending,
+            "never down for vipd's own fault"
         );
         c.stop_all.cancel();
         tasks.close();

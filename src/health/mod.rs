@@ -1,7 +1,8 @@
 //! Health observations vipd makes itself: the pure state machines and the active probes.
 //!
 //! Owns: the pure state machines ([`outlier`] for passive ejection, [`counter`] for active
-//! rise/fall), the health vocabulary ([`HealthReason`]), one probe of one address ([`probe`],
+//! rise/fall), the health vocabulary ([`HealthReason`]), the local/remote classification of
+//! connect and probe failures ([`fault`]: local faults never count against a backend), one probe of one address ([`probe`],
 //! with [`ProbeKind`] and [`ProbeSpec`]) and the active checker task ([`checker`]), which writes
 //! its verdicts into the per-backend runtime state of [`crate::balance`].
 //!
@@ -11,10 +12,12 @@
 
 pub mod checker;
 pub mod counter;
+pub mod fault;
 pub mod outlier;
 pub mod probe;
 
 pub use counter::{ActiveState, RiseFall};
+pub use fault::LocalFault;
 pub use outlier::{Outlier, OutlierConfig};
 pub use probe::{ProbeKind, ProbeSpec};
 

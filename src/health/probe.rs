@@ -7,7 +7,7 @@
 //!
 //! Must not: keep state between probes, retry, or log (the checker logs state flips).
 
-use super::HealthReason;
+use super::{HealthReason, LocalFault};
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -53,6 +53,9 @@ pub enum ProbeError {
     Malformed(String),
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// vipd's own fault (out of descriptors, ...): says nothing about the backend.
+    #[error("local: {1}")]
+    Local(LocalFault, #[source] std::io::Error),
 }
 
 impl ProbeError {
@@ -61,11 +64,24 @@ impl ProbeError {
             ProbeError::Refused => HealthReason::ProbeRefused,
             ProbeError::Timeout(_) => HealthReason::ProbeTimeout,
             ProbeError::Status(_) => HealthReason::ProbeStatus,
-            ProbeError::Malformed(_) | ProbeError::Io(_) => HealthReason::ProbeError,
+            ProbeError::Malformed(_) | ProbeError::Io(_) | ProbeError::Local(..) => {
+                HealthReason::ProbeError
+            }
+        }
+    }
+
+    /// The local fault behind this failure, if it is vipd's own (never a verdict input).
+    pub fn local(&self) -> Option<LocalFault> {
+        match self {
+            ProbeError::Local(fault, _) => Some(*fault),
+            _ => None,
         }
     }
 
     fn io(e: std::io::Error) -> Self {
+        if let Some(fault) = LocalFault::of(&e) {
+            return ProbeError::Local(fault, e);
+        }
         match e.kind() {
             std::io::ErrorKind::ConnectionRefused => ProbeError::Refused,
             _ => ProbeError::Io(e),
@@ -166,6 +182,14 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_probe_that_fails_for_lack_of_descriptors_is_local() {
+        let e = ProbeError::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(e.local(), Some(LocalFault::Emfile));
+        let e = ProbeError::io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(matches!(e, ProbeError::Refused) && e.local().is_none());
     }
 
     #[test]

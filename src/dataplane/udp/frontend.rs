@@ -20,6 +20,7 @@ use super::UdpContext;
 use crate::balance::{Candidates, ConnectFailure, Route, Select};
 use crate::dataplane::frontends::ActiveFrontend;
 use crate::dataplane::listener::LogLimiter;
+use crate::health::LocalFault;
 use crate::published::PublishedTable;
 use crate::table;
 use std::io;
@@ -396,6 +397,9 @@ fn open(
     let socket = match connect_upstream(addr) {
         Ok(socket) => socket,
         Err(error) => {
+            // Always local (a socket of our own could not be made): never the backend's fault.
+            let fault = LocalFault::of_local_socket(&error);
+            ctx.frontend_stats.record_local_failure(fault);
             UdpFrontendStats::add(&env.stats.upstream_open_errors, 1);
             UdpFrontendStats::add(&env.stats.dropped_send_error, 1);
             if let Some(suppressed) = limiter.allow(tokio::time::Instant::now()) {
