@@ -141,4 +141,49 @@ mod tests {
         assert_eq!(reader.load_full().generation, 2);
         assert_eq!(*reader.subscribe().borrow(), 2);
     }
+
+    #[test]
+    fn a_snapshot_holds_each_frontends_route_and_keeps_it_across_later_publishes() {
+        use crate::balance::Balance;
+        use crate::table::{Backend, BackendState, FrontendKind, Protocol};
+        let frontend = |balance: &str| Frontend {
+            protocol: Protocol::Tcp,
+            listen: "127.0.0.1:80".parse().unwrap(),
+            kind: FrontendKind::ServicePort,
+            vip_name: None,
+            app: "/a".into(),
+            apps: vec!["/a".into()],
+            port_index: 0,
+            port_name: None,
+            options: [("balance".to_string(), balance.to_string())].into(),
+            backends: vec![Backend {
+                address: "127.0.0.2:8080".parse().unwrap(),
+                task: "t".into(),
+                state: BackendState::Up,
+            }]
+            .into(),
+        };
+        let (mut publisher, reader) = channel();
+        publisher.publish(Table {
+            frontends: vec![frontend("round-robin")],
+        });
+        let first = reader.load_full();
+        let key = first.table.frontends[0].key();
+        publisher.publish(Table {
+            frontends: vec![frontend("maglev")],
+        });
+        let second = reader.load_full();
+        // A connection on the first snapshot keeps the first policy; the next one gets the new.
+        let (_, route) = first.frontend(&key).unwrap();
+        assert_eq!(route.settings().balance, Balance::RoundRobin);
+        let (f, route) = second.frontend(&key).unwrap();
+        assert_eq!(route.settings().balance, Balance::Maglev);
+        assert_eq!((f.backends.len(), second.routes.len()), (1, 1));
+        assert!(second
+            .frontend(&FrontendKey {
+                protocol: Protocol::Udp,
+                listen: key.listen
+            })
+            .is_none());
+    }
 }

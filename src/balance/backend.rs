@@ -2,9 +2,10 @@
 //!
 //! Owns: [`BackendStats`] and the [`BackendRegistry`] (keyed by [`BackendKey`]: protocol AND
 //! address, so a TCP and a UDP service on one `ip:port` have separate counters, ejection and
-//! verdicts), and the connect-failure classes ([`ConnectFailure`]). A key keeps the same `Arc` for as long as it is
-//! in the registry, so counters carry over when a new table is published. Entries are pruned only at reconcile, and only when
-//! the key is in no frontend of the current table AND nothing is using it (zero active).
+//! verdicts), and the connect-failure classes ([`ConnectFailure`]). A key keeps the same `Arc`
+//! for as long as it is in the registry, so counters carry over when a new table is published.
+//! Entries are pruned only when a new table's routes are built, and only when the key is in no
+//! frontend of that table AND nothing is using it (zero active).
 //!
 //! Health runtime state lives here too, next to the counters it is derived from: each
 //! [`BackendStats`] runs the pure passive-ejection machine ([`crate::health::outlier`]) behind
@@ -13,14 +14,13 @@
 //! the active-check verdict written by [`crate::health::checker`]). Ejection flips are logged
 //! here, once per flip.
 //!
-//! Must not: pick backends (selection reads these values in [`super::select`]), read the table, or do
-//! I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
-//! knows about Prometheus.
+//! Must not: pick backends (selection reads these values in [`super::select`]), read the table,
+//! or do I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here knows about
+//! Prometheus. Local faults (`health::fault`) are never recorded here.
 //!
-//! Connections reach an entry through the route that holds it (no map lookup). Pruning runs when
-//! a new table's routes are built and drops only entries whose key left the table and that no
-//! connection uses; a connection still on an older snapshot whose backend was just pruned counts
-//! into that orphaned entry, which is no longer exported (the backend left the table).
+//! Connections reach an entry through the route that holds it (no map lookup). A connection
+//! still on an older snapshot whose backend was just pruned counts into that orphaned entry,
+//! which is no longer exported (the backend left the table).
 
 use crate::health::outlier::{Outlier, OutlierConfig, Transition};
 use crate::health::{ActiveState, HealthReason};
@@ -50,7 +50,8 @@ pub enum ConnectFailure {
     Refused,
     /// No answer within `--connect-timeout`.
     Timeout,
-    /// Anything else (unreachable, no route, local resource errors, ...).
+    /// Anything else from the backend or the path (unreachable, no route, reset, ...). Local
+    /// resource errors are not connect failures (`health::fault`).
     Other,
 }
 

@@ -3,7 +3,7 @@
 //!
 //! Owns: the lookup table ([`Maglev`]) and the client key hash ([`key_of`]).
 //!
-//! Must not: know about health or tiers (the selector walks the table and skips ineligible
+//! Must not: know about health or tiers (a route walks the table and skips ineligible
 //! entries), or use a hasher whose output may change between releases.
 
 use std::net::{IpAddr, SocketAddr};

@@ -133,7 +133,7 @@ pub trait Select: Send + Sync + fmt::Debug {
 }
 
 /// Round-robin within the best non-empty tier of the table states: one shared counter, one step
-/// per pick. Knows nothing of vipd's own health observations (see [`FrontendSelector`]).
+/// per pick. Knows nothing of vipd's own health observations (see [`Route`]).
 #[derive(Debug, Default)]
 pub struct RoundRobin {
     next: AtomicUsize,

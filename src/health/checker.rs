@@ -125,7 +125,7 @@ impl Checker {
         for frontend in &table.frontends {
             let spec = match probe_for_frontend(frontend, &self.cfg) {
                 Ok(spec) => spec,
-                // The selector logs the warning; probe what it falls back to.
+                // The router logs the warning; probe what it falls back to.
                 Err((_, spec)) => spec,
             };
             let Some(spec) = spec else { continue };

@@ -79,7 +79,7 @@ fn counter_lives_in_the_selector_across_tables() {
     assert_eq!(picks(&rr, &t2, 2), vec![2, 0]);
 }
 
-// === FrontendSelector ===
+// === Route ===
 
 fn frontend(b: Vec<Backend>, options: &[(&str, &str)]) -> Frontend {
     Frontend {
