@@ -4,10 +4,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
-use vipd::dataplane::select::{maglev::Maglev, Candidates, FrontendSelector, Select};
-use vipd::dataplane::BackendRegistry;
-use vipd::health::{Balance, HealthConfig};
+use vipd::balance::maglev::Maglev;
+use vipd::balance::select::{Candidates, Route, Select};
+use vipd::balance::{BackendRegistry, Balance, HealthConfig};
 use vipd::table::{Backend, BackendState, Frontend, FrontendKind, Protocol};
 
 fn frontend(n: usize, balance: Balance) -> Frontend {
@@ -41,11 +40,7 @@ fn picks(c: &mut Criterion) {
             Balance::Maglev,
         ] {
             let fe = frontend(n, balance);
-            let sel = FrontendSelector::for_frontend(
-                &fe,
-                Arc::new(BackendRegistry::new()),
-                &HealthConfig::default(),
-            );
+            let sel = Route::for_frontend(&fe, &BackendRegistry::new(), &HealthConfig::default());
             let mut ip = 0u32;
             group.bench_with_input(BenchmarkId::new(balance.as_str(), n), &n, |b, _| {
                 b.iter(|| {

@@ -8,7 +8,8 @@
 //! Must not: change anything (every endpoint is read-only), or print a credential: flag values
 //! whose name says password/token/secret are replaced, and URLs lose their userinfo.
 
-use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
+use crate::balance::{BackendKey, BackendRegistry};
+use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use crate::metrics::Metrics;
 use crate::published::TableReader;
 use crate::table::Warning;
@@ -212,9 +213,10 @@ pub fn vips_json(state: &AdminState) -> Value {
                 }
                 if let Some(Value::Array(backends)) = obj.get_mut("backends") {
                     for (b, bv) in f.backends.iter().zip(backends.iter_mut()) {
-                        if let (Some(stats), Some(bobj)) =
-                            (state.backends.get(&b.address), bv.as_object_mut())
-                        {
+                        if let (Some(stats), Some(bobj)) = (
+                            state.backends.get(&BackendKey::new(f.protocol, b.address)),
+                            bv.as_object_mut(),
+                        ) {
                             let s = stats.snapshot();
                             bobj.insert(
                                 "runtime".into(),

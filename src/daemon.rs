@@ -11,12 +11,12 @@
 
 use crate::addresses::{AddressError, AddressManager};
 use crate::admin::{AdminError, AdminServer, AdminState};
+use crate::balance::HealthConfig;
 use crate::cli::{RunArgs, SourceArgs};
 use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
 use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
 use crate::dns::{DnsError, DnsServer, ServingCheck};
-use crate::health::HealthConfig;
 use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
 use crate::source::{self, SourceHandle};
@@ -109,16 +109,16 @@ impl Daemon {
         };
         let shutdown = CancellationToken::new();
         let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
-        let (publisher, tables) = published::channel();
+        let health = HealthConfig::from(&args.health);
+        let (publisher, tables) = published::channel_with(crate::balance::Router::new(health));
         let options = BuildOptions {
             bind_address: args.table.bind_address,
             vip_cidr: args.table.vip_cidr,
             zone: args.table.zone.clone(),
         };
-        let mut dataplane_config = DataplaneConfig::from(&args.dataplane);
-        dataplane_config.health = HealthConfig::from(&args.health);
+        let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
-        let active = dataplane_config.health.active;
+        let active = health.active;
         let dataplane = Dataplane::new(dataplane_config, tables.clone());
         // Always running: a port label can turn active checks on without the global flag.
         let checker = crate::health::checker::spawn(

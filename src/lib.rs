@@ -5,13 +5,16 @@
 //! - [`table`]: the routing table and the pure builder `table::build` (no I/O, no clock).
 //! - [`published`]: the one `ArcSwap` that holds the current table, and its single writer.
 //! - [`source`], [`control`]: the control plane (file/Marathon sources, the control loop).
-//! - [`dataplane`]: listeners, TCP and UDP forwarding, per-backend runtime state.
+//! - [`balance`]: who gets the next connection: policy, health tiers, algorithms, per-backend
+//!   runtime state. [`health`]: the passive/active health state machines, probes and checker.
+//! - [`dataplane`]: listeners, TCP and UDP forwarding.
 //! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`.
 #![deny(rust_2018_idioms)]
 
 pub mod addresses;
 pub mod admin;
 pub mod backoff;
+pub mod balance;
 pub mod cli;
 pub mod commands;
 pub mod control;

@@ -7,14 +7,16 @@
 //! keeps, and a backend or frontend that leaves the table stops being exported with it.
 //!
 //! Label sets are bounded by the table: `frontend` is `protocol:listen` (one value per frontend),
-//! `backend` is the backend address (one per backend), and the remaining labels (`reason`,
+//! `backend` is the backend address and `protocol` its protocol (`tcp`/`udp`: a TCP and a UDP
+//! service on one `ip:port` are two backends), and the remaining labels (`reason`,
 //! `direction`, `kind`, `state`) take a fixed handful of values. A cluster with F frontends and B
 //! backends (U of the frontends UDP) exports about 7·F + 14·U + 15·B data-plane series.
 //!
 //! Must not: hold locks that the data plane takes per packet, or label anything by client address.
 
+use crate::balance::BackendRegistry;
 use crate::dataplane::udp::UdpStatsRegistry;
-use crate::dataplane::{BackendRegistry, FrontendRegistry, ListenerState, ListenerStatusHandle};
+use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry};
@@ -308,6 +310,10 @@ impl ScrapeFamilies for DataplaneCollector {
             "vipd_frontend_accept_errors_total",
             "accept(2) errors by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
         );
+        let mut local_failures = Family::counter(
+            "vipd_frontend_local_failures_total",
+            "Connect attempts (TCP) and upstream sockets (UDP) that failed for vipd's own reasons, by reason (emfile, enfile, enobufs, enomem, eaddrnotavail, bind); never counted against a backend.",
+        );
         let mut listener_up = Family::gauge(
             "vipd_frontend_listener_up",
             "1 when the frontend's socket is bound, 0 while binding fails or is pending.",
@@ -327,6 +333,12 @@ impl ScrapeFamilies for DataplaneCollector {
                 &[("frontend", &f), ("kind", "other")],
                 s.accept_errors_other as f64,
             );
+            for fault in crate::health::LocalFault::ALL {
+                local_failures.add(
+                    &[("frontend", &f), ("reason", fault.as_str())],
+                    s.local_failures_of(fault) as f64,
+                );
+            }
         }
         for (key, state) in self.listeners.snapshot() {
             let up = matches!(state, ListenerState::Bound { .. });
@@ -361,20 +373,23 @@ impl ScrapeFamilies for DataplaneCollector {
             "vipd_backend_ejections_total",
             "Passive ejections of the backend (consecutive connect failures).",
         );
-        for (addr, s) in self.backends.snapshot() {
-            let b = addr.to_string();
+        let backends = self.backends.snapshot();
+        for (key, s) in &backends {
+            let b = key.address.to_string();
+            let p = key.protocol.as_str();
             let current = s.health_state();
             for state in ["healthy", "ejected", "probe_down", "probe_pending"] {
                 b_health.add(
-                    &[("backend", &b), ("state", state)],
+                    &[("backend", &b), ("protocol", p), ("state", state)],
                     f64::from(u8::from(state == current)),
                 );
             }
-            b_ejections.add(&[("backend", &b)], s.ejections as f64);
+            b_ejections.add(&[("backend", &b), ("protocol", p)], s.ejections as f64);
         }
-        for (addr, s) in self.backends.snapshot() {
-            let b = addr.to_string();
-            let l = [("backend", b.as_str())];
+        for (key, s) in &backends {
+            let b = key.address.to_string();
+            let p = key.protocol.as_str();
+            let l = [("backend", b.as_str()), ("protocol", p)];
             b_total.add(&l, s.total as f64);
             b_active.add(&l, s.active as f64);
             b_consecutive.add(&l, s.consecutive_failures as f64);
@@ -383,14 +398,25 @@ impl ScrapeFamilies for DataplaneCollector {
                 ("timeout", s.failures_timeout),
                 ("other", s.failures_other),
             ] {
-                b_failures.add(&[("backend", &b), ("reason", reason)], v as f64);
+                b_failures.add(
+                    &[("backend", &b), ("protocol", p), ("reason", reason)],
+                    v as f64,
+                );
             }
             b_bytes.add(
-                &[("backend", &b), ("direction", "to_backend")],
+                &[
+                    ("backend", &b),
+                    ("protocol", p),
+                    ("direction", "to_backend"),
+                ],
                 s.bytes_to_backend as f64,
             );
             b_bytes.add(
-                &[("backend", &b), ("direction", "from_backend")],
+                &[
+                    ("backend", &b),
+                    ("protocol", p),
+                    ("direction", "from_backend"),
+                ],
                 s.bytes_from_backend as f64,
             );
         }
@@ -460,6 +486,7 @@ impl ScrapeFamilies for DataplaneCollector {
             no_backend,
             cut,
             accept_errors,
+            local_failures,
             listener_up,
             b_total,
             b_active,

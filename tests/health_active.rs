@@ -15,8 +15,8 @@ use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use vipd::dataplane::DataplaneConfig;
-use vipd::health::{ActiveConfig, ActiveState, HealthConfig};
+use vipd::balance::{ActiveConfig, HealthConfig};
+use vipd::health::ActiveState;
 
 fn active(interval_ms: u64, rise: u32, fall: u32) -> ActiveConfig {
     ActiveConfig {
@@ -30,13 +30,13 @@ fn active(interval_ms: u64, rise: u32, fall: u32) -> ActiveConfig {
 
 /// A harness with the active checker running next to it.
 fn start(active: ActiveConfig) -> (Harness, CancellationToken) {
-    let h = Harness::new(DataplaneConfig {
-        health: HealthConfig {
+    let h = Harness::with_health(
+        test_config(),
+        HealthConfig {
             active,
             ..HealthConfig::default()
         },
-        ..test_config()
-    });
+    );
     let stop = CancellationToken::new();
     vipd::health::checker::spawn(
         h.reader.clone(),

@@ -11,19 +11,25 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use vipd::balance::HealthConfig;
 use vipd::dataplane::DataplaneConfig;
-use vipd::health::{HealthConfig, OutlierConfig};
+use vipd::health::OutlierConfig;
 
-fn config(outlier: OutlierConfig, max_ejection_percent: u8) -> DataplaneConfig {
-    DataplaneConfig {
+fn config(outlier: OutlierConfig, max_ejection_percent: u8) -> (DataplaneConfig, HealthConfig) {
+    let dataplane = DataplaneConfig {
         connect_timeout: Duration::from_millis(500),
-        health: HealthConfig {
-            outlier,
-            max_ejection_percent,
-            ..HealthConfig::default()
-        },
         ..test_config()
-    }
+    };
+    let health = HealthConfig {
+        outlier,
+        max_ejection_percent,
+        ..HealthConfig::default()
+    };
+    (dataplane, health)
+}
+
+fn harness((dataplane, health): (DataplaneConfig, HealthConfig)) -> Harness {
+    Harness::with_health(dataplane, health)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,7 +41,7 @@ async fn a_backend_killed_under_load_costs_at_most_the_connections_in_flight_and
         TaggedEchoServer::start("victim").await,
     ];
     let victim_addr = servers[2].addr;
-    let mut h = Harness::new(config(
+    let mut h = harness(config(
         OutlierConfig {
             eject_after: 3,
             base: Duration::from_secs(60),
@@ -137,7 +143,7 @@ async fn a_revived_backend_gets_traffic_again_after_its_ejection() {
     init_tracing();
     let good = TaggedEchoServer::start("good").await;
     let dead = refusing_addr(LOCALHOST);
-    let mut h = Harness::new(config(
+    let mut h = harness(config(
         OutlierConfig {
             eject_after: 2,
             base: Duration::from_millis(300),
@@ -176,10 +182,14 @@ async fn max_ejection_percent_is_honored() {
         max: Duration::from_secs(60),
     };
     // Enough tries to always reach `good` behind three dead backends.
-    let mut h = Harness::new(DataplaneConfig {
-        connect_tries: 4,
-        ..config(outlier, 50)
-    });
+    let (dataplane, health) = config(outlier, 50);
+    let mut h = Harness::with_health(
+        DataplaneConfig {
+            connect_tries: 4,
+            ..dataplane
+        },
+        health,
+    );
     let listen = free_addr(LOCALHOST);
     let mut backends: Vec<_> = dead.iter().map(|a| up(*a)).collect();
     backends.push(up(good.addr));

@@ -8,15 +8,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use support::*;
 use tokio::net::{TcpSocket, TcpStream};
-use vipd::dataplane::DataplaneConfig;
-use vipd::health::HealthConfig;
+use vipd::balance::HealthConfig;
 use vipd::table::BackendState::{self, *};
 
-fn config(health: HealthConfig) -> DataplaneConfig {
-    DataplaneConfig {
-        health,
-        ..test_config()
-    }
+fn harness(health: HealthConfig) -> Harness {
+    Harness::with_health(test_config(), health)
 }
 
 async fn tags(listen: SocketAddr, n: usize) -> Vec<String> {
@@ -39,7 +35,7 @@ async fn marathon_health_gates_new_connections() {
         TaggedEchoServer::start("unknown").await,
         TaggedEchoServer::start("unhealthy").await,
     );
-    let mut h = Harness::new(config(HealthConfig::default()));
+    let mut h = harness(HealthConfig::default());
     let listen = free_addr(LOCALHOST);
     let fe = |states: [BackendState; 3]| {
         table(vec![frontend(
@@ -74,16 +70,16 @@ async fn an_all_unhealthy_pool_fails_open_and_refuses_with_fail_open_off() {
         )])
     };
 
-    let mut open = Harness::new(config(HealthConfig::default()));
+    let mut open = harness(HealthConfig::default());
     let listen = free_addr(LOCALHOST);
     open.publish(all_unhealthy(listen));
     open.wait_bound(listen).await;
     assert_eq!(distinct(&tags(listen, 4).await), HashSet::from(["a", "b"]));
 
-    let mut closed = Harness::new(config(HealthConfig {
+    let mut closed = harness(HealthConfig {
         fail_open: false,
         ..HealthConfig::default()
-    }));
+    });
     let listen = free_addr(LOCALHOST);
     closed.publish(all_unhealthy(listen));
     closed.wait_bound(listen).await;
@@ -110,7 +106,7 @@ async fn a_draining_backend_gets_no_new_connections_and_keeps_its_live_ones() {
         TaggedEchoServer::start("a").await,
         TaggedEchoServer::start("b").await,
     );
-    let mut h = Harness::new(config(HealthConfig::default()));
+    let mut h = harness(HealthConfig::default());
     let listen = free_addr(LOCALHOST);
     h.publish(table(vec![frontend(listen, vec![up(a.addr), up(b.addr)])]));
     h.wait_bound(listen).await;
@@ -176,7 +172,7 @@ async fn maglev_sends_one_client_ip_to_one_backend() {
         TaggedEchoServer::start("b2").await,
         TaggedEchoServer::start("b3").await,
     ];
-    let mut h = Harness::new(config(HealthConfig::default()));
+    let mut h = harness(HealthConfig::default());
     let listen = free_addr(LOCALHOST);
     let mut fe = frontend(listen, servers.iter().map(|s| up(s.addr)).collect());
     fe.options = BTreeMap::from([("balance".to_string(), "maglev".to_string())]);

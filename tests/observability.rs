@@ -132,7 +132,7 @@ async fn metrics_pass_promtool_and_counters_move_with_traffic() {
 
     let frontend = format!("vipd_frontend_connections_total{{frontend=\"tcp:127.0.0.1:{port}\"}}");
     let bytes = format!(
-        "vipd_backend_bytes_total{{backend=\"{}\",direction=\"to_backend\"}}",
+        "vipd_backend_bytes_total{{backend=\"{}\",protocol=\"tcp\",direction=\"to_backend\"}}",
         backend.addr
     );
     let (_, before) = http_get(&url).await;
@@ -161,7 +161,7 @@ async fn metrics_pass_promtool_and_counters_move_with_traffic() {
     assert!(sample(&after, &udp_in).unwrap_or(0.0) >= 1.0, "{after}");
     assert_eq!(sample(&after, &udp_created), Some(1.0), "{after}");
     let healthy = format!(
-        "vipd_backend_health{{backend=\"{}\",state=\"healthy\"}}",
+        "vipd_backend_health{{backend=\"{}\",protocol=\"tcp\",state=\"healthy\"}}",
         backend.addr
     );
     assert_eq!(sample(&after, &healthy), Some(1.0), "{after}");

@@ -12,8 +12,9 @@ use std::time::Duration;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use vipd::balance::ConnectFailure;
 use vipd::dataplane::relay::{thread_pipe_stats, PipeStats};
-use vipd::dataplane::{ConnectFailure, DataplaneConfig, RelayMode};
+use vipd::dataplane::{DataplaneConfig, RelayMode};
 use vipd::table::BackendState;
 
 /// Defines `$name::copy` and (where the build has them) `$name::splice` and `$name::auto`, each
@@ -87,7 +88,7 @@ impl Engine {
 }
 
 /// Waits until `addr` has no live connection and returns its counters.
-async fn settled(h: &Harness, addr: SocketAddr) -> vipd::dataplane::BackendStatsSnapshot {
+async fn settled(h: &Harness, addr: SocketAddr) -> vipd::balance::BackendStatsSnapshot {
     assert!(
         eventually(PATIENCE, || h.backend_stats(addr).active == 0).await,
         "connection released"

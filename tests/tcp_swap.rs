@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use support::*;
 use tokio::net::TcpStream;
+use vipd::balance::BackendKey;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swaps_under_load_drop_no_connection() {
@@ -124,17 +125,28 @@ async fn a_connection_to_a_removed_backend_keeps_working() {
 
     // Still in use: a reconcile keeps a's runtime entry.
     h.publish(table(vec![frontend(listen, vec![up(b.addr)])]));
-    assert!(h.dataplane.backends().get(&a.addr).is_some());
+    assert!(h
+        .dataplane
+        .backends()
+        .get(&BackendKey::tcp(a.addr))
+        .is_some());
     echo_once(&mut long, b"after another swap").await.unwrap();
 
     drop(long);
     assert!(eventually(PATIENCE, || h.backend_stats(a.addr).active == 0).await);
     h.publish(table(vec![frontend(listen, vec![up(b.addr)])]));
     assert!(
-        h.dataplane.backends().get(&a.addr).is_none(),
+        h.dataplane
+            .backends()
+            .get(&BackendKey::tcp(a.addr))
+            .is_none(),
         "pruned once unused and unlisted"
     );
-    assert!(h.dataplane.backends().get(&b.addr).is_some());
+    assert!(h
+        .dataplane
+        .backends()
+        .get(&BackendKey::tcp(b.addr))
+        .is_some());
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! UDP flow behaviour over real sockets: idle expiry refreshed by traffic in either direction,
 //! the per-frontend flow cap, re-pick when a flow's backend leaves the table or drains, and
-//! ICMP port unreachable feeding passive health without hurting the frontend.
+//! ICMP port unreachable feeding passive health without hurting the frontend, and
+//! `--fail-open=false` refusing new and existing flows alike when every backend is unhealthy.
 
 mod support;
 mod udp_support;
@@ -8,6 +9,7 @@ mod udp_support;
 use std::time::Duration;
 use support::*;
 use udp_support::*;
+use vipd::balance::HealthConfig;
 use vipd::dataplane::ListenerState;
 use vipd::table::BackendState;
 
@@ -73,7 +75,7 @@ async fn idle_flows_expire_and_traffic_either_way_keeps_them() {
     let st = wait_udp_stats(&h, listen, "all expired", |s| s.flows_active == 0).await;
     assert_eq!(st.flows_expired, 3);
     assert_eq!(
-        h.backend_stats(a.addr).active,
+        h.udp_backend_stats(a.addr).active,
         0,
         "expired flows release the backend"
     );
@@ -166,11 +168,13 @@ async fn flows_repick_when_their_backend_is_removed_or_draining() {
     assert_ne!(third, second);
     assert_eq!(udp_stats(&h, listen).flows_repicked, 2);
     assert!(
-        eventually(PATIENCE, || h.backend_stats(tag_addr(&second)).active == 0).await,
+        eventually(PATIENCE, || h.udp_backend_stats(tag_addr(&second)).active
+            == 0)
+        .await,
         "the old upstream released its backend"
     );
     if third != first {
-        assert_eq!(h.backend_stats(tag_addr(&first)).active, 0);
+        assert_eq!(h.udp_backend_stats(tag_addr(&first)).active, 0);
     }
 }
 
@@ -196,7 +200,7 @@ async fn icmp_unreachable_counts_on_the_backend_and_the_flow_repicks() {
         .await
         .expect("a reply once the flow moved");
     assert_eq!(split_tag(&reply), ("live".to_string(), b"ping".to_vec()));
-    let b = h.backend_stats(dead);
+    let b = h.udp_backend_stats(dead);
     assert!(b.failures_refused >= 1, "{b:?}");
     let s = udp_stats(&h, listen);
     assert_eq!(s.flows_created, 1, "the same flow moved: {s:?}");
@@ -213,5 +217,57 @@ async fn icmp_unreachable_counts_on_the_backend_and_the_flow_repicks() {
         .await
         .expect("a new client is served");
     assert_eq!(split_tag(&reply).0, "live");
-    assert!(h.backend_stats(live.addr).total >= 1);
+    assert!(h.udp_backend_stats(live.addr).total >= 1);
+}
+
+#[tokio::test]
+async fn with_fail_open_off_every_backend_unhealthy_refuses_new_and_existing_flows_like_tcp() {
+    init_tracing();
+    let a = UdpServer::start("a", Reply::Tagged).await;
+    let mut h = Harness::with_health(
+        test_config(),
+        HealthConfig {
+            fail_open: false,
+            ..HealthConfig::default()
+        },
+    );
+    let listen = free_udp_addr(LOCALHOST);
+    h.publish(table(vec![udp_frontend(listen, vec![up(a.addr)])]));
+    wait_udp_bound(&h, listen).await;
+    let existing = UdpClient::new().await;
+    assert_eq!(existing.ask_tag(listen, b"1").await, "a");
+
+    // Every backend unhealthy: neither a new client nor the existing flow reaches it.
+    h.publish(table(vec![udp_frontend(
+        listen,
+        vec![backend(a.addr, BackendState::Unhealthy)],
+    )]));
+    let received = a.received();
+    existing.send(listen, b"2").await;
+    let newcomer = UdpClient::new().await;
+    newcomer.send(listen, b"3").await;
+    let s = wait_udp_stats(&h, listen, "both datagrams dropped", |s| {
+        s.dropped_no_backend >= 2
+    })
+    .await;
+    assert_eq!(s.flows_created, 1, "no flow for the newcomer: {s:?}");
+    assert_eq!(
+        a.received(),
+        received,
+        "nothing reached the unhealthy backend"
+    );
+    assert_eq!(
+        existing.recv_within(Duration::from_millis(200)).await.ok(),
+        None
+    );
+    assert_eq!(
+        h.udp_backend_stats(a.addr).active,
+        0,
+        "the flow let its backend go"
+    );
+
+    // Healthy again: the existing flow is served again, as a new TCP connection would be.
+    h.publish(table(vec![udp_frontend(listen, vec![up(a.addr)])]));
+    assert_eq!(existing.ask_tag(listen, b"4").await, "a");
+    assert_eq!(newcomer.ask_tag(listen, b"5").await, "a");
 }

@@ -39,7 +39,7 @@ async fn echo_through_a_udp_service_port() {
         "replies carry `a|`"
     );
     assert_eq!(s.dropped(), 0);
-    let b = h.backend_stats(a.addr);
+    let b = h.udp_backend_stats(a.addr);
     assert_eq!((b.bytes_to_backend, b.bytes_from_backend), (6, 12));
     assert_eq!(b.active, 1, "the live flow holds the backend");
     assert_eq!(b.total, 1, "connected once: at the flow's first reply");
@@ -104,6 +104,56 @@ async fn a_udp_tcp_pair_on_one_port_serves_both_protocols() {
     let client = UdpClient::new().await;
     assert_eq!(client.ask_tag(listen, b"over udp").await, "u");
     assert_eq!(roundtrip(listen, b"tcp again").await.unwrap(), "t");
+}
+
+/// Issue 20, finding 3: TCP and UDP backends on the same `ip:port` shared one runtime state.
+#[tokio::test]
+async fn tcp_and_udp_backends_on_the_same_ip_port_share_no_runtime_state() {
+    init_tracing();
+    // A UDP service on `shared`; TCP connects to the same ip:port are refused.
+    let udp_backend = UdpServer::start("u", Reply::Tagged).await;
+    let shared = udp_backend.addr;
+    let mut h = Harness::new(test_config());
+    let (tcp_listen, udp_listen) = (free_addr(LOCALHOST), free_udp_addr(LOCALHOST));
+    h.publish(table(vec![
+        frontend(tcp_listen, vec![up(shared)]),
+        udp_frontend(udp_listen, vec![up(shared)]),
+    ]));
+    h.wait_bound(tcp_listen).await;
+    wait_udp_bound(&h, udp_listen).await;
+    let client = UdpClient::new().await;
+    assert_eq!(client.ask_tag(udp_listen, b"1").await, "u");
+
+    // The TCP port refuses until its backend is ejected.
+    for _ in 0..3 {
+        assert!(roundtrip(tcp_listen, b"x").await.is_err());
+    }
+    assert!(
+        eventually(PATIENCE, || h.backend_stats(shared).ejected).await,
+        "{:?}",
+        h.backend_stats(shared)
+    );
+    let (t, u) = (h.backend_stats(shared), h.udp_backend_stats(shared));
+    assert!(!u.ejected, "the UDP service is not ejected: {u:?}");
+    assert_eq!((u.failures(), u.active, u.total), (0, 1, 1), "{u:?}");
+    assert_eq!((t.active, t.total), (0, 0), "TCP counts no UDP flow: {t:?}");
+    let other = UdpClient::new().await;
+    assert_eq!(other.ask_tag(udp_listen, b"2").await, "u", "still served");
+
+    // Metrics carry the protocol.
+    let metrics = vipd::metrics::Metrics::new();
+    metrics.register(Box::new(vipd::metrics::DataplaneCollector::new(
+        h.dataplane.backends(),
+        h.dataplane.frontends(),
+        h.dataplane.udp_stats(),
+        h.dataplane.listener_status(),
+    )));
+    let text = metrics.encode();
+    let line = |protocol: &str| {
+        format!("vipd_backend_ejections_total{{backend=\"{shared}\",protocol=\"{protocol}\"}}")
+    };
+    assert!(text.contains(&format!("{} 1", line("tcp"))), "{text}");
+    assert!(text.contains(&format!("{} 0", line("udp"))), "{text}");
 }
 
 #[tokio::test]
@@ -210,5 +260,8 @@ async fn a_burst_of_replies_arrives_complete_in_order_and_counted() {
     assert_eq!(s.dropped(), 0);
     let ub = h.dataplane.udp_stats().backend(&a.addr).unwrap().snapshot();
     assert_eq!(ub.datagrams_from_backend, n);
-    assert_eq!(h.backend_stats(a.addr).bytes_from_backend, expected_bytes);
+    assert_eq!(
+        h.udp_backend_stats(a.addr).bytes_from_backend,
+        expected_bytes
+    );
 }

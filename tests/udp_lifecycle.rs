@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use support::*;
 use udp_support::*;
+use vipd::balance::BackendKey;
 
 /// True once `addr` can be bound by a plain UDP socket (vipd's socket is closed).
 fn udp_port_free(addr: SocketAddr) -> bool {
@@ -84,7 +85,7 @@ async fn removing_a_frontend_closes_its_socket_and_flows_and_it_can_come_back() 
     assert_eq!(frontend_stats.snapshot().cut, 2);
     assert_eq!(frontend_stats.snapshot().active, 0);
     assert_eq!(
-        h.backend_stats(a.addr).active,
+        h.udp_backend_stats(a.addr).active,
         1,
         "only the kept frontend's flow"
     );
@@ -120,5 +121,5 @@ async fn shutdown_closes_udp_frontends_and_their_flows() {
     assert_eq!(report.live, 0, "UDP flows are not connections to drain");
     assert!(udp_port_free(listen), "socket closed when shutdown returns");
     assert_eq!(stats.snapshot().flows_closed, 1);
-    assert_eq!(backends.get(&a.addr).unwrap().active(), 0);
+    assert_eq!(backends.get(&BackendKey::udp(a.addr)).unwrap().active(), 0);
 }

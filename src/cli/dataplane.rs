@@ -7,7 +7,6 @@
 use super::duration::{parse_duration, parse_positive_duration};
 use crate::dataplane::relay::{self, RelayMode};
 use crate::dataplane::{udp, DataplaneConfig};
-use crate::health::HealthConfig;
 use std::time::Duration;
 
 /// Data plane flags of `vipd run`. Durations: see [`super::duration`].
@@ -76,7 +75,6 @@ impl From<&DataplaneArgs> for DataplaneConfig {
             bind_retry_initial: DataplaneConfig::BIND_RETRY_INITIAL,
             bind_retry_max: DataplaneConfig::BIND_RETRY_MAX,
             relay_buffer_size: relay::DEFAULT_BUFFER_SIZE,
-            health: HealthConfig::default(),
             udp: udp::UdpConfig {
                 idle_timeout: a.udp_idle_timeout,
                 max_flows: a.udp_max_flows.max(1) as usize,

@@ -2,11 +2,11 @@
 //! their one conversion into a [`HealthConfig`]. The clap defaults here are the only place each
 //! default is written: `HealthConfig::default()` is the flags' defaults.
 //!
-//! Must not: hold policy; [`crate::health`] decides what the values mean.
+//! Must not: hold policy; [`crate::balance`] decides what the values mean.
 
 use super::duration::{parse_duration, parse_positive_duration};
-use crate::health::outlier::OutlierConfig;
-use crate::health::{ActiveConfig, Balance, HealthConfig};
+use crate::balance::{ActiveConfig, Balance, HealthConfig};
+use crate::health::OutlierConfig;
 use std::time::Duration;
 
 /// Health and balancing flags of `vipd run`. Durations: see [`super::duration`].

@@ -2,7 +2,8 @@
 //!
 //! Owns: turning each source snapshot into a table (resolve agent hostnames → `table::build`,
 //! incrementally through a [`BuildCache`] that recomputes only the apps whose `Arc` changed),
-//! publishing it with one `ArcSwap` store when it differs from the current one, and then telling
+//! publishing it when it differs from the current one (the publisher builds every frontend's
+//! route, `balance::Route`, and stores table and routes with one `ArcSwap` store), and then telling
 //! the consumers that follow the table (VIP address manager, listeners) to reconcile. Also the
 //! log line per publish with a one-line diff summary, and warnings logged once each.
 //!

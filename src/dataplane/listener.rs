@@ -3,15 +3,14 @@
 //!
 //! Owns: [`bind_tcp`] (socket options), the bind retry (delays from [`crate::backoff::Backoff`]),
 //! [`ListenerStatusHandle`], the accept-error classification ([`AcceptErrorClass`]) and a small
-//! log rate limiter. The TCP listener task ([`run_tcp_listener`]) binds with retry, reports its
-//! status, then hands the socket to the accept loop in `tcp.rs`.
+//! log rate limiter, and the bind-with-retry every listener task runs ([`ListenerTask`]).
 //!
 //! Bind errors (port in use, address not local) are logged at `warn` once per change of error for
 //! that frontend and retried forever with backoff until the frontend leaves the table; they never
 //! affect other frontends or the daemon.
 //!
-//! Must not: read the table or pick backends; UDP will reuse the status, backoff and error
-//! handling here with its own socket type.
+//! Must not: read the table, pick backends, or import the TCP or UDP forwarding that builds on it
+//! (`tcp.rs` and `udp/` call in here; nothing here calls them).
 
 use crate::table::FrontendKey;
 use serde::Serialize;
@@ -289,28 +288,6 @@ impl ListenerTask {
             }
         }
     }
-}
-
-/// Binds with retry, then runs the accept loop until `stop`. Never returns early on errors.
-pub(crate) async fn run_tcp_listener(
-    mut task: ListenerTask,
-    ctx: Arc<super::tcp::ConnectionContext>,
-) {
-    let _closed = task.socket_closed.clone().drop_guard();
-    let key = task.key;
-    let backlog = task.backlog;
-    let bound = task
-        .bind_with_retry(|addr| {
-            bind_tcp(addr, backlog)
-                .and_then(tokio::net::TcpListener::from_std)
-                .and_then(|l| l.local_addr().map(|a| (l, a)))
-        })
-        .await;
-    let Some(listener) = bound else {
-        return;
-    };
-    super::tcp::accept_loop(listener, ctx, task.stop).await;
-    tracing::info!(frontend = %key, "stopped accepting");
 }
 
 #[cfg(test)]

@@ -1,44 +1,39 @@
 //! The data plane: listeners that follow the published table, and TCP and UDP forwarding.
 //!
 //! Owns: [`Dataplane`] (the listener manager: [`Dataplane::reconcile`] opens listeners for new
-//! frontends and closes removed ones, never rebinding an unchanged frontend), per-backend and
-//! per-frontend runtime state ([`backends`]), backend selection ([`select`]), the relay
-//! ([`relay`]) and graceful shutdown. Configuration: [`DataplaneConfig`] (flags in [`crate::cli::dataplane`]).
+//! frontends and closes removed ones, never rebinding an unchanged frontend), the per-frontend
+//! counters ([`frontends`]), the relay ([`relay`]), TCP (`tcp.rs`) and UDP ([`udp`]) forwarding,
+//! and graceful shutdown. Configuration: [`DataplaneConfig`] (flags in [`crate::cli::dataplane`]).
 //!
 //! Lifecycle of a frontend: added → a listener task binds it (retrying with backoff on error) and
 //! accepts; removed → it stops accepting at once (the socket is closed), its live connections go
 //! on until they close or `--drain-timeout` expires, then they are cut. Shutdown does the same for
 //! every frontend with the grace it is given.
 //!
-//! Must not: build or publish tables, or talk to Marathon. It only reads the published table
-//! (one `load_full` per connection) and keeps runtime state outside the table, keyed by backend
-//! address / frontend key, so that it survives every table swap.
+//! Must not: build or publish tables, decide which backend is eligible, or talk to Marathon. It
+//! only reads the published snapshot (one `load_full` per connection) and keeps its counters
+//! outside the table, keyed by frontend key, so that they survive every table swap.
 //!
-//! Selection: every listener owns a [`select::FrontendSelector`] (shared with its connections),
-//! created when the listener opens and updated at every reconcile, so option changes (balance,
-//! active checks) and backend-set changes apply without rebinding, and the selector's state
-//! (round-robin position, Maglev table) survives swaps. Health settings come from
-//! [`DataplaneConfig::health`].
-
+//! Selection: a connection takes its frontend AND that frontend's [`crate::balance::Route`]
+//! (policy, Maglev table, the backends' runtime entries) from the one snapshot it loaded, and
+//! picks through the route. Option and backend-set changes arrive with the next snapshot; no
+//! listener is rebound and nothing in the data plane is updated for them.
 //!
-//! UDP frontends ([`udp`]) share the listener status, bind backoff, backend registry and
-//! [`select`] with TCP. A removed UDP frontend closes its socket and its flows at once (their
-//! replies need that socket; see [`udp`]); `--drain-timeout` applies to TCP connections only.
+//! UDP frontends ([`udp`]) share the listener status, bind backoff and the routes with TCP. A
+//! removed UDP frontend closes its socket and its flows at once (their replies need that socket;
+//! see [`udp`]); `--drain-timeout` applies to TCP connections only.
 
-pub mod backends;
+pub mod frontends;
 pub mod listener;
 pub mod relay;
-pub mod select;
 mod tcp;
 pub mod udp;
 
-pub use backends::{
-    BackendRegistry, BackendStatsSnapshot, ConnectFailure, FrontendRegistry, FrontendStatsSnapshot,
-};
+pub use frontends::{FrontendRegistry, FrontendStatsSnapshot};
 pub use listener::{ListenerState, ListenerStatusHandle};
 pub use relay::{CloseReason, RelayConfig, RelayMode};
 
-use crate::health::HealthConfig;
+use crate::balance::BackendRegistry;
 use crate::published::{PublishedTable, TableReader};
 use crate::table::{FrontendKey, Protocol};
 use std::collections::{HashMap, HashSet};
@@ -66,8 +61,6 @@ pub struct DataplaneConfig {
     /// How TCP connections move bytes (`--tcp-relay`). [`RelayMode::Splice`] in a build without
     /// it (see [`RelayMode::SPLICE_AVAILABLE`]) copies, with a warning at [`Dataplane::new`].
     pub tcp_relay: RelayMode,
-    /// Selection and health policy (flags in [`crate::cli::health`]).
-    pub health: HealthConfig,
     /// UDP flows: idle timeout, cap, socket buffer.
     pub udp: udp::UdpConfig,
 }
@@ -100,8 +93,6 @@ struct ListenerEntry {
     connections: TaskTracker,
     /// Cuts this frontend's connections.
     cut: CancellationToken,
-    /// This frontend's selector (shared with its connections; updated at reconcile).
-    selector: Arc<select::FrontendSelector>,
 }
 
 /// The listener manager. Create it inside a tokio runtime; [`Dataplane::reconcile`] spawns tasks.
@@ -128,17 +119,16 @@ pub struct Dataplane {
 
 impl Dataplane {
     pub fn new(config: DataplaneConfig, tables: TableReader) -> Self {
-        let outlier = config.health.outlier;
         if config.tcp_relay != RelayMode::Copy && !RelayMode::SPLICE_AVAILABLE {
             tracing::warn!("this build has no splice relay; TCP connections copy instead");
         }
         Dataplane {
             config,
-            tables,
             listeners: HashMap::new(),
             closing: HashMap::new(),
             status: ListenerStatusHandle::default(),
-            backends: Arc::new(BackendRegistry::with_outlier(outlier)),
+            backends: tables.backends(),
+            tables,
             frontends: Arc::new(FrontendRegistry::new()),
             udp_stats: Arc::new(udp::UdpStatsRegistry::new()),
             next_owner: 0,
@@ -194,23 +184,15 @@ impl Dataplane {
             }
         }
 
-        // Runtime state: make sure every current backend has an entry, drop the unused rest.
+        // Per-frontend counters: drop the unused rest. (Per-backend entries follow the routes;
+        // the publisher prunes them.)
         let addrs: HashSet<_> = table
             .frontends
             .iter()
             .flat_map(|f| f.backends.iter().map(|b| b.address))
             .collect();
-        self.backends.ensure(&addrs);
-        let pruned_backends = self.backends.prune(&addrs);
         let pruned_frontends = self.frontends.prune(&wanted);
         self.udp_stats.prune(&wanted, &addrs);
-
-        // Selectors follow options and backend sets (no rebinding).
-        for frontend in &table.frontends {
-            if let Some(entry) = self.listeners.get(&frontend.key()) {
-                entry.selector.update(frontend, &self.config.health);
-            }
-        }
 
         if opened > 0 || !removed.is_empty() {
             tracing::info!(
@@ -218,14 +200,12 @@ impl Dataplane {
                 opened,
                 closed = removed.len(),
                 listeners = self.listeners.len(),
-                pruned_backends,
                 pruned_frontends,
                 "listeners reconciled"
             );
         } else {
             tracing::debug!(
                 generation = published.generation,
-                pruned_backends,
                 pruned_frontends,
                 "listeners unchanged"
             );
@@ -258,12 +238,9 @@ impl Dataplane {
         let (stop, socket_closed) = (task.stop.clone(), task.socket_closed.clone());
         let cut = self.cut_all.child_token();
         let frontend_connections = TaskTracker::new();
-        let selector = self.new_selector(key);
         let ctx = Arc::new(tcp::ConnectionContext {
             key,
             tables: self.tables.clone(),
-            selector: selector.clone(),
-            backends: self.backends.clone(),
             stats: self.frontends.get_or_insert(key),
             connect_timeout: self.config.connect_timeout,
             connect_tries: self.config.connect_tries.max(1),
@@ -277,7 +254,7 @@ impl Dataplane {
             frontend_connections: frontend_connections.clone(),
             cut: cut.clone(),
         });
-        self.tasks.spawn(listener::run_tcp_listener(task, ctx));
+        self.tasks.spawn(tcp::run_tcp_listener(task, ctx));
         self.listeners.insert(
             key,
             ListenerEntry {
@@ -285,46 +262,17 @@ impl Dataplane {
                 socket_closed,
                 connections: frontend_connections,
                 cut,
-                selector,
             },
         );
-    }
-
-    /// A selector for frontend `key` under the health policy. Settings and backends are filled by
-    /// [`select::FrontendSelector::update`], which [`Dataplane::reconcile`] calls for every
-    /// listener after opening new ones (and at every later reconcile).
-    fn new_selector(&self, key: FrontendKey) -> Arc<select::FrontendSelector> {
-        let table = self.tables.load_full();
-        let selector = match table.table.frontend(&key) {
-            Some(frontend) => select::FrontendSelector::for_frontend(
-                frontend,
-                self.backends.clone(),
-                &self.config.health,
-            ),
-            None => {
-                let cfg = &self.config.health;
-                let settings = select::SelectorSettings {
-                    balance: cfg.balance,
-                    checked: cfg.active.enabled,
-                    fail_open: cfg.fail_open,
-                    max_ejection_percent: cfg.max_ejection_percent,
-                };
-                select::FrontendSelector::new(key, self.backends.clone(), settings)
-            }
-        };
-        Arc::new(selector)
     }
 
     /// Opens a UDP frontend: a task binds it (retrying like TCP) and runs its receive loop.
     fn open_udp(&mut self, key: FrontendKey) {
         let task = self.listener_task(key, 0); // the backlog is not used by UDP
         let (stop, socket_closed) = (task.stop.clone(), task.socket_closed.clone());
-        let selector = self.new_selector(key);
         let ctx = udp::UdpContext {
             key,
             tables: self.tables.clone(),
-            selector: selector.clone(),
-            backends: self.backends.clone(),
             frontend_stats: self.frontends.get_or_insert(key),
             udp_stats: self.udp_stats.clone(),
             config: self.config.udp.clone(),
@@ -339,7 +287,6 @@ impl Dataplane {
                 socket_closed,
                 connections: TaskTracker::new(),
                 cut: self.cut_all.child_token(),
-                selector,
             },
         );
     }

@@ -1,17 +1,24 @@
-//! TCP forwarding: the accept loop and the per-connection task.
+//! TCP forwarding: the listener task, the accept loop and the per-connection task.
 //!
-//! Owns: [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE table
-//! snapshot (`load_full`), find the frontend, select a backend, connect with a timeout, retry on
-//! the next backend up to `connect_tries` attempts in total, then relay until close. The snapshot
+//! Owns: [`run_tcp_listener`] (bind with retry through [`ListenerTask`], then accept),
+//! [`accept_loop`] (never exits on an accept error) and the connection flow: take ONE snapshot
+//! (`load_full`), find the frontend and its route, pick a backend through the route (no lookup,
+//! no lock: the route holds the backends' runtime entries), connect with a timeout, retry on
+//! the next backend up to `connect_tries` attempts in total, then relay until close. A connect
+//! that fails for vipd's own reasons (`health::fault`: EMFILE, ENFILE, ENOBUFS, ENOMEM,
+//! EADDRNOTAVAIL) is a try like any other but is counted on the frontend (`local_failures`),
+//! never against the backend. The snapshot
 //! is used for the whole connection, so selection and retries never mix two tables, and an
 //! established connection keeps its backend whatever later tables say.
 //!
-//! Must not: bind sockets (listener.rs), change the table, or log per connection above `debug`.
+//! Must not: set socket options of listening sockets (listener.rs), change the table, or log per
+//! connection above `debug`.
 
-use super::backends::{ActiveFrontend, BackendRegistry, ConnectFailure, FrontendStats};
-use super::listener::{AcceptErrorClass, LogLimiter};
+use super::frontends::{ActiveFrontend, FrontendStats};
+use super::listener::{bind_tcp, AcceptErrorClass, ListenerTask, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
-use super::select::{Candidates, FrontendSelector, Select};
+use crate::balance::{Candidates, ConnectFailure, Select};
+use crate::health::LocalFault;
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use std::net::SocketAddr;
@@ -26,10 +33,6 @@ use tracing::Instrument;
 pub(crate) struct ConnectionContext {
     pub key: FrontendKey,
     pub tables: TableReader,
-    /// Per-frontend selector (algorithm state, health view); shared with the listener entry,
-    /// which updates it at every reconcile. Lives here, not in the table.
-    pub selector: Arc<FrontendSelector>,
-    pub backends: Arc<BackendRegistry>,
     pub stats: Arc<FrontendStats>,
     pub connect_timeout: Duration,
     pub connect_tries: u32,
@@ -40,6 +43,25 @@ pub(crate) struct ConnectionContext {
     pub frontend_connections: TaskTracker,
     /// Cuts this frontend's connections (drain timeout; a child of the shutdown cut).
     pub cut: CancellationToken,
+}
+
+/// Binds with retry, then runs the accept loop until `stop`. Never returns early on errors.
+pub(crate) async fn run_tcp_listener(mut task: ListenerTask, ctx: Arc<ConnectionContext>) {
+    let _closed = task.socket_closed.clone().drop_guard();
+    let key = task.key;
+    let backlog = task.backlog;
+    let bound = task
+        .bind_with_retry(|addr| {
+            bind_tcp(addr, backlog)
+                .and_then(tokio::net::TcpListener::from_std)
+                .and_then(|l| l.local_addr().map(|a| (l, a)))
+        })
+        .await;
+    let Some(listener) = bound else {
+        return;
+    };
+    accept_loop(listener, ctx, task.stop).await;
+    tracing::info!(frontend = %key, "stopped accepting");
 }
 
 /// Accepts until `stop`, spawning one task per connection. Accept errors never end the loop.
@@ -119,7 +141,7 @@ async fn forward(
 ) {
     // One snapshot for the whole connection.
     let snapshot = ctx.tables.load_full();
-    let Some(frontend) = snapshot.table.frontend(&ctx.key) else {
+    let Some((frontend, route)) = snapshot.frontend(&ctx.key) else {
         tracing::debug!("frontend is not in the current table; closing");
         active.stats().record_no_backend();
         return;
@@ -138,7 +160,7 @@ async fn forward(
             active.stats().record_no_backend();
             return;
         }
-        let Some(i) = ctx.selector.select(&Candidates::with_client(
+        let Some(i) = route.select(&Candidates::with_client(
             &frontend.backends,
             &tried,
             client_addr.ip(),
@@ -149,7 +171,7 @@ async fn forward(
         };
         tried.push(i);
         let addr = frontend.backends[i].address;
-        let backend = ctx.backends.begin_connect(addr);
+        let backend = route.begin_connect(i);
         let attempt = tokio::select! {
             biased;
             _ = ctx.cut.cancelled() => {
@@ -163,7 +185,20 @@ async fn forward(
                 backend.stats().record_connected();
                 break (stream, addr, backend);
             }
-            Ok(Err(e)) => (ConnectFailure::from_io(&e), e.to_string()),
+            Ok(Err(e)) => match LocalFault::of(&e) {
+                // vipd's own fault (out of descriptors, ports, memory): not the backend's. The
+                // attempt counts as a try; the next one goes on as after any failure.
+                Some(fault) => {
+                    active.stats().record_local_failure(fault);
+                    if matches!(fault, LocalFault::Emfile | LocalFault::Enfile) {
+                        // Give this thread's idle splice pipes' descriptors back.
+                        relay::trim_pipe_pool();
+                    }
+                    tracing::debug!(backend = %addr, fault = fault.as_str(), error = %e, "connect failed locally; not counted against the backend");
+                    continue;
+                }
+                None => (ConnectFailure::from_io(&e), e.to_string()),
+            },
             Err(_) => (ConnectFailure::Timeout, "connect timed out".to_string()),
         };
         backend.stats().record_failure(reason);

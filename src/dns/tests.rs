@@ -37,6 +37,7 @@ fn table(mut frontends: Vec<Frontend>) -> Arc<PublishedTable> {
     Arc::new(PublishedTable {
         generation: 42,
         table: Table { frontends },
+        ..PublishedTable::default()
     })
 }
 

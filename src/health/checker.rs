@@ -1,28 +1,31 @@
 //! The active checker: probes backends and writes the verdicts selection reads.
 //!
 //! Owns: one task ([`spawn`]) that follows the published table, and one probe task per
-//! (backend address, probe kind) — a backend shared by several frontends is probed once per
-//! kind. Probe tasks start when a backend appears in an actively checked frontend and stop when
+//! (backend, probe kind), a backend being its protocol and address — a backend shared by several
+//! frontends of one protocol is probed once per kind. Probe tasks start when a backend appears in an actively checked frontend and stop when
 //! it leaves (or on shutdown). Results come back over a channel to the checker task, which runs
-//! the pure [`RiseFall`] counter per probe, combines the probes of an address
-//! ([`ActiveState::combine`]) and stores the verdict in the address's [`BackendStats`].
+//! the pure [`RiseFall`] counter per probe, combines the probes of a backend
+//! ([`ActiveState::combine`]) and stores the verdict in the backend's
+//! [`BackendStats`](crate::balance::BackendStats).
 //!
 //! Timing: the first probe of a new backend runs after a random delay in `[0, min(interval,
 //! 1 s))` (so 1,000 new backends do not probe in one burst, yet a new backend joins quickly),
 //! then every `interval` ±10 % (the jitter keeps probes from falling into lock-step). Flips are
 //! logged once each: `up` at info, `down` at warn, with the backend, the probe and the reason.
 //!
+//! A probe that fails locally ([`crate::health::fault`]: vipd out of descriptors, ...) is not
+//! counted: it neither takes a backend down nor brings it up.
+//!
 //! Must not: pick backends, change the table, or block the data plane: it only stores atomics.
 
 use super::counter::{ActiveState, RiseFall};
 use super::probe::{probe, ProbeError};
-use super::{probe_for_frontend, ActiveConfig, HealthReason, ProbeKind};
-use crate::dataplane::backends::BackendRegistry;
+use super::{HealthReason, ProbeKind};
+use crate::balance::{probe_for_frontend, ActiveConfig, BackendKey, BackendRegistry};
 use crate::published::TableReader;
 use crate::table::{BackendState, Table};
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -32,8 +35,8 @@ use tokio_util::task::TaskTracker;
 /// Longest delay before the first probe of a new backend.
 const FIRST_PROBE_SPREAD: Duration = Duration::from_secs(1);
 
-/// What is probed: one address, one kind.
-type ProbeKey = (SocketAddr, ProbeKind);
+/// What is probed: one backend, one kind.
+type ProbeKey = (BackendKey, ProbeKind);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Params {
@@ -109,8 +112,8 @@ struct Checker {
     registry: Arc<BackendRegistry>,
     cfg: ActiveConfig,
     probes: HashMap<ProbeKey, Running>,
-    /// The verdict last stored per address (to store only changes and clear on removal).
-    verdicts: HashMap<SocketAddr, ActiveState>,
+    /// The verdict last stored per backend (to store only changes and clear on removal).
+    verdicts: HashMap<BackendKey, ActiveState>,
     next_id: u64,
     stop_all: CancellationToken,
 }
@@ -122,7 +125,7 @@ impl Checker {
         for frontend in &table.frontends {
             let spec = match probe_for_frontend(frontend, &self.cfg) {
                 Ok(spec) => spec,
-                // The selector logs the warning; probe what it falls back to.
+                // The router logs the warning; probe what it falls back to.
                 Err((_, spec)) => spec,
             };
             let Some(spec) = spec else { continue };
@@ -136,7 +139,10 @@ impl Checker {
                 }
                 // The first frontend (in table order) asking for a key sets its timing.
                 wanted
-                    .entry((b.address, spec.kind.clone()))
+                    .entry((
+                        BackendKey::new(frontend.protocol, b.address),
+                        spec.kind.clone(),
+                    ))
                     .or_insert(params);
             }
         }
@@ -147,7 +153,7 @@ impl Checker {
             .filter(|(k, r)| wanted.get(*k) != Some(&r.params))
             .map(|(k, _)| k.clone())
             .collect();
-        let mut touched: Vec<SocketAddr> = Vec::new();
+        let mut touched: Vec<BackendKey> = Vec::new();
         let mut kept_counters: HashMap<ProbeKey, (RiseFall, Option<HealthReason>)> = HashMap::new();
         for key in stale {
             if let Some(r) = self.probes.remove(&key) {
@@ -212,7 +218,13 @@ impl Checker {
         if running.id != result.id {
             return;
         }
-        let (addr, kind) = &result.key;
+        let (backend, kind) = &result.key;
+        let addr = &backend.address;
+        if let Some(fault) = result.outcome.as_ref().err().and_then(ProbeError::local) {
+            // vipd's own fault (out of descriptors, ...): not a verdict input.
+            tracing::debug!(backend = %addr, probe = %kind, fault = fault.as_str(), "probe failed locally; not counted");
+            return;
+        }
         let ok = result.outcome.is_ok();
         if let Err(e) = &result.outcome {
             running.last_reason = Some(e.reason());
@@ -229,12 +241,12 @@ impl Checker {
                 ),
                 (Ok(()), _) => tracing::info!(backend = %addr, probe = %kind, "backend probe up"),
             }
-            self.store_verdict(*addr);
+            self.store_verdict(*backend);
         }
     }
 
     /// Combines the probes of `addr` and stores the verdict when it changed.
-    fn store_verdict(&mut self, addr: SocketAddr) {
+    fn store_verdict(&mut self, addr: BackendKey) {
         let mut reason = None;
         let verdict =
             ActiveState::combine(self.probes.iter().filter(|((a, _), _)| *a == addr).map(
@@ -258,7 +270,7 @@ impl Checker {
             self.verdicts.insert(addr, verdict);
         }
         if previous != verdict {
-            tracing::debug!(backend = %addr, from = previous.as_str(), to = verdict.as_str(), "active verdict");
+            tracing::debug!(backend = %addr.address, protocol = addr.protocol.as_str(), from = previous.as_str(), to = verdict.as_str(), "active verdict");
         }
     }
 }
@@ -283,7 +295,7 @@ async fn probe_loop(
         }
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
-            r = probe(key.0, &key.1, params.timeout) => r,
+            r = probe(key.0.address, &key.1, params.timeout) => r,
         };
         let result = ProbeResult {
             id,
@@ -301,6 +313,7 @@ async fn probe_loop(
 mod tests {
     use super::*;
     use crate::table::{Backend, Frontend, FrontendKind, Protocol};
+    use std::net::SocketAddr;
 
     fn frontend(
         port: u16,
@@ -380,28 +393,40 @@ mod tests {
         };
         c.follow(&table, &tx, &tasks);
         assert_eq!(c.probes.len(), 3, "x: tcp + http, y: tcp");
-        assert_eq!(registry.entry(x).active_health(), ActiveState::Pending);
+        assert_eq!(
+            registry.entry(BackendKey::tcp(x)).active_health(),
+            ActiveState::Pending
+        );
         // y leaves: its probe stops and its verdict is cleared.
         let table = Table {
             frontends: vec![frontend(1, Protocol::Tcp, &[x], &[])],
         };
         c.follow(&table, &tx, &tasks);
         assert_eq!(c.probes.len(), 1);
-        assert_eq!(registry.entry(y).active_health(), ActiveState::NotChecked);
+        assert_eq!(
+            registry.entry(BackendKey::tcp(y)).active_health(),
+            ActiveState::NotChecked
+        );
         // A stale result of a stopped probe is ignored; a current one counts.
         c.apply(ProbeResult {
             id: 0,
-            key: (x, ProbeKind::Tcp),
+            key: (BackendKey::tcp(x), ProbeKind::Tcp),
             outcome: Ok(()),
         });
-        assert_eq!(registry.entry(x).active_health(), ActiveState::Pending);
-        let id = c.probes[&(x, ProbeKind::Tcp)].id;
+        assert_eq!(
+            registry.entry(BackendKey::tcp(x)).active_health(),
+            ActiveState::Pending
+        );
+        let id = c.probes[&(BackendKey::tcp(x), ProbeKind::Tcp)].id;
         c.apply(ProbeResult {
             id,
-            key: (x, ProbeKind::Tcp),
+            key: (BackendKey::tcp(x), ProbeKind::Tcp),
             outcome: Ok(()),
         });
-        assert_eq!(registry.entry(x).active_health(), ActiveState::Up);
+        assert_eq!(
+            registry.entry(BackendKey::tcp(x)).active_health(),
+            ActiveState::Up
+        );
         // Turned off by label: no probe left, verdict cleared.
         let table = Table {
             frontends: vec![frontend(
@@ -413,7 +438,43 @@ mod tests {
         };
         c.follow(&table, &tx, &tasks);
         assert!(c.probes.is_empty());
-        assert_eq!(registry.entry(x).active_health(), ActiveState::NotChecked);
+        assert_eq!(
+            registry.entry(BackendKey::tcp(x)).active_health(),
+            ActiveState::NotChecked
+        );
+        c.stop_all.cancel();
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    #[tokio::test]
+    async fn probes_that_fail_locally_are_not_counted() {
+        let x = SocketAddr::from(([127, 0, 0, 1], 9001));
+        let (mut c, registry) = checker(true);
+        let (tx, _rx) = mpsc::channel(16);
+        let tasks = TaskTracker::new();
+        let table = Table {
+            frontends: vec![frontend(1, Protocol::Tcp, &[x], &[])],
+        };
+        c.follow(&table, &tx, &tasks);
+        let key = (BackendKey::tcp(x), ProbeKind::Tcp);
+        let id = c.probes[&key].id;
+        for _ in 0..10 {
+            c.apply(ProbeResult {
+                id,
+                key: key.clone(),
+                outcome: Err(ProbeError::Local(
+                    crate::health::LocalFault::Emfile,
+                    std::io::Error::from_raw_os_error(libc::EMFILE),
+                )),
+            });
+        }
+        let state = registry.entry(BackendKey::tcp(x)).active_health();
+        assert_eq!(
+            state,
+            ActiveState::Pending,
+            "never down for vipd's own fault"
+        );
         c.stop_all.cancel();
         tasks.close();
         tasks.wait().await;
@@ -438,17 +499,20 @@ mod tests {
             )],
         };
         c.follow(&t("10"), &tx, &tasks);
-        let id = c.probes[&(x, ProbeKind::Tcp)].id;
+        let id = c.probes[&(BackendKey::tcp(x), ProbeKind::Tcp)].id;
         c.apply(ProbeResult {
             id,
-            key: (x, ProbeKind::Tcp),
+            key: (BackendKey::tcp(x), ProbeKind::Tcp),
             outcome: Ok(()),
         });
         c.follow(&t("20"), &tx, &tasks);
-        let r = &c.probes[&(x, ProbeKind::Tcp)];
+        let r = &c.probes[&(BackendKey::tcp(x), ProbeKind::Tcp)];
         assert_ne!(r.id, id);
         assert_eq!(r.params.interval, Duration::from_secs(20));
-        assert_eq!(registry.entry(x).active_health(), ActiveState::Up);
+        assert_eq!(
+            registry.entry(BackendKey::tcp(x)).active_health(),
+            ActiveState::Up
+        );
         c.stop_all.cancel();
         tasks.close();
         tasks.wait().await;

@@ -9,7 +9,7 @@
 //! long as its last ejection lasted.
 //!
 //! Must not: read a clock (every method takes `now`), lock, log, or know about pools: the
-//! max-ejection-percent rule is applied per frontend at selection time (`dataplane::select`).
+//! max-ejection-percent rule is applied per frontend at selection time (`balance::select`).
 
 use std::time::{Duration, Instant};
 

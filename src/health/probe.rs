@@ -1,17 +1,44 @@
 //! One active probe of one backend address: a TCP connect, or a minimal HTTP/1.1 GET.
 //!
-//! Owns: [`probe`] and [`ProbeError`]. The HTTP probe writes one hand-built request
+//! Owns: [`probe`], [`ProbeError`], and what a probe is ([`ProbeKind`], [`ProbeSpec`]). The HTTP probe writes one hand-built request
 //! (`Connection: close`), reads only the status line (at most 1 KiB), and accepts 2xx and 3xx,
 //! as Marathon's own HTTP health checks do. The whole probe, connect included, is bounded by the
 //! timeout.
 //!
 //! Must not: keep state between probes, retry, or log (the checker logs state flips).
 
-use super::{HealthReason, ProbeKind};
+use super::{HealthReason, LocalFault};
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+/// What an active probe does.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProbeKind {
+    /// A TCP connect that succeeds.
+    Tcp,
+    /// `GET path` over HTTP/1.1 answering 2xx or 3xx.
+    Http { path: String },
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeKind::Tcp => f.write_str("tcp"),
+            ProbeKind::Http { path } => write!(f, "http:{path}"),
+        }
+    }
+}
+
+/// One frontend's probe: what, how often, how long it may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
 
 /// Why a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +53,9 @@ pub enum ProbeError {
     Malformed(String),
     #[error("{0}")]
     Io(#[source] std::io::Error),
+    /// vipd's own fault (out of descriptors, ...): says nothing about the backend.
+    #[error("local: {1}")]
+    Local(LocalFault, #[source] std::io::Error),
 }
 
 impl ProbeError {
@@ -34,11 +64,24 @@ impl ProbeError {
             ProbeError::Refused => HealthReason::ProbeRefused,
             ProbeError::Timeout(_) => HealthReason::ProbeTimeout,
             ProbeError::Status(_) => HealthReason::ProbeStatus,
-            ProbeError::Malformed(_) | ProbeError::Io(_) => HealthReason::ProbeError,
+            ProbeError::Malformed(_) | ProbeError::Io(_) | ProbeError::Local(..) => {
+                HealthReason::ProbeError
+            }
+        }
+    }
+
+    /// The local fault behind this failure, if it is vipd's own (never a verdict input).
+    pub fn local(&self) -> Option<LocalFault> {
+        match self {
+            ProbeError::Local(fault, _) => Some(*fault),
+            _ => None,
         }
     }
 
     fn io(e: std::io::Error) -> Self {
+        if let Some(fault) = LocalFault::of(&e) {
+            return ProbeError::Local(fault, e);
+        }
         match e.kind() {
             std::io::ErrorKind::ConnectionRefused => ProbeError::Refused,
             _ => ProbeError::Io(e),
@@ -139,6 +182,14 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_probe_that_fails_for_lack_of_descriptors_is_local() {
+        let e = ProbeError::io(std::io::Error::from_raw_os_error(libc::EMFILE));
+        assert_eq!(e.local(), Some(LocalFault::Emfile));
+        let e = ProbeError::io(std::io::Error::from_raw_os_error(libc::ECONNREFUSED));
+        assert!(matches!(e, ProbeError::Refused) && e.local().is_none());
     }
 
     #[test]

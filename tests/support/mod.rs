@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use vipd::balance::{BackendKey, HealthConfig, Router};
 use vipd::dataplane::{Dataplane, DataplaneConfig, ListenerState};
 use vipd::published::{self, TablePublisher, TableReader};
 use vipd::table::{Backend, BackendState, Frontend, FrontendKey, FrontendKind, Protocol, Table};
@@ -322,7 +323,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(config: DataplaneConfig) -> Self {
-        let (publisher, reader) = published::channel();
+        Self::with_health(config, HealthConfig::default())
+    }
+
+    /// A harness whose routes follow the selection and health policy `health`.
+    pub fn with_health(config: DataplaneConfig, health: HealthConfig) -> Self {
+        let (publisher, reader) = published::channel_with(Router::new(health));
         let dataplane = Dataplane::new(config, reader.clone());
         Harness {
             publisher,
@@ -371,10 +377,20 @@ impl Harness {
         self.dataplane.listener_status().state(&tcp_key(listen))
     }
 
-    pub fn backend_stats(&self, addr: SocketAddr) -> vipd::dataplane::BackendStatsSnapshot {
+    /// The runtime state of the TCP backend `addr`.
+    pub fn backend_stats(&self, addr: SocketAddr) -> vipd::balance::BackendStatsSnapshot {
+        self.backend_stats_of(BackendKey::tcp(addr))
+    }
+
+    /// The runtime state of the UDP backend `addr`.
+    pub fn udp_backend_stats(&self, addr: SocketAddr) -> vipd::balance::BackendStatsSnapshot {
+        self.backend_stats_of(BackendKey::udp(addr))
+    }
+
+    pub fn backend_stats_of(&self, key: BackendKey) -> vipd::balance::BackendStatsSnapshot {
         self.dataplane
             .backends()
-            .get(&addr)
+            .get(&key)
             .map(|s| s.snapshot())
             .unwrap_or_default()
     }

@@ -5,9 +5,10 @@
 //! table cache, the return tasks' `JoinSet`). One task runs it; nothing else touches the flows.
 //!
 //! Per datagram: one `Cache::load` (a generation compare while the table is unchanged), one hash
-//! lookup, one nonblocking `send(2)`, a few relaxed counter adds; no allocation, no lock, no clock read (the
-//! clock is read once per received batch). Eligibility of a flow's backend is re-checked only
-//! when the table generation changed since the flow last checked.
+//! lookup, one nonblocking `send(2)`, a few relaxed counter adds; no allocation, no lock, no clock
+//! read (the clock is read once per received batch). Whether a flow keeps its backend is decided
+//! by the route's one eligibility rule ([`Route::keeps`]), re-checked only when the table
+//! generation changed since the flow last checked or its backend looks demoted.
 //!
 //! Must not: block, await per datagram, or log per datagram above `trace`.
 
@@ -16,11 +17,12 @@ use super::stats::UdpFrontendStats;
 use super::sys::RecvBatch;
 use super::upstream::{connect_upstream, is_backend_error, ReturnPath, Upstream};
 use super::UdpContext;
-use crate::dataplane::backends::{ActiveFrontend, ConnectFailure};
+use crate::balance::{Candidates, ConnectFailure, Route, Select};
+use crate::dataplane::frontends::ActiveFrontend;
 use crate::dataplane::listener::LogLimiter;
-use crate::dataplane::select::{Candidates, Tier};
+use crate::health::LocalFault;
 use crate::published::PublishedTable;
-use crate::table::{self, BackendState};
+use crate::table;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -43,6 +45,8 @@ struct Flow {
     upstream: Option<Upstream>,
     /// The table generation at which the upstream's backend was last found eligible.
     checked_generation: u64,
+    /// The route of that generation has active checks (a probe not `up` demotes a backend).
+    active_checks: bool,
     /// One unit of the frontend's `active` count (shared with TCP's `FrontendStats`).
     _active: ActiveFrontend,
 }
@@ -204,7 +208,7 @@ impl FlowState {
             }
             Admit::Existing(flow) => flow,
             Admit::Vacant(slot) => {
-                let Some(frontend) = published.table.frontend(&key) else {
+                let Some((frontend, route)) = published.frontend(&key) else {
                     UdpFrontendStats::add(&stats.dropped_no_backend, 1);
                     return;
                 };
@@ -213,6 +217,7 @@ impl FlowState {
                     &mut self.returns,
                     &mut self.limiter,
                     frontend,
+                    route,
                     &[],
                     client,
                 ) else {
@@ -223,20 +228,32 @@ impl FlowState {
                 slot.insert(Flow {
                     upstream: Some(upstream),
                     checked_generation: generation,
+                    active_checks: route.settings().checked,
                     _active: env.ctx.frontend_stats.accepted(),
                 })
             }
         };
 
-        // Keep the backend while it is eligible; check only when the table changed.
+        // Keep the backend while the route would still use it; check only when the table changed
+        // or the backend looks demoted (ejected, probe down, or not up on a checked frontend).
         let repick = match &flow.upstream {
             None => true,
             Some(up) if up.signals.failed() => true,
-            // Ejected (passive) or down (active checks) since the flow picked it.
-            Some(up) if up.stats.excluded_by_health(now) => true,
             Some(up) => {
-                flow.checked_generation != generation
-                    && !eligible(published.table.frontend(&key), up.backend)
+                let demoted = up.stats.excluded_by_health(now)
+                    || (flow.active_checks
+                        && up.stats.active_health() != crate::health::ActiveState::Up);
+                if flow.checked_generation != generation || demoted {
+                    match published.frontend(&key) {
+                        Some((frontend, route)) => {
+                            flow.active_checks = route.settings().checked;
+                            !keeps(frontend, route, up.backend, now)
+                        }
+                        None => true,
+                    }
+                } else {
+                    false
+                }
             }
         };
         flow.checked_generation = generation;
@@ -308,24 +325,15 @@ impl FlowState {
     }
 }
 
-/// Would the flow keep this backend under the current table? Not if it left the table, is
-/// `draining`, or is `unhealthy` while the frontend has `up` or `unknown` backends (the selector
-/// would not pick it). `up` and `unknown` backends are kept: flows do not move on a health gain.
-fn eligible(frontend: Option<&table::Frontend>, addr: SocketAddr) -> bool {
-    let Some(f) = frontend else {
-        return false;
-    };
-    let Some(b) = f.backends.iter().find(|b| b.address == addr) else {
-        return false;
-    };
-    match b.state {
-        BackendState::Up | BackendState::Unknown => true,
-        BackendState::Draining => false,
-        BackendState::Unhealthy => matches!(
-            Candidates::new(&f.backends, &[]).tier(),
-            Some((Tier::FailOpen, _))
-        ),
-    }
+/// Does the flow keep backend `addr` under this snapshot? Not if it left the frontend; else the
+/// route's eligibility rule decides ([`Route::keeps`]: `up` and `unknown` backends are kept, so
+/// flows do not move on a health gain; the fail-open tier only while nothing better is left).
+fn keeps(frontend: &table::Frontend, route: &Route, addr: SocketAddr, now: Instant) -> bool {
+    frontend
+        .backends
+        .iter()
+        .position(|b| b.address == addr)
+        .is_some_and(|i| route.keeps(&Candidates::new(&frontend.backends, &[]), i, now))
 }
 
 /// Replaces the flow's upstream with a newly picked one, skipping the current backend. False if
@@ -338,7 +346,7 @@ fn repick_flow(
     published: &PublishedTable,
     client: SocketAddr,
 ) -> bool {
-    let Some(frontend) = published.table.frontend(&env.ctx.key) else {
+    let Some((frontend, route)) = published.frontend(&env.ctx.key) else {
         flow.upstream = None;
         UdpFrontendStats::add(&env.stats.dropped_no_backend, 1);
         return false;
@@ -363,25 +371,24 @@ fn repick_flow(
         tracing::debug!(frontend = %env.ctx.key, %client, from = %old.backend, "flow re-picking its backend");
     }
     drop(old); // aborts the old return task
-    flow.upstream = open(env, returns, limiter, frontend, tried, client);
+    flow.active_checks = route.settings().checked;
+    flow.upstream = open(env, returns, limiter, frontend, route, tried, client);
     flow.upstream.is_some()
 }
 
-/// Picks a backend with the frontend's selector and opens the flow's upstream to it. `None` (the
+/// Picks a backend through the frontend's route and opens the flow's upstream to it. `None` (the
 /// datagram's drop counted) if nothing is eligible or the socket cannot be opened.
 fn open(
     env: &Env,
     returns: &mut JoinSet<()>,
     limiter: &mut LogLimiter,
     frontend: &table::Frontend,
+    route: &Route,
     tried: &[usize],
     client: SocketAddr,
 ) -> Option<Upstream> {
     let ctx = &env.ctx;
-    let Some(i) = ctx
-        .selector
-        .select(&Candidates::new(&frontend.backends, tried))
-    else {
+    let Some(i) = route.select(&Candidates::new(&frontend.backends, tried)) else {
         UdpFrontendStats::add(&env.stats.dropped_no_backend, 1);
         tracing::trace!(frontend = %ctx.key, %client, "no eligible backend; datagram dropped");
         return None;
@@ -390,6 +397,9 @@ fn open(
     let socket = match connect_upstream(addr) {
         Ok(socket) => socket,
         Err(error) => {
+            // Always local (a socket of our own could not be made): never the backend's fault.
+            let fault = LocalFault::of_local_socket(&error);
+            ctx.frontend_stats.record_local_failure(fault);
             UdpFrontendStats::add(&env.stats.upstream_open_errors, 1);
             UdpFrontendStats::add(&env.stats.dropped_send_error, 1);
             if let Some(suppressed) = limiter.allow(tokio::time::Instant::now()) {
@@ -398,8 +408,8 @@ fn open(
             return None;
         }
     };
-    let active = ctx.backends.begin_connect(addr);
-    let stats = ctx.backends.get(&addr).unwrap_or_default();
+    let active = route.begin_connect(i);
+    let stats = route.stats(i).clone();
     let udp_stats = ctx.udp_stats.backend_or_insert(addr);
     Some(Upstream::start(
         addr,

@@ -8,8 +8,8 @@
 //! - The frontend's receive loop owns its [`flows::FlowTable`] (no shared map, no lock). It reads
 //!   the table through an `arc_swap::Cache` (no atomic read-modify-write per datagram while the
 //!   table is unchanged).
-//! - A client's first datagram creates its flow: the frontend's selector (the same algorithms and
-//!   health tiers as TCP) picks a backend, and the flow gets its own socket bound to an ephemeral
+//! - A client's first datagram creates its flow: the frontend's route from the snapshot (the
+//!   same algorithms and health tiers as TCP) picks a backend, and the flow gets its own socket bound to an ephemeral
 //!   port and CONNECTED to the backend. The datagram is sent with a nonblocking `send(2)`;
 //!   there is no queue between the receive loop and the backends (a full socket send buffer
 //!   drops the datagram and counts it).
@@ -17,10 +17,13 @@
 //!   from the frontend's socket (nonblocking `sendto(2)`, no queue either). Dropping a flow aborts it.
 //! - A flow is refreshed by traffic in both directions; the return path only stores a timestamp
 //!   into a per-flow atomic, which the flow table reads at expiry (no lock per datagram).
-//! - A flow keeps its backend while that backend is eligible. The check runs only when the
-//!   table generation changed since the flow last checked: a backend that left the table, is
-//!   `draining`, or is `unhealthy` while the frontend has `up`/`unknown` backends makes the
-//!   flow's next client datagram re-pick (a new upstream socket). ICMP errors (ECONNREFUSED on
+//! - A flow keeps its backend while the route says a pick could still use it
+//!   ([`crate::balance::Route::keeps`], the same tier rule as a pick): a backend that left the
+//!   table, is `draining`, or sits in the fail-open tier (table `unhealthy`, ejected, probe not
+//!   up) while better backends are left, or at all under `--fail-open=false`, makes the flow's
+//!   next client datagram re-pick (a new upstream socket), or, if nothing is eligible, drop as a
+//!   new flow would. The check runs only when the table generation changed since the flow last
+//!   checked or the flow's own backend looks demoted (a few atomic loads per datagram). ICMP errors (ECONNREFUSED on
 //!   the connected socket, on send or on receive) count as a failure on the backend
 //!   (`record_failure`) and make the flow re-pick, skipping that backend; a send that hits one is
 //!   retried once on the new backend. A backend counts as connected (`record_connected`) when
@@ -52,9 +55,8 @@ pub use stats::{
     UdpStatsRegistry,
 };
 
-use super::backends::{BackendRegistry, FrontendStats};
+use super::frontends::FrontendStats;
 use super::listener::ListenerTask;
-use super::select::Select;
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -96,10 +98,9 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer: Option<usize>) -> io::Result<std:
 /// Everything the receive loop of one UDP frontend needs.
 pub(crate) struct UdpContext {
     pub key: FrontendKey,
+    /// The snapshot source: the frontend's route (policy, Maglev table, backend entries) comes
+    /// from the same snapshot as its backends, as for TCP.
     pub tables: TableReader,
-    /// Per-frontend selector state lives here, not in the table (as for TCP).
-    pub selector: Arc<dyn Select>,
-    pub backends: Arc<BackendRegistry>,
     pub frontend_stats: Arc<FrontendStats>,
     pub udp_stats: Arc<UdpStatsRegistry>,
     pub config: UdpConfig,

@@ -1,6 +1,6 @@
 //! UDP runtime counters: per frontend ([`UdpFrontendStats`]) and per backend
-//! ([`UdpBackendStats`], datagram counts; bytes go to the shared
-//! [`BackendStats`](crate::dataplane::backends::BackendStats) byte counters like TCP's).
+//! ([`UdpBackendStats`], datagram counts; bytes go to the byte counters of the UDP backend's
+//! [`BackendStats`](crate::balance::BackendStats), keyed by protocol and address like TCP's).
 //!
 //! Owns: the atomics and their registries, keyed like the TCP ones (frontend key, backend address)
 //! so that they survive table swaps, and the `snapshot()` copies the metrics work will read.

@@ -16,7 +16,7 @@
 
 use super::stats::{UdpBackendStats, UdpFrontendStats};
 use super::sys::RecvBatch;
-use crate::dataplane::backends::{ActiveBackend, BackendStats, ConnectFailure};
+use crate::balance::backend::{ActiveBackend, BackendStats, ConnectFailure};
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

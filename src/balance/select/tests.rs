@@ -2,7 +2,7 @@
 //! of every algorithm (the Maglev remap measurements are printed; `--nocapture` shows them).
 
 use super::*;
-use crate::dataplane::backends::ConnectFailure;
+use crate::balance::backend::{BackendKey, ConnectFailure};
 use crate::health::OutlierConfig;
 use crate::table::{FrontendKind, Protocol};
 use std::collections::{BTreeMap, HashMap};
@@ -79,7 +79,7 @@ fn counter_lives_in_the_selector_across_tables() {
     assert_eq!(picks(&rr, &t2, 2), vec![2, 0]);
 }
 
-// === FrontendSelector ===
+// === Route ===
 
 fn frontend(b: Vec<Backend>, options: &[(&str, &str)]) -> Frontend {
     Frontend {
@@ -113,7 +113,7 @@ fn cfg() -> HealthConfig {
 struct Fixture {
     registry: Arc<BackendRegistry>,
     frontend: Frontend,
-    sel: FrontendSelector,
+    sel: Route,
     t0: Instant,
 }
 
@@ -121,7 +121,7 @@ impl Fixture {
     fn new(states: &[BackendState], options: &[(&str, &str)], cfg: HealthConfig) -> Fixture {
         let registry = Arc::new(BackendRegistry::with_outlier(cfg.outlier));
         let frontend = frontend(backends(states), options);
-        let sel = FrontendSelector::for_frontend(&frontend, registry.clone(), &cfg);
+        let sel = Route::for_frontend(&frontend, &registry, &cfg);
         Fixture {
             registry,
             frontend,
@@ -146,7 +146,7 @@ impl Fixture {
     }
 
     fn stats(&self, i: usize) -> Arc<BackendStats> {
-        self.registry.entry(addr(i))
+        self.registry.entry(BackendKey::tcp(addr(i)))
     }
 
     /// `eject_after` refused connects on backend `i` at `secs`.
@@ -206,7 +206,10 @@ fn an_ejected_backend_gets_nothing_until_its_ejection_expires_then_half_open() {
     f.stats(1).record_connected_at(f.at(30));
     let s = f.stats(1).snapshot();
     assert_eq!((s.ejections, s.consecutive_failures), (2, 0));
-    assert_eq!(s.health_reason, Some(health::HealthReason::ConnectTimeout));
+    assert_eq!(
+        s.health_reason,
+        Some(crate::health::HealthReason::ConnectTimeout)
+    );
     assert!(f.picks_at(8, 1000).contains(&1));
 }
 
@@ -283,11 +286,7 @@ fn active_checks_gate_backends_until_their_probe_is_up() {
     assert_eq!(f.picks_at(2, 0), vec![1, 1]);
     // On a frontend without active checks, only a down verdict (from another frontend's probe
     // of the same address) demotes.
-    let g = FrontendSelector::for_frontend(
-        &frontend(backends(&[Up, Up, Up]), &[]),
-        f.registry.clone(),
-        &cfg(),
-    );
+    let g = Route::for_frontend(&frontend(backends(&[Up, Up, Up]), &[]), &f.registry, &cfg());
     assert!(!g.settings().checked);
     let b = backends(&[Up, Up, Up]);
     let p: Vec<_> = (0..4)
@@ -299,10 +298,12 @@ fn active_checks_gate_backends_until_their_probe_is_up() {
 #[test]
 fn least_conn_picks_the_least_loaded_and_rotates_ties() {
     let f = Fixture::new(&[Up, Up, Up], &[("balance", "least-conn")], cfg());
-    let _g0: Vec<_> = (0..3).map(|_| f.registry.begin_connect(addr(0))).collect();
-    let _g1 = f.registry.begin_connect(addr(1));
+    let _g0: Vec<_> = (0..3)
+        .map(|_| f.registry.begin_connect(BackendKey::tcp(addr(0))))
+        .collect();
+    let _g1 = f.registry.begin_connect(BackendKey::tcp(addr(1)));
     assert_eq!(f.picks_at(3, 0), vec![2, 2, 2]);
-    let _g2 = f.registry.begin_connect(addr(2));
+    let _g2 = f.registry.begin_connect(BackendKey::tcp(addr(2)));
     // 1 and 2 tie at one connection: rotate between them.
     let p = f.picks_at(4, 0);
     assert!(p.iter().all(|&i| i == 1 || i == 2), "{p:?}");
@@ -312,7 +313,7 @@ fn least_conn_picks_the_least_loaded_and_rotates_ties() {
     let mut held = Vec::new();
     for _ in 0..50 {
         let i = f.pick_at(&[], 0).unwrap();
-        held.push(f.registry.begin_connect(addr(i)));
+        held.push(f.registry.begin_connect(BackendKey::tcp(addr(i))));
     }
     for i in 0..5 {
         assert_eq!(f.stats(i).active(), 10);
@@ -323,7 +324,7 @@ fn least_conn_picks_the_least_loaded_and_rotates_ties() {
 fn p2c_never_picks_the_most_loaded_and_keeps_load_level() {
     let f = Fixture::new(&[Up; 4], &[("balance", "p2c")], cfg());
     let _heavy: Vec<_> = (0..100)
-        .map(|_| f.registry.begin_connect(addr(3)))
+        .map(|_| f.registry.begin_connect(BackendKey::tcp(addr(3))))
         .collect();
     let mut counts = [0usize; 4];
     for _ in 0..2000 {
@@ -336,7 +337,7 @@ fn p2c_never_picks_the_most_loaded_and_keeps_load_level() {
     let mut held = Vec::new();
     for _ in 0..2000 {
         let i = f.pick_at(&[], 0).unwrap();
-        held.push(f.registry.begin_connect(addr(i)));
+        held.push(f.registry.begin_connect(BackendKey::tcp(addr(i))));
     }
     let loads: Vec<u64> = (0..10).map(|i| f.stats(i).active()).collect();
     let (min, max) = (loads.iter().min().unwrap(), loads.iter().max().unwrap());
@@ -471,28 +472,42 @@ fn maglev_entries_are_balanced_and_stable() {
     );
 }
 
+/// The next route of the same frontend, as the router builds it for a new table.
+fn next_route(
+    previous: &Route,
+    frontend: &Frontend,
+    registry: &BackendRegistry,
+    cfg: &HealthConfig,
+) -> Route {
+    let (settings, _) = SelectorSettings::resolve(frontend, cfg);
+    Route::new(frontend, settings, registry, Some(previous))
+}
+
 #[test]
 fn options_follow_the_table_without_losing_the_rotation() {
     let cfg = cfg();
     let f = Fixture::new(&[Up, Up, Up], &[], cfg);
     assert_eq!(f.picks_at(2, 0), vec![0, 1]);
     let lc = frontend(backends(&[Up, Up, Up]), &[("balance", "least-conn")]);
-    f.sel.update(&lc, &cfg);
-    assert_eq!(f.sel.settings().balance, Balance::LeastConn);
+    let lc_route = next_route(&f.sel, &lc, &f.registry, &cfg);
+    assert_eq!(lc_route.settings().balance, Balance::LeastConn);
     let back = frontend(backends(&[Up, Up, Up]), &[("balance", "round-robin")]);
-    f.sel.update(&back, &cfg);
-    // Updates never touch the counter; only picks advance it.
-    assert_eq!(f.picks_at(1, 0), vec![2], "the counter survived");
+    let back_route = next_route(&lc_route, &back, &f.registry, &cfg);
+    // New routes never touch the counter; only picks advance it.
+    let p = back_route.select(&Candidates::new(&back.backends, &[]));
+    assert_eq!(p, Some(2), "the counter survived");
     // Unknown values use the global default.
     let bad = frontend(backends(&[Up, Up, Up]), &[("balance", "uri")]);
-    f.sel.update(
+    let bad_route = next_route(
+        &back_route,
         &bad,
+        &f.registry,
         &HealthConfig {
             balance: Balance::P2c,
             ..cfg
         },
     );
-    assert_eq!(f.sel.settings().balance, Balance::P2c);
+    assert_eq!(bad_route.settings().balance, Balance::P2c);
     let bad_probe = frontend(backends(&[Up]), &[("active_health_check", "icmp")]);
     let (s, warnings) = SelectorSettings::resolve(&bad_probe, &cfg);
     assert!(!s.checked);
@@ -501,11 +516,47 @@ fn options_follow_the_table_without_losing_the_rotation() {
 }
 
 #[test]
-fn a_new_backend_set_is_picked_up_even_before_reconcile() {
+fn a_new_backend_set_is_picked_up_by_the_next_route() {
     let f = Fixture::new(&[Up, Up], &[], cfg());
-    let wider = backends(&[Up, Up, Up]);
+    let wider = frontend(backends(&[Up, Up, Up]), &[]);
+    let route = next_route(&f.sel, &wider, &f.registry, &cfg());
     let p: Vec<_> = (0..3)
-        .map(|_| f.sel.select(&Candidates::new(&wider, &[])).unwrap())
+        .map(|_| {
+            route
+                .select(&Candidates::new(&wider.backends, &[]))
+                .unwrap()
+        })
         .collect();
     assert!(p.contains(&2), "{p:?}");
+    // A backend list that is not the route's picks nothing (never a wrong index).
+    assert_eq!(f.sel.select(&Candidates::new(&wider.backends, &[])), None);
+}
+
+#[test]
+fn a_flow_keeps_its_backend_by_the_same_rule_as_a_pick() {
+    let keeps = |f: &Fixture, i: usize, secs: u64| {
+        f.sel
+            .keeps(&Candidates::new(&f.frontend.backends, &[]), i, f.at(secs))
+    };
+    // Up and unknown are kept (no move on a health gain); draining never.
+    let f = Fixture::new(&[Unknown, Up, Draining], &[], cfg());
+    assert!(keeps(&f, 0, 0) && keeps(&f, 1, 0));
+    assert!(!keeps(&f, 2, 0));
+    // The fail-open tier only while nothing better is left.
+    let f = Fixture::new(&[Unhealthy, Up], &[], cfg());
+    assert!(!keeps(&f, 0, 0));
+    let f = Fixture::new(&[Unhealthy, Unhealthy], &[], cfg());
+    assert!(keeps(&f, 0, 0));
+    // An ejected backend is left for an up one, kept when every backend is ejected.
+    let f = Fixture::new(&[Up, Up], &[], cfg());
+    f.eject(0, 0);
+    assert!(!keeps(&f, 0, 1) && keeps(&f, 1, 1));
+    // --fail-open=false: refused exactly as a new pick is.
+    let off = HealthConfig {
+        fail_open: false,
+        ..cfg()
+    };
+    let f = Fixture::new(&[Unhealthy, Unhealthy], &[], off);
+    assert_eq!(f.pick_at(&[], 0), None);
+    assert!(!keeps(&f, 0, 0) && !keeps(&f, 1, 0));
 }

@@ -1,9 +1,11 @@
-//! Per-backend and per-frontend runtime state: plain atomics that outlive every table swap.
+//! Per-backend runtime state: plain atomics that outlive every table swap.
 //!
-//! Owns: [`BackendRegistry`] (keyed by backend `SocketAddr`) and [`FrontendRegistry`] (keyed by
-//! [`FrontendKey`]). A key keeps the same `Arc` for as long as it is in the registry, so counters
-//! carry over when a new table is published. Entries are pruned only at reconcile, and only when
-//! the key is in no frontend of the current table AND nothing is using it (zero active).
+//! Owns: [`BackendStats`] and the [`BackendRegistry`] (keyed by [`BackendKey`]: protocol AND
+//! address, so a TCP and a UDP service on one `ip:port` have separate counters, ejection and
+//! verdicts), and the connect-failure classes ([`ConnectFailure`]). A key keeps the same `Arc`
+//! for as long as it is in the registry, so counters carry over when a new table is published.
+//! Entries are pruned only when a new table's routes are built, and only when the key is in no
+//! frontend of that table AND nothing is using it (zero active).
 //!
 //! Health runtime state lives here too, next to the counters it is derived from: each
 //! [`BackendStats`] runs the pure passive-ejection machine ([`crate::health::outlier`]) behind
@@ -12,19 +14,20 @@
 //! the active-check verdict written by [`crate::health::checker`]). Ejection flips are logged
 //! here, once per flip.
 //!
-//! Must not: pick backends (selection reads these values in `select.rs`), read the table, or do
-//! I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here
-//! knows about Prometheus.
+//! Must not: pick backends (selection reads these values in [`super::select`]), read the table,
+//! or do I/O. Metrics export reads [`BackendRegistry::snapshot`]; nothing here knows about
+//! Prometheus. Local faults (`health::fault`) are never recorded here.
 //!
-//! Race note: taking an entry for a new connection (`begin_connect`) and pruning both hold the map
-//! lock, and the connection bumps `active` before the read lock is released, so a prune can never
-//! orphan an entry a connection is about to use.
+//! Connections reach an entry through the route that holds it (no map lookup). A connection
+//! still on an older snapshot whose backend was just pruned counts into that orphaned entry,
+//! which is no longer exported (the backend left the table).
 
 use crate::health::outlier::{Outlier, OutlierConfig, Transition};
 use crate::health::{ActiveState, HealthReason};
-use crate::table::FrontendKey;
+use crate::table::Protocol;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -47,7 +50,8 @@ pub enum ConnectFailure {
     Refused,
     /// No answer within `--connect-timeout`.
     Timeout,
-    /// Anything else (unreachable, no route, local resource errors, ...).
+    /// Anything else from the backend or the path (unreachable, no route, reset, ...). Local
+    /// resource errors are not connect failures (`health::fault`).
     Other,
 }
 
@@ -96,13 +100,41 @@ impl ConnectFailure {
     }
 }
 
+/// Who a backend is for its runtime state: its protocol and its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BackendKey {
+    pub protocol: Protocol,
+    pub address: SocketAddr,
+}
+
+impl BackendKey {
+    pub fn new(protocol: Protocol, address: SocketAddr) -> Self {
+        BackendKey { protocol, address }
+    }
+
+    pub fn tcp(address: SocketAddr) -> Self {
+        Self::new(Protocol::Tcp, address)
+    }
+
+    pub fn udp(address: SocketAddr) -> Self {
+        Self::new(Protocol::Udp, address)
+    }
+}
+
+/// `tcp:127.0.0.1:80`, like a frontend key.
+impl fmt::Display for BackendKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.protocol, self.address)
+    }
+}
+
 // === impl BackendStats ===
 
 /// Runtime counters and health state of one backend address. All counters are monotonic except
 /// `active` and `consecutive_failures`.
 #[derive(Debug)]
 pub struct BackendStats {
-    addr: SocketAddr,
+    key: BackendKey,
     outlier_config: OutlierConfig,
     /// The passive-ejection machine (its own lock; never taken by a pick).
     outlier: Mutex<Outlier>,
@@ -137,16 +169,16 @@ pub struct BackendStats {
 impl Default for BackendStats {
     fn default() -> Self {
         BackendStats::new(
-            SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            BackendKey::tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0))),
             OutlierConfig::default(),
         )
     }
 }
 
 impl BackendStats {
-    pub fn new(addr: SocketAddr, outlier_config: OutlierConfig) -> Self {
+    pub fn new(key: BackendKey, outlier_config: OutlierConfig) -> Self {
         BackendStats {
-            addr,
+            key,
             outlier_config,
             outlier: Mutex::new(Outlier::new()),
             ejected_until: AtomicU64::new(0),
@@ -167,7 +199,11 @@ impl BackendStats {
     }
 
     pub fn address(&self) -> SocketAddr {
-        self.addr
+        self.key.address
+    }
+
+    pub fn key(&self) -> BackendKey {
+        self.key
     }
 
     pub fn active(&self) -> u64 {
@@ -228,7 +264,8 @@ impl BackendStats {
             self.ejections.fetch_add(1, Relaxed);
             self.health_reason.store(health_reason.code(), Relaxed);
             tracing::warn!(
-                backend = %self.addr,
+                backend = %self.key.address,
+                protocol = self.key.protocol.as_str(),
                 reason = health_reason.as_str(),
                 consecutive_failures = consecutive,
                 ejection = ?duration,
@@ -246,7 +283,11 @@ impl BackendStats {
         if transition == Some(Transition::Recovered) {
             self.ejected_until.store(0, Relaxed);
             self.ejected_since.store(0, Relaxed);
-            tracing::info!(backend = %self.addr, "ejected backend recovered (connect succeeded)");
+            tracing::info!(
+                backend = %self.key.address,
+                protocol = self.key.protocol.as_str(),
+                "ejected backend recovered (connect succeeded)"
+            );
         }
     }
 
@@ -365,6 +406,12 @@ pub struct ActiveBackend {
 }
 
 impl ActiveBackend {
+    /// Counts one more active user of `stats`.
+    pub(crate) fn begin(stats: Arc<BackendStats>) -> Self {
+        stats.active.fetch_add(1, Relaxed);
+        ActiveBackend { stats }
+    }
+
     pub fn stats(&self) -> &BackendStats {
         &self.stats
     }
@@ -378,10 +425,11 @@ impl Drop for ActiveBackend {
 
 // === impl BackendRegistry ===
 
-/// Runtime state of every backend address, shared by all frontends that forward to it.
+/// Runtime state of every backend, by [`BackendKey`], shared by all frontends of that protocol
+/// that forward to it.
 #[derive(Debug, Default)]
 pub struct BackendRegistry {
-    entries: RwLock<HashMap<SocketAddr, Arc<BackendStats>>>,
+    entries: RwLock<HashMap<BackendKey, Arc<BackendStats>>>,
     outlier: OutlierConfig,
 }
 
@@ -398,64 +446,52 @@ impl BackendRegistry {
         }
     }
 
-    fn create(&self, addr: SocketAddr) -> Arc<BackendStats> {
-        Arc::new(BackendStats::new(addr, self.outlier))
+    fn create(&self, key: BackendKey) -> Arc<BackendStats> {
+        Arc::new(BackendStats::new(key, self.outlier))
     }
 
-    /// The entry for `addr`, created if missing (the active checker and selectors hold these).
-    pub fn entry(&self, addr: SocketAddr) -> Arc<BackendStats> {
-        if let Some(stats) = self.get(&addr) {
+    /// The entry for `key`, created if missing (routes and the active checker hold these).
+    pub fn entry(&self, key: BackendKey) -> Arc<BackendStats> {
+        if let Some(stats) = self.get(&key) {
             return stats;
         }
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(addr).or_insert_with(|| self.create(addr)).clone()
+        map.entry(key).or_insert_with(|| self.create(key)).clone()
     }
 
-    /// Takes (or creates) the entry for `addr` and counts one more active user of it.
-    pub fn begin_connect(&self, addr: SocketAddr) -> ActiveBackend {
-        {
-            let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(stats) = map.get(&addr) {
-                stats.active.fetch_add(1, Relaxed);
-                return ActiveBackend {
-                    stats: stats.clone(),
-                };
-            }
-        }
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let stats = map.entry(addr).or_insert_with(|| self.create(addr)).clone();
-        stats.active.fetch_add(1, Relaxed);
-        ActiveBackend { stats }
+    /// Takes (or creates) the entry for `key` and counts one more active user of it.
+    pub fn begin_connect(&self, key: BackendKey) -> ActiveBackend {
+        ActiveBackend::begin(self.entry(key))
     }
 
-    /// The entry for `addr`, if any (never creates one).
-    pub fn get(&self, addr: &SocketAddr) -> Option<Arc<BackendStats>> {
+    /// The entry for `key`, if any (never creates one).
+    pub fn get(&self, key: &BackendKey) -> Option<Arc<BackendStats>> {
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.get(addr).cloned()
+        map.get(key).cloned()
     }
 
-    /// Creates entries for addresses that have none (so the admin API lists backends that never
-    /// got a connection).
-    pub fn ensure<'a>(&self, addrs: impl IntoIterator<Item = &'a SocketAddr>) {
+    /// Creates entries for keys that have none (so the admin API lists backends that never got a
+    /// connection).
+    pub fn ensure<'a>(&self, keys: impl IntoIterator<Item = &'a BackendKey>) {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        for addr in addrs {
-            map.entry(*addr).or_insert_with(|| self.create(*addr));
+        for key in keys {
+            map.entry(*key).or_insert_with(|| self.create(*key));
         }
     }
 
     /// Drops entries not in `keep` that nothing uses any more. Returns how many were dropped.
-    pub fn prune(&self, keep: &HashSet<SocketAddr>) -> usize {
+    pub fn prune(&self, keep: &HashSet<BackendKey>) -> usize {
         let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
         let before = map.len();
-        map.retain(|addr, stats| keep.contains(addr) || stats.active.load(Relaxed) > 0);
+        map.retain(|key, stats| keep.contains(key) || stats.active.load(Relaxed) > 0);
         before - map.len()
     }
 
-    /// Every entry's counters, sorted by address.
-    pub fn snapshot(&self) -> Vec<(SocketAddr, BackendStatsSnapshot)> {
+    /// Every entry's counters, sorted by key.
+    pub fn snapshot(&self) -> Vec<(BackendKey, BackendStatsSnapshot)> {
         let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = map.iter().map(|(a, s)| (*a, s.snapshot())).collect();
-        out.sort_by_key(|(a, _)| *a);
+        let mut out: Vec<_> = map.iter().map(|(k, s)| (*k, s.snapshot())).collect();
+        out.sort_by_key(|(k, _)| *k);
         out
     }
 
@@ -468,144 +504,12 @@ impl BackendRegistry {
     }
 }
 
-// === impl FrontendStats ===
-
-/// Runtime counters of one frontend.
-#[derive(Debug, Default)]
-pub struct FrontendStats {
-    accepted: AtomicU64,
-    active: AtomicU64,
-    /// Connections closed because no backend could be reached (none eligible, or every try failed).
-    no_backend: AtomicU64,
-    /// Connections cut by a drain timeout or shutdown.
-    cut: AtomicU64,
-    /// Accept errors by class (resource exhaustion such as EMFILE, or anything else).
-    accept_errors_resource: AtomicU64,
-    accept_errors_other: AtomicU64,
-}
-
-impl FrontendStats {
-    pub fn active(&self) -> u64 {
-        self.active.load(Relaxed)
-    }
-
-    /// Counts an accepted connection; the returned guard holds one unit of `active`.
-    pub fn accepted(self: &Arc<Self>) -> ActiveFrontend {
-        self.accepted.fetch_add(1, Relaxed);
-        self.active.fetch_add(1, Relaxed);
-        ActiveFrontend {
-            stats: self.clone(),
-        }
-    }
-
-    pub fn record_no_backend(&self) {
-        self.no_backend.fetch_add(1, Relaxed);
-    }
-
-    pub fn record_cut(&self) {
-        self.cut.fetch_add(1, Relaxed);
-    }
-
-    pub fn record_accept_error(&self, resource_exhausted: bool) {
-        if resource_exhausted {
-            self.accept_errors_resource.fetch_add(1, Relaxed);
-        } else {
-            self.accept_errors_other.fetch_add(1, Relaxed);
-        }
-    }
-
-    pub fn snapshot(&self) -> FrontendStatsSnapshot {
-        FrontendStatsSnapshot {
-            accepted: self.accepted.load(Relaxed),
-            active: self.active.load(Relaxed),
-            no_backend: self.no_backend.load(Relaxed),
-            cut: self.cut.load(Relaxed),
-            accept_errors_resource: self.accept_errors_resource.load(Relaxed),
-            accept_errors_other: self.accept_errors_other.load(Relaxed),
-        }
-    }
-}
-
-/// A point-in-time copy of [`FrontendStats`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct FrontendStatsSnapshot {
-    pub accepted: u64,
-    pub active: u64,
-    pub no_backend: u64,
-    pub cut: u64,
-    pub accept_errors_resource: u64,
-    pub accept_errors_other: u64,
-}
-
-/// Holds one unit of a frontend's `active` count.
-#[derive(Debug)]
-pub struct ActiveFrontend {
-    stats: Arc<FrontendStats>,
-}
-
-impl ActiveFrontend {
-    pub fn stats(&self) -> &FrontendStats {
-        &self.stats
-    }
-}
-
-impl Drop for ActiveFrontend {
-    fn drop(&mut self) {
-        self.stats.active.fetch_sub(1, Relaxed);
-    }
-}
-
-// === impl FrontendRegistry ===
-
-/// Runtime state of every frontend, by key. Survives swaps while the frontend stays in the table
-/// (and while a removed frontend still has live connections).
-#[derive(Debug, Default)]
-pub struct FrontendRegistry {
-    entries: RwLock<HashMap<FrontendKey, Arc<FrontendStats>>>,
-}
-
-impl FrontendRegistry {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    pub fn get_or_insert(&self, key: FrontendKey) -> Arc<FrontendStats> {
-        if let Some(s) = self.get(&key) {
-            return s;
-        }
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        map.entry(key).or_default().clone()
-    }
-
-    pub fn get(&self, key: &FrontendKey) -> Option<Arc<FrontendStats>> {
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        map.get(key).cloned()
-    }
-
-    /// Drops entries not in `keep` with no active connection. Returns how many were dropped.
-    pub fn prune(&self, keep: &HashSet<FrontendKey>) -> usize {
-        let mut map = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        let before = map.len();
-        map.retain(|key, stats| keep.contains(key) || stats.active.load(Relaxed) > 0);
-        before - map.len()
-    }
-
-    /// Every entry's counters, sorted by key.
-    pub fn snapshot(&self) -> Vec<(FrontendKey, FrontendStatsSnapshot)> {
-        let map = self.entries.read().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = map.iter().map(|(k, s)| (*k, s.snapshot())).collect();
-        out.sort_by_key(|(k, _)| *k);
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::Protocol;
 
-    fn addr(port: u16) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], port))
+    fn addr(port: u16) -> BackendKey {
+        BackendKey::tcp(SocketAddr::from(([127, 0, 0, 1], port)))
     }
 
     #[test]
@@ -658,22 +562,6 @@ mod tests {
     }
 
     #[test]
-    fn frontend_entries_survive_until_idle_and_unlisted() {
-        let reg = FrontendRegistry::new();
-        let key = FrontendKey {
-            protocol: Protocol::Tcp,
-            listen: addr(80),
-        };
-        let stats = reg.get_or_insert(key);
-        let conn = stats.accepted();
-        assert!(Arc::ptr_eq(&stats, &reg.get_or_insert(key)));
-        assert_eq!(reg.prune(&HashSet::new()), 0, "busy entry stays");
-        drop(conn);
-        assert_eq!(stats.snapshot().accepted, 1);
-        assert_eq!(reg.prune(&HashSet::new()), 1);
-    }
-
-    #[test]
     fn connect_errors_classify() {
         use std::io::{Error, ErrorKind};
         assert_eq!(
@@ -688,5 +576,34 @@ mod tests {
             ConnectFailure::from_io(&Error::from_raw_os_error(libc::EHOSTUNREACH)),
             ConnectFailure::Other
         );
+    }
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use super::*;
+
+    /// Issue 20, finding 3: TCP and UDP backends on the same `ip:port` share one runtime state.
+    #[test]
+    fn tcp_and_udp_backends_on_the_same_ip_port_have_separate_runtime_state() {
+        let reg = BackendRegistry::with_outlier(OutlierConfig {
+            eject_after: 1,
+            ..OutlierConfig::default()
+        });
+        let addr = SocketAddr::from(([127, 0, 0, 1], 53));
+        let (tcp, udp) = (
+            reg.entry(BackendKey::tcp(addr)),
+            reg.entry(BackendKey::udp(addr)),
+        );
+        assert!(!Arc::ptr_eq(&tcp, &udp));
+        let _flow = reg.begin_connect(BackendKey::udp(addr));
+        tcp.record_failure(ConnectFailure::Refused);
+        let (t, u) = (tcp.snapshot(), udp.snapshot());
+        assert!(
+            t.ejected && !u.ejected,
+            "a refusing TCP port does not eject UDP"
+        );
+        assert_eq!((t.active, u.active), (0, 1));
+        assert_eq!(tcp.key().to_string(), "tcp:127.0.0.1:53");
     }
 }
