@@ -121,7 +121,7 @@ impl Daemon {
         let active = health.active;
         let dataplane = Dataplane::new(dataplane_config, tables.clone());
         // Always running: a port label can turn active checks on without the global flag.
-        let checker = crate::health::checker::spawn(
+        let checker = crate::control::checker::spawn(
             tables.clone(),
             dataplane.backends(),
             active,

@@ -38,7 +38,7 @@ fn start(active: ActiveConfig) -> (Harness, CancellationToken) {
         },
     );
     let stop = CancellationToken::new();
-    vipd::health::checker::spawn(
+    vipd::control::checker::spawn(
         h.reader.clone(),
         h.dataplane.backends(),
         active,

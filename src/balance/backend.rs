@@ -11,7 +11,7 @@
 //! [`BackendStats`] runs the pure passive-ejection machine ([`crate::health::outlier`]) behind
 //! its own small mutex (taken only when a connect fails, or succeeds after failures or an
 //! ejection: never per pick), and publishes what selection needs as atomics (`ejected until`,
-//! the active-check verdict written by [`crate::health::checker`]). Ejection flips are logged
+//! the active-check verdict written by [`crate::control::checker`]). Ejection flips are logged
 //! here, once per flip.
 //!
 //! Must not: pick backends (selection reads these values in [`super::select`]), read the table,

@@ -5,12 +5,15 @@
 //! publishing it when it differs from the current one (the publisher builds every frontend's
 //! route, `balance::Route`, and stores table and routes with one `ArcSwap` store), and then telling
 //! the consumers that follow the table (VIP address manager, listeners) to reconcile. Also the
-//! log line per publish with a one-line diff summary, and warnings logged once each.
+//! log line per publish with a one-line diff summary, and warnings logged once each. The active
+//! health checker ([`checker`]) is control plane too: it follows the published table and writes
+//! probe verdicts into the per-backend runtime state.
 //!
-//! Must not: touch sockets or forward traffic (the data plane does), talk to Marathon (sources do),
+//! Must not: forward traffic or open sockets other than the checker's probes (the data plane does), talk to Marathon (sources do),
 //! or publish anything when a source fails: sources only ever hand over good snapshots, so the
 //! last good table keeps serving.
 
+pub mod checker;
 pub mod resolve;
 
 use crate::published::{PublishedTable, TablePublisher};

@@ -3,14 +3,13 @@
 //! Owns: the pure state machines ([`outlier`] for passive ejection, [`counter`] for active
 //! rise/fall), the health vocabulary ([`HealthReason`]), the local/remote classification of
 //! connect and probe failures ([`fault`]: local faults never count against a backend), one probe of one address ([`probe`],
-//! with [`ProbeKind`] and [`ProbeSpec`]) and the active checker task ([`checker`]), which writes
-//! its verdicts into the per-backend runtime state of [`crate::balance`].
+//! with [`ProbeKind`] and [`ProbeSpec`]). The active checker task that runs the probes and writes
+//! verdicts into the per-backend runtime state is control plane: [`crate::control::checker`].
 //!
 //! Must not: pick backends or decide eligibility ([`crate::balance`] does), touch the table, or
-//! log per connection above `debug`. Only [`checker`] reads `balance` (to find what to probe and
-//! where to store a verdict); the state machines and the probe depend on nothing above them.
+//! log per connection above `debug`. Nothing here imports a module above it: the state
+//! machines and the probe depend only on `std`, tokio and the table types.
 
-pub mod checker;
 pub mod counter;
 pub mod fault;
 pub mod outlier;

@@ -1,4 +1,6 @@
-//! The active checker: probes backends and writes the verdicts selection reads.
+//! The active checker (control plane): probes backends and writes the verdicts selection reads.
+//! It sits above [`crate::balance`] and [`crate::published`], which it reads, and uses the pure
+//! parts of [`crate::health`] (the rise/fall counter, the probe).
 //!
 //! Owns: one task ([`spawn`]) that follows the published table, and one probe task per
 //! (backend, probe kind), a backend being its protocol and address — a backend shared by several
@@ -18,10 +20,10 @@
 //!
 //! Must not: pick backends, change the table, or block the data plane: it only stores atomics.
 
-use super::counter::{ActiveState, RiseFall};
-use super::probe::{probe, ProbeError};
-use super::{HealthReason, ProbeKind};
 use crate::balance::{probe_for_frontend, ActiveConfig, BackendKey, BackendRegistry};
+use crate::health::counter::{ActiveState, RiseFall};
+use crate::health::probe::{probe, ProbeError};
+use crate::health::{HealthReason, ProbeKind};
 use crate::published::TableReader;
 use crate::table::{BackendState, Table};
 use rand::Rng;
