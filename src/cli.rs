@@ -50,6 +50,8 @@ pub struct TableArgs {
     pub apps: PathBuf,
     #[command(flatten)]
     pub table: TableOptionArgs,
+    #[command(flatten)]
+    pub documents: crate::source::marathon::args::DocumentArgs,
 }
 
 /// Options that shape the table (shared by `table` and `run`).
@@ -86,6 +88,8 @@ pub struct SourceArgs {
     pub apps: Option<PathBuf>,
     #[command(flatten)]
     pub marathon: crate::source::marathon::args::MarathonArgs,
+    #[command(flatten)]
+    pub documents: crate::source::marathon::args::DocumentArgs,
 }
 
 #[derive(Debug, clap::Args)]

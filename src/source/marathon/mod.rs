@@ -89,6 +89,10 @@ pub struct MarathonConfig {
     /// Bound, in bytes, of the events on their way from the stream reader to the driver.
     pub max_queued_event_bytes: usize,
     pub max_redirects: usize,
+    /// Largest response body read (`--max-document-size`).
+    pub max_document_size: usize,
+    /// Hosts besides those of `endpoints` that redirects may lead to, with the credentials.
+    pub trusted_redirect_hosts: Vec<client::RedirectHost>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,6 +139,8 @@ impl MarathonConfig {
             max_replay_bytes: 64 << 20,
             max_queued_event_bytes: 64 << 20,
             max_redirects: 3,
+            max_document_size: crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            trusted_redirect_hosts: Vec::new(),
         })
     }
 
