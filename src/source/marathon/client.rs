@@ -210,6 +210,9 @@ pub struct FullFetch {
     /// When the body had been read completely.
     pub fetched_at: Instant,
     pub url: String,
+    /// The answer came from another authority than the `--marathon` URL asked (a trusted
+    /// redirect).
+    pub redirected: bool,
 }
 
 /// One app as fetched.
@@ -656,6 +659,7 @@ impl MarathonClient {
                 body,
                 snapshot,
                 fetched_at,
+                redirected: authority(&url) != authority(self.endpoints[idx].url()),
                 url: redact_url(&url),
             })
         })

@@ -5,7 +5,9 @@
 //! apps, or one full fetch), the replay of task events onto the result of a fetch that was in
 //! flight when they arrived (bounded in bytes: past the bound the replay is dropped and a full
 //! resync follows), the stream epochs (every (re)connect starts an epoch and a full fetch), the
-//! `--state-dir` snapshot served as stale when Marathon does not answer in time, the jittered
+//! `--state-dir` snapshot served as stale when Marathon does not answer in time, the
+//! empty-answer check (an empty full answer that came through a redirect does not replace a
+//! non-empty snapshot until a second full fetch confirms it), the jittered
 //! exponential backoff of fetch retries and stream reconnects, and the periodic jittered resync.
 //!
 //! It is fed [`Input`]s with the time passed in (`now`) and answers [`Action`]s; the shell in
@@ -245,6 +247,8 @@ pub struct Driver<R> {
     /// When the periodic full resync is due; pushed back by every successful full fetch.
     next_periodic: Option<Instant>,
     started: bool,
+    /// A redirected empty answer was held back; the next full answer decides.
+    empty_answer_held: bool,
 }
 
 impl<R: rand::Rng> Driver<R> {
@@ -276,6 +280,7 @@ impl<R: rand::Rng> Driver<R> {
             stream_log: ErrorLog::new("event stream"),
             next_periodic: None,
             started: false,
+            empty_answer_held: false,
         }
     }
 
@@ -549,6 +554,14 @@ impl<R: rand::Rng> Driver<R> {
         }
     }
 
+    /// An empty full answer through a redirect, over a non-empty snapshot, not yet confirmed.
+    fn holds_back(&self, f: &FullFetch) -> bool {
+        f.redirected
+            && f.snapshot.apps.is_empty()
+            && !self.empty_answer_held
+            && self.current.as_ref().is_some_and(|c| !c.apps.is_empty())
+    }
+
     fn finish(&mut self, outcome: FetchOutcome, epoch: u64, now: Instant, out: &mut Vec<Action>) {
         let replay = std::mem::take(&mut self.replay);
         self.replay_bytes = 0;
@@ -560,7 +573,17 @@ impl<R: rand::Rng> Driver<R> {
                 self.fetch_log.failed(&self.status, &e);
                 self.retry_later(FetchJob::Full, now);
             }
+            FetchOutcome::Full(Ok(f)) if self.holds_back(&f) => {
+                tracing::warn!(
+                    url = %f.url,
+                    apps = self.current.as_ref().map_or(0, |c| c.apps.len()),
+                    "a redirected Marathon answer has no apps: keeping the current snapshot until a second full fetch confirms it"
+                );
+                self.empty_answer_held = true;
+                self.queue.full(now + self.cfg.event_debounce);
+            }
             FetchOutcome::Full(Ok(f)) => {
+                self.empty_answer_held = false;
                 self.fetch_log.ok(&f.url);
                 self.fetch_backoff.reset();
                 self.next_periodic = Some(now + self.periodic_delay());

@@ -71,6 +71,17 @@ fn full_ok(apps: &[String], at: Instant) -> Input {
         snapshot: snapshot(apps),
         fetched_at: at,
         url: "http://m1:8080/".into(),
+        redirected: false,
+    })))
+}
+
+fn full_redirected(apps: &[String], at: Instant) -> Input {
+    Input::FetchDone(FetchOutcome::Full(Ok(FullFetch {
+        body: Bytes::from(doc(apps)),
+        snapshot: snapshot(apps),
+        fetched_at: at,
+        url: "http://m2:8080/".into(),
+        redirected: true,
     })))
 }
 
@@ -596,4 +607,27 @@ fn events_buffered_past_the_replay_byte_bound_are_dropped_and_a_full_resync_foll
         vec![FetchJob::Full],
         "the events are re-read by a full fetch"
     );
+}
+
+#[test]
+fn a_redirected_empty_answer_does_not_replace_a_non_empty_snapshot_until_confirmed() {
+    let t0 = Instant::now();
+    let mut d = synced(&[app_json("/web", &[U1])], t0);
+    d.handle(Input::ResyncRequested, t0);
+    let a = d.handle(full_redirected(&[], t0), t0);
+    assert!(published(&a).is_empty(), "held back");
+    assert!(!has(&a, |a| matches!(a, Action::Persist(_))));
+    assert_eq!(d.current().unwrap().apps.len(), 1);
+    // A confirming full fetch follows soon; a second empty answer is applied.
+    let due = d.next_deadline().unwrap();
+    assert_eq!(due, t0 + ms(200));
+    assert_eq!(fetches(&d.handle(Input::Tick, due)), vec![FetchJob::Full]);
+    let a = d.handle(full_redirected(&[], due), due);
+    assert_eq!(published(&a).len(), 1);
+    assert!(d.current().unwrap().apps.is_empty());
+    // Not redirected: an empty answer is applied at once (Marathon may really have no apps).
+    let mut d = synced(&[app_json("/web", &[U1])], t0);
+    d.handle(Input::ResyncRequested, t0);
+    let a = d.handle(full_ok(&[], t0), t0);
+    assert_eq!(published(&a).len(), 1);
 }
