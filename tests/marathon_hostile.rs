@@ -160,6 +160,24 @@ async fn large_events_during_a_slow_fetch_past_the_replay_byte_bound_drop_the_bu
 }
 
 #[tokio::test]
+async fn an_event_larger_than_the_channel_byte_budget_still_gets_through() {
+    let fake = FakeMarathon::start(web_apps()).await;
+    let mut cfg = config(&[&fake.url()]);
+    // The reader may queue 4 KiB of events for the driver; this event alone is 64 KiB.
+    cfg.max_queued_event_bytes = 4 * 1024;
+    let r = Running::start(cfg);
+    r.synced().await;
+    let t = task("web", "33333333-3333-3333-3333-333333333333");
+    for i in 0..3u16 {
+        let mut ev = status_update("/web", &t, "TASK_RUNNING", "10.0.0.3", 31003 + i);
+        ev["message"] = serde_json::Value::String("y".repeat(64 * 1024));
+        fake.send_event("status_update_event", &ev);
+    }
+    let st = r.status.clone();
+    wait_until("three big events applied", || st.get().events_applied >= 3).await;
+}
+
+#[tokio::test]
 async fn a_redirect_to_another_host_never_receives_the_credentials_and_its_answer_is_not_applied() {
     let marathon = FakeMarathon::start(web_apps()).await;
     marathon.require_basic("alice", "pw-marathon");

@@ -1,7 +1,9 @@
 //! Command-line flags of the Marathon source, for `vipd run` to flatten.
 //!
 //! Owns: the `--marathon*` and `--state-dir` flags (each also a `VIPD_*` environment variable)
-//! and their conversion into a [`MarathonConfig`], reading the password file.
+//! and their conversion into a [`MarathonConfig`], reading the password file; also
+//! `--max-document-size` ([`DocumentArgs`], shared with the file source and `vipd table`) and
+//! its byte-size grammar ([`parse_byte_size`]).
 //!
 //! Must not: start anything, or let a credential reach `Debug` output (the password is a
 //! [`Secret`]; URLs are parsed into endpoints without userinfo).
