@@ -248,12 +248,15 @@ fn start_source(
     shutdown: CancellationToken,
 ) -> Result<(SourceHandle, MarathonStatus), StartError> {
     if args.marathon.enabled() {
-        let config = args.marathon.clone().into_config()?;
+        let config = args.marathon.clone().into_config_with(&args.documents)?;
         let (handle, status) = source::marathon::spawn(config, shutdown);
         return Ok((handle, Some(status)));
     }
     match &args.apps {
-        Some(path) => Ok((source::file::spawn(path.clone(), shutdown), None)),
+        Some(path) => Ok((
+            source::file::spawn(path.clone(), args.documents.max_document_size, shutdown),
+            None,
+        )),
         None => Err(StartError::NoSource),
     }
 }

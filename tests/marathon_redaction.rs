@@ -64,13 +64,19 @@ async fn the_password_never_appears_in_logs_status_or_debug() {
 
     // 1. Success: password in the URL, a dead first URL, the events redirect to the leader.
     {
-        let cfg = config(&[
+        let mut cfg = config(&[
             &format!(
                 "http://alice:{PASSWORD}@{}",
                 dead.trim_start_matches("http://")
             ),
             &follower.url_with("alice", PASSWORD),
         ]);
+        // The leader is another authority (another port): trusted by name.
+        cfg.trusted_redirect_hosts =
+            vec![
+                vipd::source::marathon::client::RedirectHost::parse(&leader.addr.to_string())
+                    .unwrap(),
+            ];
         debug_dumps.push(format!("{cfg:?}"));
         let shutdown = CancellationToken::new();
         let (h, status) = spawn(cfg, shutdown.clone());

@@ -8,6 +8,7 @@ use std::time::Duration;
 use support::fake_marathon::{app, apps_doc, status_update, wait_until, FakeMarathon, Mode};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+use vipd::source::marathon::client::RedirectHost;
 use vipd::source::marathon::{spawn, MarathonConfig, MarathonStatusHandle, SyncErrorKind};
 use vipd::source::{Origin, SourceSnapshot};
 
@@ -432,7 +433,10 @@ async fn non_leader_redirect_is_followed_with_credentials_sent_again() {
     let follower = FakeMarathon::start(two_apps()).await;
     follower.require_basic("alice", "leaderpw");
     follower.redirect_events_to(&leader.url());
-    let mut r = start(config(&[&follower.url_with("alice", "leaderpw")]));
+    let mut cfg = config(&[&follower.url_with("alice", "leaderpw")]);
+    // The leader is another authority (another port): trusted by name.
+    cfg.trusted_redirect_hosts = vec![RedirectHost::parse(&leader.addr.to_string()).unwrap()];
+    let mut r = start(cfg);
     r.synced().await;
     let st = r.status.get();
     assert_eq!(

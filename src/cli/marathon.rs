@@ -1,15 +1,27 @@
 //! Flags of the Marathon source (`--marathon*`, `--state-dir`), each also a `VIPD_*` variable,
-//! and their one conversion into a [`MarathonConfig`] (which reads the password file).
+//! and their one conversion into a [`MarathonConfig`] (which reads the password file); also
+//! `--max-document-size` ([`DocumentArgs`], shared with the file source and `vipd table`) and its
+//! byte-size grammar ([`parse_byte_size`]).
 //!
 //! Must not: start anything, or let a credential reach `Debug` output (the password is a
 //! [`Secret`]; URLs are parsed into endpoints without userinfo).
 
 use super::duration::parse_duration;
-use crate::source::marathon::client::ConfigError;
+use crate::source::marathon::client::{ConfigError, RedirectHost};
 use crate::source::marathon::redact::Secret;
-use crate::source::marathon::{AuthConfig, MarathonConfig, TlsConfig};
+use crate::source::marathon::{AuthConfig, MarathonConfig, MarathonEndpoint, TlsConfig};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The bound on every source document, shared by `vipd run` (apps file, Marathon bodies) and
+/// `vipd table`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DocumentArgs {
+    /// Largest apps document or Marathon response body accepted (`134217728`, `512KiB`, `128MiB`,
+    /// `1GiB`; `k`/`M`/`G` are binary too). A bigger one is an error; the last good table stays.
+    #[arg(long, env = "VIPD_MAX_DOCUMENT_SIZE", default_value_t = crate::source::DEFAULT_MAX_DOCUMENT_SIZE, value_parser = parse_byte_size)]
+    pub max_document_size: usize,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct MarathonArgs {
@@ -83,12 +95,64 @@ pub struct MarathonArgs {
     /// Directory for the last-known-good Marathon state, served when Marathon is down at start.
     #[arg(long, env = "VIPD_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Host (`host`: any port) or authority (`host:port`) a Marathon redirect may lead to with
+    /// the credentials; repeatable or comma-separated. The hosts of `--marathon` always may.
+    /// Redirects elsewhere are refused.
+    #[arg(
+        long = "marathon-trust-redirect-host",
+        env = "VIPD_MARATHON_TRUST_REDIRECT_HOST",
+        value_delimiter = ',',
+        value_name = "HOST[:PORT]"
+    )]
+    pub marathon_trust_redirect_host: Vec<String>,
+}
+
+impl MarathonConfig {
+    /// A configuration for `urls` with every other setting at its flag default.
+    pub fn new(urls: &[&str]) -> Result<Self, ConfigError> {
+        let endpoints = urls
+            .iter()
+            .map(|u| MarathonEndpoint::parse(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        if endpoints.is_empty() {
+            return Err(ConfigError::NoUrl);
+        }
+        let flags = super::defaults::<MarathonArgs>();
+        Ok(MarathonConfig {
+            endpoints,
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            connect_timeout: flags.marathon_connect_timeout,
+            request_timeout: flags.marathon_timeout,
+            stream_timeout: flags.marathon_stream_timeout,
+            resync_interval: flags.marathon_resync_interval,
+            event_debounce: flags.marathon_event_debounce,
+            backoff_initial: flags.marathon_backoff_initial,
+            backoff_max: flags.marathon_backoff_max,
+            healthy_after: Duration::from_secs(60),
+            state_dir: flags.state_dir,
+            state_write_interval: Duration::from_secs(10),
+            max_event_bytes: 64 << 20,
+            max_replay_bytes: 64 << 20,
+            max_queued_event_bytes: 64 << 20,
+            max_redirects: 3,
+            max_document_size: crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            trusted_redirect_hosts: Vec::new(),
+        })
+    }
 }
 
 impl MarathonArgs {
     /// True when `--marathon` was given.
     pub fn enabled(&self) -> bool {
         !self.marathon.is_empty()
+    }
+
+    /// [`MarathonArgs::into_config`] with the document bound of `documents`.
+    pub fn into_config_with(self, documents: &DocumentArgs) -> Result<MarathonConfig, ConfigError> {
+        let mut cfg = self.into_config()?;
+        cfg.max_document_size = documents.max_document_size;
+        Ok(cfg)
     }
 
     pub fn into_config(self) -> Result<MarathonConfig, ConfigError> {
@@ -128,9 +192,35 @@ impl MarathonArgs {
         cfg.backoff_initial = self.marathon_backoff_initial;
         cfg.backoff_max = self.marathon_backoff_max;
         cfg.state_dir = self.state_dir;
+        cfg.trusted_redirect_hosts = self
+            .marathon_trust_redirect_host
+            .iter()
+            .map(|h| RedirectHost::parse(h))
+            .collect::<Result<_, _>>()?;
         cfg.validate()?;
         Ok(cfg)
     }
+}
+
+/// A byte count: `1048576`, `512k`/`512KiB`, `64M`/`64MiB`, `1G`/`1GiB` (all binary), `100B`.
+pub fn parse_byte_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = (&s[..split], s[split..].trim());
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (use e.g. 134217728, 512KiB, 128MiB)"))?;
+    let shift = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        _ => return Err(format!("invalid size unit in {s:?} (B, KiB, MiB, GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .and_then(|b| usize::try_from(b).ok())
+        .filter(|b| *b > 0)
+        .ok_or_else(|| format!("invalid size {s:?}: zero or too large"))
 }
 
 #[cfg(test)]
@@ -142,6 +232,30 @@ mod tests {
     struct T {
         #[command(flatten)]
         m: MarathonArgs,
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("1048576").unwrap(), 1 << 20);
+        assert_eq!(parse_byte_size("512KiB").unwrap(), 512 << 10);
+        assert_eq!(parse_byte_size("128MiB").unwrap(), 128 << 20);
+        assert_eq!(parse_byte_size("64M").unwrap(), 64 << 20);
+        assert_eq!(parse_byte_size("1g").unwrap(), 1 << 30);
+        assert!(parse_byte_size("0").is_err());
+        assert!(parse_byte_size("12 parsecs").is_err());
+        assert!(parse_byte_size("-1").is_err());
+        #[derive(Debug, Parser)]
+        struct D {
+            #[command(flatten)]
+            d: DocumentArgs,
+        }
+        let d = D::try_parse_from(["x"]).unwrap();
+        assert_eq!(
+            d.d.max_document_size,
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE
+        );
+        let d = D::try_parse_from(["x", "--max-document-size", "1MiB"]).unwrap();
+        assert_eq!(d.d.max_document_size, 1 << 20);
     }
 
     #[test]

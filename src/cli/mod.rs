@@ -28,16 +28,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 /// The values of a group of flags when none is given: its defaults, parsed by clap itself so
-/// that they are written only once (in the `#[arg]` attributes).
+/// that they are written only once (in the `#[arg]` attributes). `VIPD_*` environment variables
+/// are not read here: these are the built-in defaults, whatever the environment says.
 pub fn defaults<T: clap::Args>() -> T {
-    #[derive(Parser)]
-    struct Wrapper<T: clap::Args> {
-        #[command(flatten)]
-        inner: T,
-    }
-    Wrapper::<T>::try_parse_from(["vipd"])
-        .unwrap_or_else(|e| panic!("the flags' defaults must parse: {e}"))
-        .inner
+    let cmd = T::augment_args(clap::Command::new("vipd")).mut_args(|a| a.env(None));
+    let matches = cmd
+        .try_get_matches_from(["vipd"])
+        .unwrap_or_else(|e| panic!("the flags' defaults must parse: {e}"));
+    T::from_arg_matches(&matches).unwrap_or_else(|e| panic!("the flags' defaults must parse: {e}"))
 }
 
 #[derive(Debug, Parser)]
@@ -86,6 +84,8 @@ pub struct TableArgs {
     pub apps: PathBuf,
     #[command(flatten)]
     pub table: TableOptionArgs,
+    #[command(flatten)]
+    pub documents: marathon::DocumentArgs,
 }
 
 /// Options that shape the table (shared by `table` and `run`).
@@ -136,6 +136,8 @@ pub struct SourceArgs {
     pub apps: Option<PathBuf>,
     #[command(flatten)]
     pub marathon: MarathonArgs,
+    #[command(flatten)]
+    pub documents: marathon::DocumentArgs,
 }
 
 #[derive(Debug, clap::Args)]

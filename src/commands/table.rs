@@ -1,6 +1,6 @@
 //! `vipd table --apps FILE|-`: print the table vipd would serve for an apps document.
 //!
-//! Owns: reading the document (file or stdin), resolving agent hostnames, calling
+//! Owns: reading the document (file or stdin, capped by `--max-document-size`), resolving agent hostnames, calling
 //! `table::build`, and writing the JSON (`Built`: frontends + warnings, pretty, trailing newline).
 //!
 //! Must not: exit the process or print errors (it returns [`TableCommandError`]; `main.rs` prints
@@ -9,9 +9,10 @@
 use crate::cli::TableArgs;
 use crate::control::resolve::{HostResolver, ResolverConfig};
 use crate::model::{parse_apps_document, ModelError};
+use crate::source::{read_document, read_document_file};
 use crate::table::build::hosts_to_resolve;
 use crate::table::{build, BuildOptions, Built};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 /// Why no table was printed.
@@ -33,20 +34,18 @@ pub enum TableCommandError {
     Write(#[source] io::Error),
 }
 
-/// Reads `path` (`-` = stdin).
-fn read_input(path: &Path) -> Result<Vec<u8>, TableCommandError> {
+/// Reads `path` (`-` = stdin), at most `max` bytes (`--max-document-size`).
+fn read_input(path: &Path, max: usize) -> Result<Vec<u8>, TableCommandError> {
     let shown = path.display().to_string();
-    let mut buf = Vec::new();
     let res = if path.as_os_str() == "-" {
-        io::stdin().lock().read_to_end(&mut buf).map(|_| ())
+        read_document(io::stdin().lock(), max)
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_end(&mut buf).map(|_| ()))
+        read_document_file(path, max)
     };
     res.map_err(|source| TableCommandError::Read {
         path: if shown == "-" { "stdin".into() } else { shown },
         source,
-    })?;
-    Ok(buf)
+    })
 }
 
 /// Parses, resolves and builds; the pure part of the command, reusable by tests.
@@ -66,7 +65,7 @@ pub async fn table_for(
 
 /// Runs `vipd table`, writing the JSON to `out`.
 pub async fn run(args: &TableArgs, out: &mut dyn Write) -> Result<(), TableCommandError> {
-    let body = read_input(&args.apps)?;
+    let body = read_input(&args.apps, args.documents.max_document_size)?;
     let name = if args.apps.as_os_str() == "-" {
         "stdin".to_string()
     } else {

@@ -59,26 +59,31 @@ fn stamp(path: &Path) -> Option<FileStamp> {
 /// Reads and parses the file. Blocking: call from a blocking context.
 pub fn load(path: &Path) -> Result<AppsSnapshot, FileSourceError> {
     let display = path.display().to_string();
-    let body = std::fs::read(path).map_err(|source| FileSourceError::Read {
-        path: display.clone(),
-        source,
-    })?;
+    let body =
+        super::read_document_file(path, super::DEFAULT_MAX_DOCUMENT_SIZE).map_err(|source| {
+            FileSourceError::Read {
+                path: display.clone(),
+                source,
+            }
+        })?;
     model::parse_apps_document(&body).map_err(|source| FileSourceError::Parse {
         path: display,
         source,
     })
 }
 
-/// Starts watching `path`. The first snapshot is published as soon as the file parses.
-pub fn spawn(path: PathBuf, shutdown: CancellationToken) -> SourceHandle {
+/// Starts watching `path`. The first snapshot is published as soon as the file parses. A file
+/// larger than `max_document_size` bytes is an error (the last good snapshot stays).
+pub fn spawn(path: PathBuf, max_document_size: usize, shutdown: CancellationToken) -> SourceHandle {
     let (tx, rx) = watch::channel(None);
     let resync = Arc::new(Notify::new());
-    tokio::spawn(run(path, tx, resync.clone(), shutdown));
+    tokio::spawn(run(path, max_document_size, tx, resync.clone(), shutdown));
     SourceHandle::new(rx, resync)
 }
 
 async fn run(
     path: PathBuf,
+    max_document_size: usize,
     tx: watch::Sender<Option<SourceSnapshot>>,
     resync: Arc<Notify>,
     shutdown: CancellationToken,
@@ -103,7 +108,7 @@ async fn run(
             let observed_at = Instant::now();
             let p = path.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let body = std::fs::read(&p);
+                let body = super::read_document_file(&p, max_document_size);
                 (p, body)
             })
             .await;
@@ -259,7 +264,11 @@ mod tests {
         let path = dir.path().join("apps.json");
         std::fs::write(&path, doc("/one")).unwrap();
         let shutdown = CancellationToken::new();
-        let mut handle = spawn(path.clone(), shutdown.clone());
+        let mut handle = spawn(
+            path.clone(),
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            shutdown.clone(),
+        );
 
         let s = next_snapshot(&mut handle.snapshots).await.unwrap();
         assert_eq!(s.apps.apps[0].id, "/one");
@@ -304,7 +313,11 @@ mod tests {
         let path = dir.path().join("apps.json");
         std::fs::write(&path, doc("/one")).unwrap();
         let shutdown = CancellationToken::new();
-        let mut handle = spawn(path.clone(), shutdown.clone());
+        let mut handle = spawn(
+            path.clone(),
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            shutdown.clone(),
+        );
         next_snapshot(&mut handle.snapshots).await.unwrap();
         handle.resync();
         let s = next_snapshot(&mut handle.snapshots).await.unwrap();
@@ -317,7 +330,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("later.json");
         let shutdown = CancellationToken::new();
-        let mut handle = spawn(path.clone(), shutdown.clone());
+        let mut handle = spawn(
+            path.clone(),
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            shutdown.clone(),
+        );
         std::fs::write(&path, doc("/late")).unwrap();
         let s = next_snapshot(&mut handle.snapshots).await.unwrap();
         assert_eq!(s.apps.apps[0].id, "/late");

@@ -5,6 +5,8 @@
 //! Jetty's exact-`Accept` rule: 405 unless one value is exactly `text/event-stream`), optional
 //! HTTP basic auth (401 otherwise), a non-leader mode that redirects `/v2/events` to another URL,
 //! failure modes (500, 401, garbage), cutting or silencing the streams, and per-path counters.
+//! It can also delay `GET /v2/apps`, stream bodies in chunks without `Content-Length`, and
+//! redirect the API paths (`/v2/apps...`) to another fake.
 //! The same fake also serves HTTPS ([`FakeMarathon::start_tls`], rustls on the ring provider,
 //! optionally requiring a client certificate), with certificates made at test time by
 //! [`TestPki`] (rcgen) and written as PEM files into a temporary directory.
@@ -48,6 +50,10 @@ struct Inner {
     events_mode: Mode,
     basic: Option<String>,
     redirect_events_to: Option<String>,
+    redirect_api_to: Option<String>,
+    apps_delay: Option<Duration>,
+    chunked_bodies: bool,
+    api_requests: Vec<Option<String>>,
     heartbeat: Option<Duration>,
     silent: bool,
     counters: HashMap<String, u64>,
@@ -119,6 +125,10 @@ impl FakeMarathon {
                 events_mode: Mode::Normal,
                 basic: None,
                 redirect_events_to: None,
+                redirect_api_to: None,
+                apps_delay: None,
+                chunked_bodies: false,
+                api_requests: Vec::new(),
                 heartbeat: Some(Duration::from_millis(200)),
                 silent: false,
                 counters: HashMap::new(),
@@ -240,6 +250,26 @@ impl FakeMarathon {
         self.lock().redirect_events_to = Some(leader_url.to_string());
     }
 
+    /// `/v2/apps` and `/v2/apps/{id}` answer 307 to `url` + the same path and query.
+    pub fn redirect_api_to(&self, url: &str) {
+        self.lock().redirect_api_to = Some(url.to_string());
+    }
+
+    /// `GET /v2/apps` waits this long before answering (the request is counted at once).
+    pub fn set_apps_delay(&self, delay: Option<Duration>) {
+        self.lock().apps_delay = delay;
+    }
+
+    /// API bodies are sent in 16 KiB chunks without `Content-Length`.
+    pub fn set_chunked_bodies(&self, chunked: bool) {
+        self.lock().chunked_bodies = chunked;
+    }
+
+    /// The `Authorization` header of every API (non-events) request, oldest first.
+    pub fn api_authorizations(&self) -> Vec<Option<String>> {
+        self.lock().api_requests.clone()
+    }
+
     /// Heartbeat interval of new streams (`None`: no heartbeats).
     pub fn set_heartbeat(&self, every: Option<Duration>) {
         self.lock().heartbeat = every;
@@ -316,11 +346,67 @@ fn failure(mode: Mode) -> Option<Response> {
 }
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (response, delay, chunked) = respond(&shared, req);
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
+    if !chunked {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "body").into_response();
+    };
+    let chunks: Vec<Result<Bytes, std::convert::Infallible>> = (0..bytes.len())
+        .step_by(16 * 1024)
+        .map(|i| Ok(bytes.slice(i..(i + 16 * 1024).min(bytes.len()))))
+        .collect();
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from_stream(futures::stream::iter(chunks)))
+}
+
+/// The response, how long to wait before sending it, and whether to send it in chunks.
+fn respond(shared: &Arc<Shared>, req: Request) -> (Response, Option<Duration>, bool) {
+    let path = req.uri().path().to_string();
+    let inner = shared.inner.lock().unwrap();
+    let api = path.starts_with("/v2/apps");
+    let delay = if path == "/v2/apps" || path == "/v2/apps/" {
+        inner.apps_delay
+    } else {
+        None
+    };
+    let chunked = api && inner.chunked_bodies;
+    drop(inner);
+    (handle_now(shared, req), delay, chunked)
+}
+
+fn handle_now(shared: &Arc<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
     let mut inner = shared.inner.lock().unwrap();
     *inner.counters.entry(path.clone()).or_default() += 1;
+    if path.starts_with("/v2/apps") {
+        let auth = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        inner.api_requests.push(auth);
+        if let Some(to) = &inner.redirect_api_to {
+            let q = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{query}")
+            };
+            let location = format!("{to}{path}{q}");
+            return (
+                StatusCode::TEMPORARY_REDIRECT,
+                [(header::LOCATION, HeaderValue::from_str(&location).unwrap())],
+            )
+                .into_response();
+        }
+    }
     if let Some(expected) = &inner.basic {
         let got = headers
             .get(header::AUTHORIZATION)
@@ -330,7 +416,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
     if path == "/v2/events" {
-        return events(&shared, &mut inner, &headers, query);
+        return events(shared, &mut inner, &headers, query);
     }
     if let Some(r) = failure(inner.api_mode) {
         return r;

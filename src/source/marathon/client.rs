@@ -5,11 +5,20 @@
 //! DC/OS `token=` read from a file on every request so rotation works), manual redirect
 //! following with the credentials sent again (reqwest drops `Authorization` on cross-host
 //! redirects, and a non-leader answers `/v2/events` with a redirect to the leader, FACTS.md §1),
-//! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}` and opening `GET /v2/events`.
+//! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}` and opening `GET /v2/events`, and the
+//! size cap on response bodies (`--max-document-size`, enforced while the body streams in).
+//!
+//! Redirect rule: a redirect is followed only to a *trusted authority*: the host and port
+//! (`port_or_known_default`, so `http://m1` is `m1:80`) of one of the `--marathon` URLs, or one
+//! named by `--marathon-trust-redirect-host` (`host:port` exactly, or `host` on any port). Hosts
+//! compare as URLs normalise them (lower case; IPv6 in brackets), so `127.0.0.1:8080` and
+//! `127.0.0.1:8081` are different hosts. Any other redirect is refused before a request is sent
+//! to it: the credentials never reach it and its answer is never applied.
 //!
 //! Must not: hold state beyond the current endpoint, apply events, log credentials (URLs are
 //! stored without userinfo and printed with [`redact_url`]; errors are built without reqwest's
-//! URL), or follow redirects without a bound.
+//! URL), follow redirects without a bound or to an untrusted authority, or buffer a body past
+//! the size cap.
 
 use super::events::SUBSCRIBED_EVENT_TYPES;
 use super::redact::{redact_url, take_userinfo, Secret};
@@ -103,6 +112,8 @@ pub enum ConfigError {
     ConflictingAuth,
     #[error("--marathon-password without --marathon-user")]
     PasswordWithoutUser,
+    #[error("--marathon-trust-redirect-host {value:?}: {reason}")]
+    RedirectHost { value: String, reason: String },
     #[error("building the HTTP client: {0}")]
     Client(String),
 }
@@ -124,6 +135,12 @@ pub enum FetchError {
     BadRedirect { url: String },
     #[error("{url}: refused a redirect from https to plain http ({to}): credentials would travel in clear")]
     InsecureRedirect { url: String, to: String },
+    #[error("{url}: refused a redirect to {to}: that host is neither in --marathon nor named by --marathon-trust-redirect-host")]
+    UntrustedRedirect { url: String, to: String },
+    #[error(
+        "{url}: response body larger than {max} bytes (--max-document-size); not read further"
+    )]
+    TooLarge { url: String, max: usize },
     #[error("{url}: {msg}")]
     Parse { url: String, msg: String },
     #[error("{url}: event stream: {msg}")]
@@ -143,11 +160,12 @@ impl FetchError {
             FetchError::HttpStatus { .. }
             | FetchError::TooManyRedirects { .. }
             | FetchError::BadRedirect { .. }
-            | FetchError::InsecureRedirect { .. } => SyncErrorKind::HttpStatus,
+            | FetchError::InsecureRedirect { .. }
+            | FetchError::UntrustedRedirect { .. } => SyncErrorKind::HttpStatus,
             FetchError::Unauthorized { .. } | FetchError::Token { .. } => {
                 SyncErrorKind::Unauthorized
             }
-            FetchError::Parse { .. } => SyncErrorKind::Parse,
+            FetchError::Parse { .. } | FetchError::TooLarge { .. } => SyncErrorKind::Parse,
             FetchError::Stream { .. } => SyncErrorKind::Stream,
         }
     }
@@ -192,6 +210,9 @@ pub struct FullFetch {
     /// When the body had been read completely.
     pub fetched_at: Instant,
     pub url: String,
+    /// The answer came from another authority than the `--marathon` URL asked (a trusted
+    /// redirect).
+    pub redirected: bool,
 }
 
 /// One app as fetched.
@@ -203,9 +224,70 @@ pub enum AppFetch {
     Rejected(AppRejection),
 }
 
+/// A host a redirect may lead to with the credentials: `host` (any port) or `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectHost {
+    /// As [`Url::host_str`] gives it: lower case, IPv6 in brackets.
+    host: String,
+    port: Option<u16>,
+}
+
+impl RedirectHost {
+    /// `m1.example`, `m1.example:8080`, `10.0.0.1:8080`, `[fd00::1]:8080`, `fd00::1`.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let value = s.trim();
+        let bad = |reason: &str| ConfigError::RedirectHost {
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+            let (h, after) = rest.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ']'"))?),
+            };
+            (format!("[{h}]"), port)
+        } else {
+            match value.matches(':').count() {
+                0 => (value.to_string(), None),
+                1 => {
+                    let (h, p) = value.split_once(':').expect("one colon");
+                    (h.to_string(), Some(p))
+                }
+                _ => (format!("[{value}]"), None), // a bare IPv6 address
+            }
+        };
+        let port = port
+            .map(|p| p.parse::<u16>().map_err(|_| bad("invalid port")))
+            .transpose()?;
+        if host.is_empty() || host.contains(['/', '@', '?', '#']) {
+            return Err(bad("expected HOST or HOST:PORT"));
+        }
+        let url = Url::parse(&format!("http://{host}/")).map_err(|e| bad(&e.to_string()))?;
+        let host = url.host_str().ok_or_else(|| bad("no host"))?.to_string();
+        Ok(RedirectHost { host, port })
+    }
+
+    fn matches(&self, url: &Url) -> bool {
+        url.host_str() == Some(self.host.as_str())
+            && self
+                .port
+                .map_or(true, |p| url.port_or_known_default() == Some(p))
+    }
+}
+
+/// Host and port of `url`, the unit a redirect is trusted by.
+fn authority(url: &Url) -> Option<(String, u16)> {
+    Some((url.host_str()?.to_string(), url.port_or_known_default()?))
+}
+
 pub struct MarathonClient {
     http: reqwest::Client,
     endpoints: Vec<MarathonEndpoint>,
+    /// Where redirects may lead: the authorities of `endpoints`, then the trusted hosts.
+    endpoint_authorities: Vec<(String, u16)>,
+    trusted_redirect_hosts: Vec<RedirectHost>,
+    max_document_size: usize,
     current: AtomicUsize,
     basic: Option<(String, Secret)>,
     token_file: Option<PathBuf>,
@@ -325,6 +407,13 @@ impl MarathonClient {
         }
         Ok(MarathonClient {
             http: build_http(cfg)?,
+            endpoint_authorities: cfg
+                .endpoints
+                .iter()
+                .filter_map(|e| authority(e.url()))
+                .collect(),
+            trusted_redirect_hosts: cfg.trusted_redirect_hosts.clone(),
+            max_document_size: cfg.max_document_size,
             endpoints: cfg.endpoints.clone(),
             current: AtomicUsize::new(0),
             basic: cfg.auth.basic.clone(),
@@ -429,6 +518,12 @@ impl MarathonClient {
                 // Never take credentials from a Location header.
                 let _ = take_userinfo(&mut next);
                 check_redirect(&url, &next)?;
+                if !self.may_redirect_to(&next) {
+                    return Err(FetchError::UntrustedRedirect {
+                        url: redact_url(&url),
+                        to: redact_url(&next),
+                    });
+                }
                 tracing::debug!(
                     from = %redact_url(&url),
                     to = %redact_url(&next),
@@ -444,6 +539,37 @@ impl MarathonClient {
             url: redact_url(&url),
             max: self.max_redirects,
         })
+    }
+
+    /// True when `to`'s authority is a `--marathon` one or a trusted redirect host.
+    fn may_redirect_to(&self, to: &Url) -> bool {
+        authority(to).is_some_and(|a| self.endpoint_authorities.contains(&a))
+            || self.trusted_redirect_hosts.iter().any(|h| h.matches(to))
+    }
+
+    /// Reads the body, refusing it as soon as it is known to pass `max_document_size` (from
+    /// `Content-Length`, or while it streams in); the partial buffer is dropped then.
+    async fn read_body(&self, url: &Url, mut resp: reqwest::Response) -> Result<Bytes, FetchError> {
+        let max = self.max_document_size;
+        let too_large = || FetchError::TooLarge {
+            url: redact_url(url),
+            max,
+        };
+        if resp.content_length().is_some_and(|n| n > max as u64) {
+            return Err(too_large());
+        }
+        let mut buf = bytes::BytesMut::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| FetchError::from_reqwest(url, e))?
+        {
+            if buf.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&chunk);
+        }
+        Ok(buf.freeze())
     }
 
     fn check_status(url: &Url, status: StatusCode) -> Result<(), FetchError> {
@@ -479,10 +605,7 @@ impl MarathonClient {
             return Ok((status, Bytes::new(), url, Instant::now()));
         }
         Self::check_status(&url, status)?;
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| FetchError::from_reqwest(&url, e))?;
+        let body = self.read_body(&url, resp).await?;
         Ok((status, body, url, Instant::now()))
     }
 
@@ -536,6 +659,7 @@ impl MarathonClient {
                 body,
                 snapshot,
                 fetched_at,
+                redirected: authority(&url) != authority(self.endpoints[idx].url()),
                 url: redact_url(&url),
             })
         })
@@ -683,6 +807,34 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_redirect_is_trusted_only_to_a_marathon_authority_or_a_named_host() {
+        let mut cfg =
+            MarathonConfig::new(&["http://127.0.0.1:8080", "https://m1.example/marathon"]).unwrap();
+        cfg.trusted_redirect_hosts = vec![
+            RedirectHost::parse("M2.example").unwrap(),
+            RedirectHost::parse("10.0.0.9:9090").unwrap(),
+            RedirectHost::parse("[fd00::1]:80").unwrap(),
+        ];
+        let client = MarathonClient::new(&cfg).unwrap();
+        let may = |u: &str| client.may_redirect_to(&Url::parse(u).unwrap());
+        // The --marathon authorities, whatever the path; default ports count.
+        assert!(may("http://127.0.0.1:8080/v2/events?x=1"));
+        assert!(may("https://m1.example:443/v2/apps"));
+        assert!(may("https://M1.EXAMPLE/v2/apps"));
+        // Another port is another host.
+        assert!(!may("http://127.0.0.1:8081/v2/apps"));
+        assert!(!may("http://m1.example:8443/v2/apps"));
+        assert!(!may("http://evil.example:8080/v2/apps"));
+        // Named hosts: a bare host on any port, host:port exactly.
+        assert!(may("http://m2.example:1234/v2/apps"));
+        assert!(may("https://m2.example/v2/apps"));
+        assert!(may("http://10.0.0.9:9090/v2/apps"));
+        assert!(!may("http://10.0.0.9:9091/v2/apps"));
+        assert!(may("http://[fd00::1]/v2/apps"));
+        assert!(!may("http://[fd00::2]/v2/apps"));
+    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
