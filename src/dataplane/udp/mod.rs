@@ -26,7 +26,9 @@
 //!   retried once on the new backend. A backend counts as connected (`record_connected`) when
 //!   the first reply of a flow arrives: for UDP that is the only proof of life.
 //! - Over `--udp-max-flows`, datagrams from NEW clients are dropped and counted; existing flows
-//!   are unaffected.
+//!   are unaffected. The same holds past the process-wide flow budget ([`FlowBudget`], derived
+//!   from `RLIMIT_NOFILE`), which every UDP frontend shares, so flows never take the
+//!   descriptors TCP, the admin server and DNS need.
 //!
 //! Lifecycle: a removed frontend closes its socket at once, and its flows with it: their replies
 //! would need that socket, and a UDP client has no connection to drain. Shutdown does the same
@@ -41,12 +43,14 @@
 //! Must not: build or change tables, keep a lock or allocate per datagram on the hot path, or log
 //! per datagram above `trace`.
 
+mod budget;
 pub mod flows;
 mod frontend;
 pub mod stats;
 mod sys;
 mod upstream;
 
+pub use budget::{FlowBudget, FlowPermit};
 pub use stats::{
     UdpBackendStats, UdpBackendStatsSnapshot, UdpFrontendStats, UdpFrontendStatsSnapshot,
     UdpStatsRegistry,
@@ -76,6 +80,9 @@ pub struct UdpConfig {
     pub max_flows: usize,
     /// `SO_RCVBUF` of each frontend socket; `None` = the kernel default (not a flag).
     pub recv_buffer: Option<usize>,
+    /// Flows of ALL UDP frontends together: one descriptor each, so derived from
+    /// `RLIMIT_NOFILE` ([`crate::fd_budget::udp_flow_budget`]); not a flag.
+    pub flow_budget: usize,
 }
 
 impl Default for UdpConfig {
@@ -84,6 +91,7 @@ impl Default for UdpConfig {
             idle_timeout: Duration::from_secs(60),
             max_flows: 65_536,
             recv_buffer: None,
+            flow_budget: crate::fd_budget::udp_flow_budget(crate::fd_budget::current().soft),
         }
     }
 }
@@ -112,6 +120,7 @@ pub(crate) struct UdpContext {
     pub backends: Arc<BackendRegistry>,
     pub frontend_stats: Arc<FrontendStats>,
     pub udp_stats: Arc<UdpStatsRegistry>,
+    pub flow_budget: Arc<FlowBudget>,
     pub config: UdpConfig,
 }
 
