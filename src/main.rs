@@ -46,6 +46,19 @@ fn one_line(e: &anyhow::Error) -> String {
     line.replace(['\n', '\r'], " ")
 }
 
+/// Blocks the signals before `main`, from the ELF constructors (`.init_array` runs right after
+/// the dynamic loader, before the Rust runtime starts), to narrow the window in which a signal
+/// sent just after `exec` gets its default action.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static BLOCK_SIGNALS_EARLY: extern "C" fn() = {
+    extern "C" fn block() {
+        vipd::signals::block_shutdown_signals();
+    }
+    block
+};
+
 fn main() {
     vipd::signals::block_shutdown_signals();
     if let Err(e) = run() {
