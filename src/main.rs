@@ -93,13 +93,9 @@ fn run() -> anyhow::Result<()> {
         }
         Command::Run(args) => {
             init_logging(&cli.log)?;
+            // Before anything sizes itself from it; logged once the daemon has started (a startup
+            // error stays the only line).
             let nofile = vipd::fd_budget::raise_nofile();
-            tracing::info!(
-                soft = nofile.soft,
-                hard = nofile.hard,
-                was = nofile.was,
-                "descriptor limit (RLIMIT_NOFILE)"
-            );
             let mut builder = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.worker_threads {
                 builder.worker_threads(n.max(1));
@@ -118,6 +114,12 @@ fn run() -> anyhow::Result<()> {
                 let signals = vipd::signals::ShutdownSignals::install()?;
                 vipd::signals::unblock_shutdown_signals();
                 let daemon = vipd::daemon::Daemon::start(&args, config).await?;
+                tracing::info!(
+                    soft = nofile.soft,
+                    hard = nofile.hard,
+                    was = nofile.was,
+                    "descriptor limit (RLIMIT_NOFILE), soft raised to hard"
+                );
                 daemon.run_until(signals).await;
                 anyhow::Ok(())
             })
