@@ -2,6 +2,9 @@
 //!
 //! Owns: serving operators on `--admin-listen` (a localhost address by default) from **its own OS
 //! thread with its own current-thread runtime**, so a saturated data plane cannot starve it; the
+//! bounds of that server ([`AdminLimits`]: a connection cap that evicts the oldest idle connection
+//! so half-sent requests cannot starve `/metrics`, header-read and idle timeouts, head and body
+//! size caps; accepts back off on descriptor exhaustion and log once per change of state); the
 //! readiness rule; the `/v1/vips` view (the published table in `vipd table`'s shape plus each
 //! backend's runtime state and the generation); the effective configuration with secrets redacted.
 //!
@@ -9,8 +12,10 @@
 //! whose name says password/token/secret are replaced, and URLs lose their userinfo.
 
 use crate::balance::{BackendKey, BackendRegistry};
+use crate::conn_slots::{Admission, ConnSlots, Slot};
+use crate::dataplane::listener::{AcceptBackoff, AcceptErrorClass, AcceptLog};
 use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
-use crate::metrics::Metrics;
+use crate::metrics::{Family, Metrics, ScrapeFamilies, Scraped};
 use crate::published::TableReader;
 use crate::table::Warning;
 use axum::extract::State;
@@ -18,10 +23,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -49,16 +58,103 @@ pub struct AdminState {
     pub config: Arc<Value>,
 }
 
+/// Bounds of the admin server. Defaults suit an operator's curl and a Prometheus scraper.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminLimits {
+    /// Connections open at once. At the cap the oldest idle connection (one with no request in
+    /// progress, a half-sent request included) is closed to make room; only when every one is
+    /// busy is the new connection refused.
+    pub max_connections: usize,
+    /// A request head not complete this long after the connection became ready for it is closed.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// Largest request head (hyper's read buffer; at least 8 KiB).
+    pub max_header_bytes: usize,
+    /// Largest request body announced (every endpoint is a GET: bodies are refused with 413).
+    pub max_body_bytes: u64,
+}
+
+impl Default for AdminLimits {
+    fn default() -> Self {
+        AdminLimits {
+            max_connections: 64,
+            header_read_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 4096,
+        }
+    }
+}
+
+/// Counters of the admin server, exported as `vipd_admin_*`.
+#[derive(Debug)]
+pub struct AdminStats {
+    pub slots: Arc<ConnSlots>,
+    pub accept_errors_resource: AtomicU64,
+    pub accept_errors_other: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub idle_closed: AtomicU64,
+}
+
+impl AdminStats {
+    fn new(limits: &AdminLimits) -> Self {
+        AdminStats {
+            slots: ConnSlots::new(limits.max_connections),
+            accept_errors_resource: AtomicU64::new(0),
+            accept_errors_other: AtomicU64::new(0),
+            idle_closed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl ScrapeFamilies for Arc<AdminStats> {
+    fn families(&self) -> Vec<Family> {
+        let mut open = Family::gauge("vipd_admin_connections_open", "Admin connections open now.");
+        open.add(&[], self.slots.open() as f64);
+        let mut closed = Family::counter(
+            "vipd_admin_connections_dropped_total",
+            "Admin connections closed by vipd, by reason (evicted: oldest idle one at the cap; refused: cap reached with every one busy; idle: idle or header timeout).",
+        );
+        closed.add(&[("reason", "evicted")], self.slots.evicted() as f64);
+        closed.add(&[("reason", "refused")], self.slots.refused() as f64);
+        closed.add(&[("reason", "idle")], self.idle_closed.load(Relaxed) as f64);
+        let mut errors = Family::counter(
+            "vipd_admin_accept_errors_total",
+            "accept(2) errors of the admin server, by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
+        );
+        errors.add(
+            &[("kind", "resource")],
+            self.accept_errors_resource.load(Relaxed) as f64,
+        );
+        errors.add(
+            &[("kind", "other")],
+            self.accept_errors_other.load(Relaxed) as f64,
+        );
+        vec![open, closed, errors]
+    }
+}
+
 /// A running admin server.
 pub struct AdminServer {
     pub local_addr: SocketAddr,
+    pub stats: Arc<AdminStats>,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown: CancellationToken,
 }
 
 impl AdminServer {
-    /// Binds now (so a bad address fails at start) and serves from a dedicated thread.
+    /// Binds now (so a bad address fails at start) and serves from a dedicated thread, with the
+    /// default [`AdminLimits`].
     pub fn start(listen: SocketAddr, state: AdminState) -> Result<AdminServer, AdminError> {
+        Self::start_with(listen, state, AdminLimits::default())
+    }
+
+    pub fn start_with(
+        listen: SocketAddr,
+        state: AdminState,
+        limits: AdminLimits,
+    ) -> Result<AdminServer, AdminError> {
         let bind_err = |source| AdminError::Bind {
             addr: listen,
             source,
@@ -68,6 +164,11 @@ impl AdminServer {
         let local_addr = listener.local_addr().map_err(bind_err)?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
+        let stats = Arc::new(AdminStats::new(&limits));
+        state
+            .metrics
+            .register(Box::new(Scraped::new(stats.clone())));
+        let server_stats = stats.clone();
         let thread = std::thread::Builder::new()
             .name("vipd-admin".into())
             .spawn(move || {
@@ -89,19 +190,14 @@ impl AdminServer {
                             return;
                         }
                     };
-                    let app = router(state);
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(stop.cancelled_owned())
-                        .await
-                    {
-                        tracing::error!(error = %e, "admin server stopped");
-                    }
+                    serve(listener, router(state), limits, server_stats, stop).await;
                 });
             })
             .map_err(AdminError::Thread)?;
-        tracing::info!(local = %local_addr, "admin server listening");
+        tracing::info!(local = %local_addr, max_connections = limits.max_connections, "admin server listening");
         Ok(AdminServer {
             local_addr,
+            stats,
             thread: Some(thread),
             shutdown,
         })
@@ -119,6 +215,163 @@ impl Drop for AdminServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// The accept loop: backs off on descriptor exhaustion like the data plane's (one log line per
+/// change of state, errors counted), admits through [`ConnSlots`], one task per connection.
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: AdminLimits,
+    stats: Arc<AdminStats>,
+    stop: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    let mut backoff = AcceptBackoff::default();
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => {
+                if let AcceptLog::Recovered { errors } = backoff.on_accept() {
+                    tracing::info!(local = ?local, failed_accepts = errors, "admin server accepting again");
+                }
+                stream
+            }
+            Err(error) => {
+                let (class, log) = backoff.on_error(&error);
+                let counter = match class {
+                    AcceptErrorClass::ResourceExhausted => &stats.accept_errors_resource,
+                    _ => &stats.accept_errors_other,
+                };
+                counter.fetch_add(1, Relaxed);
+                if log == AcceptLog::Exhausted {
+                    tracing::warn!(local = ?local, %error, "admin server out of descriptors; accepts paused and retried");
+                } else {
+                    tracing::debug!(local = ?local, %error, "admin accept error");
+                }
+                if let Some(pause) = class.pause() {
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+                continue;
+            }
+        };
+        let slot = match stats.slots.admit() {
+            Admission::Admitted { slot, evicted } => {
+                if evicted {
+                    tracing::debug!("admin connection cap reached; closed the oldest idle one");
+                }
+                slot
+            }
+            Admission::Refused => {
+                tracing::debug!("admin connection cap reached with every connection busy; refused");
+                continue;
+            }
+        };
+        tracker.spawn(connection(
+            stream,
+            app.clone(),
+            slot,
+            limits,
+            stats.clone(),
+            stop.clone(),
+        ));
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Serves one connection until it closes, is evicted, idles out, or the server stops.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    slot: Slot,
+    limits: AdminLimits,
+    stats: Arc<AdminStats>,
+    stop: CancellationToken,
+) {
+    let slot = Arc::new(slot);
+    let born = std::time::Instant::now();
+    // Milliseconds since `born` at which the connection last became idle.
+    let idle_since = Arc::new(AtomicU64::new(0));
+    let inner = TowerToHyperService::new(app.layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            refuse_bodies(req, next, limits.max_body_bytes)
+        },
+    )));
+    let (svc_slot, svc_idle) = (slot.clone(), idle_since.clone());
+    let service = hyper::service::service_fn(move |req| {
+        let slot = svc_slot.clone();
+        let idle = svc_idle.clone();
+        slot.set_idle(false);
+        let call = hyper::service::Service::call(&inner, req);
+        async move {
+            let response = call.await;
+            idle.store(born.elapsed().as_millis() as u64, Relaxed);
+            slot.set_idle(true);
+            response
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8192))
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    let idle_out = async {
+        let tick = (limits.idle_timeout / 4).max(Duration::from_millis(10));
+        loop {
+            tokio::time::sleep(tick).await;
+            let since = Duration::from_millis(idle_since.load(Relaxed));
+            if slot.is_idle() && born.elapsed().saturating_sub(since) >= limits.idle_timeout {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = conn => {
+            if let Err(e) = r {
+                if e.is_timeout() {
+                    stats.idle_closed.fetch_add(1, Relaxed);
+                }
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        }
+        _ = idle_out => {
+            stats.idle_closed.fetch_add(1, Relaxed);
+        }
+        _ = slot.evicted().cancelled() => {}
+        _ = stop.cancelled() => {}
+    }
+}
+
+/// 413 for a request that announces (or streams) a body larger than `max` bytes; the handlers
+/// never read bodies.
+async fn refuse_bodies(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max: u64,
+) -> Response {
+    let len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    if chunked || len.is_some_and(|l| l > max) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            [(header::CONNECTION, "close")],
+            "request body too large\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 pub fn router(state: AdminState) -> Router {
@@ -142,33 +395,80 @@ async fn metrics(State(state): State<AdminState>) -> Response {
         .into_response()
 }
 
-/// Ready once the first table is published and every one of its listeners has been attempted
-/// (bound, or failed and retrying: one bad port must not keep the whole agent unready).
-pub fn is_ready(tables: &TableReader, listeners: &ListenerStatusHandle) -> (bool, &'static str) {
+/// Whether the daemon serves every frontend it should, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    NoTable,
+    /// Some listeners have not had their first bind attempt yet.
+    Pending,
+    /// These frontends failed to bind (retrying), with the error.
+    BindFailed(Vec<(crate::table::FrontendKey, String)>),
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        *self == Readiness::Ready
+    }
+
+    /// The `/readyz` body: one line, then one line per failed frontend.
+    pub fn body(&self) -> String {
+        match self {
+            Readiness::Ready => "ready\n".into(),
+            Readiness::NoTable => "no table published yet\n".into(),
+            Readiness::Pending => "listeners not attempted yet\n".into(),
+            Readiness::BindFailed(failed) => {
+                let mut out = format!("{} frontend(s) failed to bind\n", failed.len());
+                for (key, error) in failed {
+                    out.push_str(&format!("{key}: {error}\n"));
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Ready once the first table is published and every one of its frontends is bound (a frontend
+/// whose protocol is not served counts as attempted). A bind failure makes the agent unready
+/// until it is fixed: readiness means serving every frontend it should.
+pub fn readiness(tables: &TableReader, listeners: &ListenerStatusHandle) -> Readiness {
     let published = tables.load_full();
     if published.generation == 0 {
-        return (false, "no table published yet");
+        return Readiness::NoTable;
     }
-    let attempted = published.table.frontends.iter().all(|f| {
-        !matches!(
-            listeners.state(&f.key()),
-            None | Some(ListenerState::Pending)
-        )
-    });
-    if !attempted {
-        return (false, "listeners not attempted yet");
+    let mut failed = Vec::new();
+    let mut pending = false;
+    for f in &published.table.frontends {
+        let key = f.key();
+        match listeners.state(&key) {
+            None | Some(ListenerState::Pending) => pending = true,
+            Some(ListenerState::Failed { error, .. }) => failed.push((key, error)),
+            Some(ListenerState::Bound { .. } | ListenerState::Unsupported { .. }) => {}
+        }
     }
-    (true, "ready")
+    if !failed.is_empty() {
+        Readiness::BindFailed(failed)
+    } else if pending {
+        Readiness::Pending
+    } else {
+        Readiness::Ready
+    }
+}
+
+/// [`readiness`] as `(ready, reason)`.
+pub fn is_ready(tables: &TableReader, listeners: &ListenerStatusHandle) -> (bool, String) {
+    let r = readiness(tables, listeners);
+    (r.is_ready(), r.body().trim_end().to_string())
 }
 
 async fn readyz(State(state): State<AdminState>) -> Response {
-    let (ready, why) = is_ready(&state.tables, &state.listeners);
-    let code = if ready {
+    let r = readiness(&state.tables, &state.listeners);
+    let code = if r.is_ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, format!("{why}\n")).into_response()
+    (code, r.body()).into_response()
 }
 
 fn listener_json(state: Option<ListenerState>) -> Value {
@@ -243,8 +543,13 @@ pub fn vips_json(state: &AdminState) -> Value {
         })
         .collect();
     let warnings = state.warnings.lock().map(|w| w.clone()).unwrap_or_default();
+    let failed = match readiness(&state.tables, &state.listeners) {
+        Readiness::BindFailed(failed) => failed.iter().map(|(k, _)| k.to_string()).collect(),
+        _ => Vec::new(),
+    };
     json!({
         "generation": published.generation,
+        "listeners_failed": failed,
         "frontends": frontends,
         "warnings": warnings,
     })

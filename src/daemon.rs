@@ -4,7 +4,8 @@
 //! listeners; the active health checker follows the table on its own), the side servers (admin
 //! on its own thread, DNS), the signal handling
 //! (SIGTERM/SIGINT: stop accepting, drain up to the grace period, remove the VIP addresses vipd
-//! added, exit 0; SIGHUP: re-read the source now), and the order of shutdown.
+//! added, exit 0; a second SIGTERM/SIGINT during the drain cuts the remaining connections at once
+//! and the shutdown goes on; SIGHUP: re-read the source now), and the order of shutdown.
 //!
 //! Must not: contain routing, forwarding or Marathon logic of its own; every decision lives in the
 //! module that owns it.
@@ -19,6 +20,7 @@ use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
 use crate::dns::{DnsError, DnsServer, ServingCheck};
 use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
+use crate::signals::ShutdownSignals;
 use crate::source::{self, SourceHandle};
 use crate::table::{BuildOptions, FrontendKey, Resolved};
 use std::sync::Arc;
@@ -29,6 +31,14 @@ use tokio_util::sync::CancellationToken;
 pub enum StartError {
     #[error("no source given: pass --apps FILE or --marathon URL")]
     NoSource,
+    #[error(
+        "cannot read the apps file {path}: {source}; no saved state (--state-dir) to serve instead"
+    )]
+    AppsFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Marathon source: {0}")]
     Marathon(#[from] crate::source::marathon::ConfigError),
     #[error("cannot install signal handler: {0}")]
@@ -101,6 +111,13 @@ impl Daemon {
     /// Starts every part. Must be called inside a tokio runtime. `config` is the redacted
     /// effective configuration shown by `/v1/config`.
     pub async fn start(args: &RunArgs, config: serde_json::Value) -> Result<Daemon, StartError> {
+        // Temp files of a crashed run (never renamed into place).
+        if let Some(dir) = &args.source.marathon.state_dir {
+            let removed = crate::source::marathon::state_dir::remove_stale_temp_files(dir);
+            if removed > 0 {
+                tracing::info!(dir = %dir.display(), removed, "removed stale state-dir temp files");
+            }
+        }
         // Fail fast on what the operator must fix, before anything is bound.
         let addresses = if args.addresses.manage_addresses {
             Some(AddressManager::new(&args.addresses).await?)
@@ -130,6 +147,10 @@ impl Daemon {
         let listeners = dataplane.listener_status();
 
         let metrics = Arc::new(Metrics::new());
+        metrics.register(Box::new(crate::metrics::ResourceCollector::new(
+            dataplane.flow_budget(),
+            listeners.clone(),
+        )));
         metrics.register(Box::new(DataplaneCollector::new(
             dataplane.backends(),
             dataplane.frontends(),
@@ -161,6 +182,7 @@ impl Daemon {
                 let zone = crate::dns::parse_zone(&args.table.zone)?;
                 let server = DnsServer::bind(listen).await?;
                 let local = server.local_addr();
+                metrics.register(Box::new(crate::metrics::Scraped::new(server.stats())));
                 let serving: Arc<dyn ServingCheck + Send + Sync> =
                     Arc::new(ListenersServing(listeners.clone()));
                 let task =
@@ -193,31 +215,54 @@ impl Daemon {
         })
     }
 
-    /// Runs until SIGTERM or SIGINT, then drains and returns.
+    /// Installs the signal handlers, runs until SIGTERM or SIGINT, then drains and returns.
     pub async fn run_until_signal(self) -> Result<(), StartError> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).map_err(StartError::Signal)?;
-        let mut int = signal(SignalKind::interrupt()).map_err(StartError::Signal)?;
-        let mut hup = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
+        let signals = ShutdownSignals::install().map_err(StartError::Signal)?;
+        self.run_until(signals).await;
+        Ok(())
+    }
+
+    /// Runs until SIGTERM or SIGINT, then drains and returns. A second SIGTERM or SIGINT during
+    /// the drain cuts the remaining connections at once (the rest of the shutdown, VIP address
+    /// removal included, still runs).
+    pub async fn run_until(self, mut signals: ShutdownSignals) {
         loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
-                _ = hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); }
+                _ = signals.term.recv() => { tracing::info!("SIGTERM: draining (send SIGTERM or SIGINT again to cut connections now)"); break; }
+                _ = signals.int.recv() => { tracing::info!("SIGINT: draining (press Ctrl-C again to cut connections now)"); break; }
+                _ = signals.hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); }
             }
         }
-        self.stop().await;
-        Ok(())
+        let cut = CancellationToken::new();
+        let stop = self.stop_or_cut(cut.clone());
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = signals.term.recv() => {}
+                _ = signals.int.recv() => {}
+                _ = signals.hup.recv() => continue,
+            }
+            if !cut.is_cancelled() {
+                tracing::warn!("second signal: cutting the remaining connections now");
+                cut.cancel();
+            }
+        }
     }
 
     /// Stops accepting, waits for live connections up to the grace period, removes the VIP
     /// addresses vipd added, and returns.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.stop_or_cut(CancellationToken::new()).await;
+    }
+
+    /// [`Daemon::stop`], cutting the live connections at once when `cut` is cancelled.
+    pub async fn stop_or_cut(mut self, cut: CancellationToken) {
         self.shutdown.cancel();
         match self.control.await {
             Ok((mut addresses, dataplane)) => {
-                let report = dataplane.shutdown(self.grace).await;
-                tracing::info!(?report, "data plane stopped");
+                // The data plane logs its own report ("data plane stopped").
+                let _report = dataplane.shutdown_or_cut(self.grace, cut).await;
                 if let Some(addresses) = addresses.as_mut() {
                     let report = addresses.cleanup().await;
                     tracing::info!(removed = ?report.removed, errors = report.errors.len(), "VIP addresses removed");
@@ -252,11 +297,45 @@ fn start_source(
         let (handle, status) = source::marathon::spawn(config, shutdown);
         return Ok((handle, Some(status)));
     }
-    match &args.apps {
-        Some(path) => Ok((
-            source::file::spawn(path.clone(), args.documents.max_document_size, shutdown),
+    let Some(path) = &args.apps else {
+        return Err(StartError::NoSource);
+    };
+    if let Err(source) = std::fs::metadata(path) {
+        // Missing at start: serve a saved state if --state-dir has one, else refuse to start.
+        let saved = args.marathon.state_dir.as_deref().and_then(|dir| {
+            match crate::source::marathon::state_dir::load(dir) {
+                Ok(saved) => saved,
+                Err(e) => {
+                    tracing::warn!(error = %e, "saved state unusable");
+                    None
+                }
+            }
+        });
+        let Some((apps, saved_at)) = saved else {
+            return Err(StartError::AppsFile {
+                path: path.clone(),
+                source,
+            });
+        };
+        let age = saved_at.elapsed().unwrap_or_default();
+        tracing::warn!(path = %path.display(), error = %source, state_age = %crate::cli::duration::format_duration(std::time::Duration::from_secs(age.as_secs())), "apps file unreadable at start; serving the saved state from --state-dir until it is readable");
+        let initial = source::SourceSnapshot {
+            apps: Arc::new(apps),
+            origin: source::Origin::StateDir,
+            observed_at: std::time::Instant::now(),
+        };
+        return Ok((
+            source::file::spawn_with_initial(
+                path.clone(),
+                args.documents.max_document_size,
+                Some(initial),
+                shutdown,
+            ),
             None,
-        )),
-        None => Err(StartError::NoSource),
+        ));
     }
+    Ok((
+        source::file::spawn(path.clone(), args.documents.max_document_size, shutdown),
+        None,
+    ))
 }

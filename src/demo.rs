@@ -7,6 +7,14 @@
 //! Must not: bind anything outside loopback, or use a code path of the daemon that `vipd run`
 //! does not use: the demo is `vipd run --apps FILE` with a generated file.
 
+/// `println!` that never panics: a closed stdout must not take the demo daemon down.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
 use crate::cli::{DemoArgs, RunArgs};
 use crate::daemon::{Daemon, StartError};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener as StdTcpListener};
@@ -148,21 +156,17 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     // Prove it works before telling the user to try: three connections, three greetings.
     let greetings = self_check((Ipv4Addr::LOCALHOST, service_port).into(), 3).await;
 
-    println!("vipd demo: 3 example backends behind");
-    println!("  service port  tcp 127.0.0.1:{service_port}");
-    println!("  IP VIP        tcp {DEMO_VIP}:{vip_port}");
-    println!();
+    say!("vipd demo: 3 example backends behind");
+    say!("  service port  tcp 127.0.0.1:{service_port}");
+    say!("  IP VIP        tcp {DEMO_VIP}:{vip_port}");
+    say!();
     for g in &greetings {
-        println!("  self-check: {g}");
+        say!("  self-check: {g}");
     }
-    println!();
-    println!(
-        "Try:   nc 127.0.0.1 {service_port}     (a few times: round-robin over the 3 backends)"
-    );
-    println!("       nc {DEMO_VIP} {vip_port}");
-    println!(
-        "       (without nc: bash -c 'exec 3<>/dev/tcp/127.0.0.1/{service_port}; head -1 <&3')"
-    );
+    say!();
+    say!("Try:   nc 127.0.0.1 {service_port}     (a few times: round-robin over the 3 backends)");
+    say!("       nc {DEMO_VIP} {vip_port}");
+    say!("       (without nc: bash -c 'exec 3<>/dev/tcp/127.0.0.1/{service_port}; head -1 <&3')");
     // The binary's own path: after `cargo run` there is no `vipd` on PATH.
     let me = std::env::current_exe()
         .ok()
@@ -172,11 +176,11 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         })
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "vipd".into());
-    println!("Table: {me} table --apps {}", path.display());
+    say!("Table: {me} table --apps {}", path.display());
     if let Some(admin) = admin {
-        println!("Admin: curl http://{admin}/v1/vips   (and /metrics, /readyz)");
+        say!("Admin: curl http://{admin}/v1/vips   (and /metrics, /readyz)");
     }
-    println!(
+    say!(
         "Edit {} to change the table live; Ctrl-C stops.",
         path.display()
     );

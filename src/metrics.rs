@@ -434,7 +434,7 @@ impl ScrapeFamilies for DataplaneCollector {
         );
         let mut udp_dropped = Family::counter(
             "vipd_frontend_udp_dropped_total",
-            "UDP datagrams dropped, by reason (flow_cap, no_backend, upstream_full, reply_full, send_error, kernel_rx).",
+            "UDP datagrams dropped, by reason (flow_cap, fd_budget, no_backend, upstream_full, reply_full, send_error, kernel_rx).",
         );
         for (key, s) in self.udp.frontends_snapshot() {
             let f = key.to_string();
@@ -456,6 +456,7 @@ impl ScrapeFamilies for DataplaneCollector {
             }
             for (reason, v) in [
                 ("flow_cap", s.dropped_by_cap),
+                ("fd_budget", s.dropped_by_budget),
                 ("no_backend", s.dropped_no_backend),
                 ("upstream_full", s.dropped_upstream_full),
                 ("reply_full", s.dropped_reply_full),
@@ -555,5 +556,64 @@ impl ScrapeFamilies for MarathonCollector {
         fetches.add(&[("scope", "full")], s.full_fetches as f64);
         fetches.add(&[("scope", "app")], s.app_fetches as f64);
         vec![errors, connected, stale, age, events, fetches]
+    }
+}
+
+/// Process resources vipd bounds: log lines it could not write, the descriptor limit, the UDP
+/// flow budget, and the listeners that failed to bind.
+pub struct ResourceCollector {
+    flow_budget: Arc<crate::dataplane::udp::FlowBudget>,
+    listeners: ListenerStatusHandle,
+}
+
+impl ResourceCollector {
+    pub fn new(
+        flow_budget: Arc<crate::dataplane::udp::FlowBudget>,
+        listeners: ListenerStatusHandle,
+    ) -> Scraped<Self> {
+        Scraped::new(ResourceCollector {
+            flow_budget,
+            listeners,
+        })
+    }
+}
+
+impl ScrapeFamilies for ResourceCollector {
+    fn families(&self) -> Vec<Family> {
+        let mut dropped = Family::counter(
+            "vipd_log_lines_dropped_total",
+            "Log lines that could not be written (stderr closed or broken) and were dropped.",
+        );
+        dropped.add(&[], crate::logging::lines_dropped() as f64);
+        let mut nofile = Family::gauge(
+            "vipd_nofile_limit",
+            "RLIMIT_NOFILE of the process (soft, after raising it to hard at start; and hard).",
+        );
+        let limits = crate::fd_budget::current();
+        nofile.add(&[("kind", "soft")], limits.soft as f64);
+        nofile.add(&[("kind", "hard")], limits.hard as f64);
+        let mut budget = Family::gauge(
+            "vipd_udp_flow_budget",
+            "The process-wide UDP flow budget (limit: derived from RLIMIT_NOFILE; used: flows holding a socket now).",
+        );
+        budget.add(&[("kind", "limit")], self.flow_budget.limit() as f64);
+        budget.add(&[("kind", "used")], self.flow_budget.used() as f64);
+        let mut refused = Family::counter(
+            "vipd_udp_flows_refused_total",
+            "New UDP flows refused because the process-wide flow budget was spent.",
+        );
+        refused.add(&[], self.flow_budget.refused() as f64);
+        let mut failed = Family::gauge(
+            "vipd_listeners_failed",
+            "Frontends whose socket failed to bind (retrying); /readyz is 503 while this is above 0.",
+        );
+        let n = self
+            .listeners
+            .snapshot()
+            .iter()
+            .filter(|(_, s)| matches!(s, ListenerState::Failed { .. }))
+            .count();
+        failed.add(&[], n as f64);
+        vec![dropped, nofile, budget, refused, failed]
     }
 }

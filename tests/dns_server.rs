@@ -144,19 +144,33 @@ async fn tcp_connections_over_the_cap_are_closed_and_the_held_one_still_works() 
     let (addr, _p, shutdown, task) = start(ServerLimits {
         max_tcp_connections: 1,
         tcp_idle_timeout: Duration::from_secs(30),
+        ..ServerLimits::default()
     })
     .await;
     let mut first = TcpStream::connect(addr).await.unwrap();
     // Make sure the server has accepted and counted the first connection.
     let m = tcp_ask(&mut first, 7, "acme.marathon.l4lb.thisdcos.directory.").await;
     assert_eq!(m.answers().len(), 1);
+    // Mid-query (length prefix and part of the body sent), the first connection is busy: an idle
+    // one would be evicted for the newcomer, a busy one keeps its slot.
+    let q = query_bytes(8, "acme.marathon.l4lb.thisdcos.directory.");
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    first.write_all(&framed[..4]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await; // let the server read the prefix
     let mut second = TcpStream::connect(addr).await.unwrap();
     assert!(
         closed_by_server(&mut second).await,
         "second connection must be closed"
     );
-    let m = tcp_ask(&mut first, 8, "acme.marathon.l4lb.thisdcos.directory.").await;
-    assert_eq!(m.id(), 8);
+    first.write_all(&framed[4..]).await.unwrap();
+    let len = tokio::time::timeout(BOUND, first.read_u16())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = vec![0u8; usize::from(len)];
+    first.read_exact(&mut body).await.unwrap();
+    assert_eq!(Message::from_vec(&body).unwrap().id(), 8);
     // Once the first one leaves, a new connection gets its slot (the permit is released when the
     // server notices EOF, so retry a bounded number of times).
     drop(first);
@@ -188,6 +202,7 @@ async fn idle_tcp_connections_are_closed() {
     let (addr, _p, shutdown, task) = start(ServerLimits {
         max_tcp_connections: 8,
         tcp_idle_timeout: Duration::from_millis(200),
+        ..ServerLimits::default()
     })
     .await;
     let mut idle = TcpStream::connect(addr).await.unwrap();
@@ -279,4 +294,59 @@ async fn bind_errors_and_bad_zones_are_errors_not_panics() {
     .await
     .unwrap_err();
     assert!(matches!(e, DnsError::InvalidZone { .. }), "{e}");
+}
+
+/// Issue 22 item 6: idle clients cannot hold the DNS-over-TCP cap. 200 idle connections (more
+/// than the default cap of 128), then a real query over TCP is answered: the oldest idle
+/// connections were evicted to make room.
+#[tokio::test]
+async fn dns_tcp_cap_cannot_be_held_by_200_idle_connections() {
+    let (addr, _p, shutdown, task) = start(ServerLimits::default()).await;
+    let mut idle = Vec::new();
+    for _ in 0..200 {
+        idle.push(TcpStream::connect(addr).await.unwrap());
+    }
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let m = tokio::time::timeout(
+        BOUND,
+        tcp_ask(&mut client, 42, "acme.marathon.l4lb.thisdcos.directory."),
+    )
+    .await
+    .expect("a real query is answered while 200 idle connections are open");
+    assert_eq!((m.id(), m.answers().len()), (42, 1));
+    drop(idle);
+    shutdown.cancel();
+    tokio::time::timeout(BOUND, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// Issue 20 "Bounded resources": a TCP length prefix over the query limit closes the connection
+/// at once (no 64 KiB buffer held for a client that will never send it).
+#[tokio::test]
+async fn dns_tcp_oversized_length_prefix_is_refused() {
+    let (addr, _p, shutdown, task) = start(ServerLimits {
+        tcp_idle_timeout: Duration::from_secs(30),
+        ..ServerLimits::default()
+    })
+    .await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&u16::MAX.to_be_bytes()).await.unwrap();
+    let started = Instant::now();
+    assert!(
+        closed_by_server(&mut s).await,
+        "oversized prefix not refused"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "closed at once, not by the idle timeout"
+    );
+    shutdown.cancel();
+    tokio::time::timeout(BOUND, task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -69,7 +69,9 @@ fn sample(metrics: &str, prefix: &str) -> Option<f64> {
 async fn readyz_is_503_until_the_first_publish_then_200() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("apps.json");
-    // No file yet: nothing can be published.
+    // A file that does not parse yet: nothing can be published. (A missing file is a startup
+    // error since issue 20 finding 6.)
+    std::fs::write(&path, "not an apps document yet").unwrap();
     let (_vipd, admin) = start(&path, &[]);
     let (status, body) = http_get(&format!("http://{admin}/readyz")).await;
     assert_eq!(status, 503, "{body}");

@@ -79,6 +79,7 @@ impl From<&DataplaneArgs> for DataplaneConfig {
                 idle_timeout: a.udp_idle_timeout,
                 max_flows: a.udp_max_flows.max(1) as usize,
                 recv_buffer: None,
+                flow_budget: crate::fd_budget::udp_flow_budget(crate::fd_budget::current().soft),
             },
         }
     }

@@ -12,8 +12,8 @@ use std::time::Duration;
 /// Health and balancing flags of `vipd run`. Durations: see [`super::duration`].
 #[derive(Debug, Clone, clap::Args)]
 pub struct HealthArgs {
-    /// Default load-balancing algorithm; an app port overrides it with `VIPD_{n}_BALANCE`
-    /// (or marathon-lb's `HAPROXY_{n}_BALANCE`).
+    /// Default load-balancing algorithm; an app port overrides it with `VIPD_<n>_BALANCE`
+    /// (or marathon-lb's `HAPROXY_<n>_BALANCE`).
     #[arg(long, env = "VIPD_BALANCE", value_enum, default_value_t = Balance::RoundRobin)]
     pub balance: Balance,
     /// When no backend is healthy or unknown, use any backend that is not draining rather than
@@ -34,7 +34,7 @@ pub struct HealthArgs {
           value_parser = clap::value_parser!(u8).range(0..=100))]
     pub max_ejection_percent: u8,
     /// Probe every backend (TCP connect, or the app's Marathon health check when it has one).
-    /// Per app port: label `VIPD_{n}_HEALTHCHECK` = `tcp`, `http:/path`, `on` or `off`.
+    /// Per app port: label `VIPD_<n>_HEALTHCHECK` = `tcp`, `http:/path`, `on` or `off`.
     #[arg(long, env = "VIPD_ACTIVE_HEALTH_CHECKS")]
     pub active_health_checks: bool,
     /// Interval between two probes of a backend (jittered ±10 %).

@@ -63,7 +63,8 @@ pub enum Command {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
-    /// Log level or filter (`info`, `debug`, `vipd=debug,warn`); RUST_LOG is used when unset.
+    /// Log level or filter (`info`, `debug`, `vipd=debug,warn`); RUST_LOG is used when unset. An
+    /// invalid value (`verbose`) is a startup error.
     #[arg(long, global = true, env = "VIPD_LOG_LEVEL")]
     pub log_level: Option<String>,
     /// Log format: human-readable text or JSON lines for log shippers.
@@ -96,11 +97,31 @@ pub struct TableOptionArgs {
     pub bind_address: std::net::IpAddr,
     /// Address pool for named VIPs (IPv4 or IPv6 CIDR). Every agent derives the same address
     /// for a name from it.
-    #[arg(long, env = "VIPD_VIP_CIDR", default_value = "11.0.0.0/8")]
+    #[arg(long, env = "VIPD_VIP_CIDR", default_value = "11.0.0.0/8", value_parser = parse_cidr)]
     pub vip_cidr: ipnet::IpNet,
     /// DNS zone of named VIPs.
     #[arg(long, env = "VIPD_ZONE", default_value = "l4lb.thisdcos.directory")]
     pub zone: String,
+}
+
+/// Parses a CIDR, naming what is wrong: the address or the prefix length.
+pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let Some((addr, prefix)) = s.trim().split_once('/') else {
+        return Err(format!(
+            "{s:?} is not a CIDR: expected ADDRESS/PREFIX such as 11.0.0.0/8"
+        ));
+    };
+    let addr: std::net::IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len: u8 = prefix.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
+        format!(
+            "prefix length /{prefix} is out of range for an IPv{} address (0-{max})",
+            if addr.is_ipv4() { 4 } else { 6 }
+        )
+    })?;
+    ipnet::IpNet::new(addr, len).map_err(|e| e.to_string())
 }
 
 impl Default for TableOptionArgs {

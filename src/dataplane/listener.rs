@@ -107,13 +107,38 @@ impl ListenerStatusHandle {
         map.insert(key, StatusEntry { owner, state });
     }
 
-    /// Updates the entry only if `owner` still owns it.
+    /// Updates the entry only if `owner` still owns it. When this was the last first attempt
+    /// outstanding, logs how many frontends are bound and which failed (the truth about a
+    /// reconcile, whose own line only says how many listeners it started).
     pub(crate) fn update(&self, key: &FrontendKey, owner: u64, state: ListenerState) {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(entry) = map.get_mut(key) {
-            if entry.owner == owner {
-                entry.state = state;
-            }
+        let Some(entry) = map.get_mut(key) else {
+            return;
+        };
+        if entry.owner != owner {
+            return;
+        }
+        let first_attempt =
+            entry.state == ListenerState::Pending && state != ListenerState::Pending;
+        entry.state = state;
+        if !first_attempt || map.values().any(|e| e.state == ListenerState::Pending) {
+            return;
+        }
+        let bound = map
+            .values()
+            .filter(|e| matches!(e.state, ListenerState::Bound { .. }))
+            .count();
+        let mut failed: Vec<String> = map
+            .iter()
+            .filter(|(_, e)| matches!(e.state, ListenerState::Failed { .. }))
+            .map(|(k, _)| k.to_string())
+            .collect();
+        drop(map);
+        failed.sort();
+        if failed.is_empty() {
+            tracing::info!(bound, failed = 0, "every listener attempted: all bound");
+        } else {
+            tracing::warn!(bound, failed = failed.len(), failed_frontends = ?failed, "every listener attempted: some failed to bind (retrying; /readyz is 503)");
         }
     }
 
@@ -180,6 +205,54 @@ impl AcceptErrorClass {
             AcceptErrorClass::ResourceExhausted => Some(ACCEPT_RESOURCE_PAUSE),
             AcceptErrorClass::Connection => None,
             AcceptErrorClass::Other => Some(ACCEPT_OTHER_PAUSE),
+        }
+    }
+}
+
+/// The accept-error state of a side server's accept loop (admin, DNS): the same pauses as the
+/// data plane's TCP loop ([`AcceptErrorClass::pause`]), one log line when descriptors run out
+/// and one when accepting works again (never a line per error), and the errors counted.
+#[derive(Debug, Default)]
+pub struct AcceptBackoff {
+    exhausted: bool,
+    errors_since: u64,
+}
+
+/// What an accept loop should log after [`AcceptBackoff`] saw an outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcceptLog {
+    Nothing,
+    /// Resources just ran out (log at warn).
+    Exhausted,
+    /// Accepting again after `errors` failed accepts (log at info).
+    Recovered {
+        errors: u64,
+    },
+}
+
+impl AcceptBackoff {
+    /// An accept failed: the class (for counting and the pause) and what to log.
+    pub fn on_error(&mut self, err: &io::Error) -> (AcceptErrorClass, AcceptLog) {
+        let class = AcceptErrorClass::of(err);
+        if class != AcceptErrorClass::ResourceExhausted {
+            return (class, AcceptLog::Nothing);
+        }
+        self.errors_since += 1;
+        if std::mem::replace(&mut self.exhausted, true) {
+            (class, AcceptLog::Nothing)
+        } else {
+            (class, AcceptLog::Exhausted)
+        }
+    }
+
+    /// An accept succeeded.
+    pub fn on_accept(&mut self) -> AcceptLog {
+        if std::mem::take(&mut self.exhausted) {
+            AcceptLog::Recovered {
+                errors: std::mem::take(&mut self.errors_since),
+            }
+        } else {
+            AcceptLog::Nothing
         }
     }
 }
@@ -317,6 +390,21 @@ mod tests {
         assert!(pause >= Duration::from_millis(50) && pause <= Duration::from_millis(100));
         assert_eq!(AcceptErrorClass::Connection.pause(), None);
         assert!(AcceptErrorClass::Other.pause().is_some(), "no busy loop");
+    }
+
+    #[test]
+    fn accept_backoff_logs_once_per_state_change() {
+        let mut b = AcceptBackoff::default();
+        let emfile = io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(b.on_error(&emfile).1, AcceptLog::Exhausted);
+        for _ in 0..100 {
+            assert_eq!(
+                b.on_error(&emfile),
+                (AcceptErrorClass::ResourceExhausted, AcceptLog::Nothing)
+            );
+        }
+        assert_eq!(b.on_accept(), AcceptLog::Recovered { errors: 101 });
+        assert_eq!(b.on_accept(), AcceptLog::Nothing);
     }
 
     #[test]

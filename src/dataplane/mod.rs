@@ -106,6 +106,8 @@ pub struct Dataplane {
     backends: Arc<BackendRegistry>,
     frontends: Arc<FrontendRegistry>,
     udp_stats: Arc<udp::UdpStatsRegistry>,
+    /// Upstream sockets all UDP frontends together may hold (from the descriptor limit).
+    flow_budget: Arc<udp::FlowBudget>,
     next_owner: u64,
     /// Parent of every listener's `stop`.
     stop_all: CancellationToken,
@@ -122,6 +124,7 @@ impl Dataplane {
         if config.tcp_relay != RelayMode::Copy && !RelayMode::SPLICE_AVAILABLE {
             tracing::warn!("this build has no splice relay; TCP connections copy instead");
         }
+        let flow_budget = udp::FlowBudget::new(config.udp.flow_budget);
         Dataplane {
             config,
             listeners: HashMap::new(),
@@ -131,6 +134,7 @@ impl Dataplane {
             tables,
             frontends: Arc::new(FrontendRegistry::new()),
             udp_stats: Arc::new(udp::UdpStatsRegistry::new()),
+            flow_budget,
             next_owner: 0,
             stop_all: CancellationToken::new(),
             cut_all: CancellationToken::new(),
@@ -166,7 +170,8 @@ impl Dataplane {
         self.closing.retain(|_, closed| !closed.is_cancelled());
 
         // New frontends.
-        let mut opened = 0usize;
+        // Listener tasks started; each logs its own bind outcome, and the status says it.
+        let mut starting = 0usize;
         for frontend in &table.frontends {
             let key = frontend.key();
             if self.listeners.contains_key(&key) {
@@ -175,11 +180,11 @@ impl Dataplane {
             match key.protocol {
                 Protocol::Tcp => {
                     self.open_tcp(key);
-                    opened += 1;
+                    starting += 1;
                 }
                 Protocol::Udp => {
                     self.open_udp(key);
-                    opened += 1;
+                    starting += 1;
                 }
             }
         }
@@ -194,10 +199,10 @@ impl Dataplane {
         let pruned_frontends = self.frontends.prune(&wanted);
         self.udp_stats.prune(&wanted, &addrs);
 
-        if opened > 0 || !removed.is_empty() {
+        if starting > 0 || !removed.is_empty() {
             tracing::info!(
                 generation = published.generation,
-                opened,
+                starting,
                 closed = removed.len(),
                 listeners = self.listeners.len(),
                 pruned_frontends,
@@ -275,6 +280,7 @@ impl Dataplane {
             tables: self.tables.clone(),
             frontend_stats: self.frontends.get_or_insert(key),
             udp_stats: self.udp_stats.clone(),
+            flow_budget: self.flow_budget.clone(),
             config: self.config.udp.clone(),
         };
         self.tasks.spawn(udp::run_udp_frontend(task, ctx));
@@ -341,6 +347,11 @@ impl Dataplane {
         self.udp_stats.clone()
     }
 
+    /// The process-wide UDP flow budget (for metrics).
+    pub fn flow_budget(&self) -> Arc<udp::FlowBudget> {
+        self.flow_budget.clone()
+    }
+
     /// Connections alive now (all frontends, removed ones included).
     pub fn live_connections(&self) -> usize {
         self.connections.len()
@@ -348,16 +359,32 @@ impl Dataplane {
 
     /// Stops accepting everywhere, waits for live connections up to `grace`, then cuts the rest.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
+        self.shutdown_or_cut(grace, CancellationToken::new()).await
+    }
+
+    /// [`Dataplane::shutdown`], cutting at once when `cut_now` is cancelled (a second signal).
+    pub async fn shutdown_or_cut(
+        self,
+        grace: Duration,
+        cut_now: CancellationToken,
+    ) -> ShutdownReport {
         self.stop_all.cancel();
         self.tasks.close();
         // Listener tasks exit promptly once stopped (their sockets close); drain watchers too.
         self.tasks.wait().await;
         self.connections.close();
         let live = self.connections.len();
-        tracing::info!(live, grace = ?grace, "data plane shutting down: stopped accepting");
-        let remaining = match tokio::time::timeout(grace, self.connections.wait()).await {
-            Ok(()) => 0,
-            Err(_) => self.connections.len(),
+        if live > 0 {
+            tracing::info!(live, grace = ?grace, "data plane shutting down: stopped accepting; waiting for live connections up to the grace period (a second SIGTERM/SIGINT cuts them now)");
+        } else {
+            tracing::info!(live, "data plane shutting down: stopped accepting");
+        }
+        let remaining = tokio::select! {
+            r = tokio::time::timeout(grace, self.connections.wait()) => match r {
+                Ok(()) => 0,
+                Err(_) => self.connections.len(),
+            },
+            _ = cut_now.cancelled() => self.connections.len(),
         };
         if remaining > 0 {
             self.cut_all.cancel();

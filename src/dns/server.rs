@@ -1,41 +1,113 @@
 //! The DNS server: UDP and TCP on one address, answering from the published table.
 //!
 //! Owns: the two sockets, the UDP receive loop (one reused receive and one reused send buffer),
-//! the TCP accept loop with a cap on concurrent connections and per-connection tasks (2-byte
-//! length framing, idle timeout), and the per-generation [`ZoneIndex`] cache shared by both.
+//! the TCP accept loop (backs off on descriptor exhaustion like the data plane's, one log line
+//! per change of state) with a cap on concurrent connections that idle clients cannot hold (at
+//! the cap the oldest idle connection is evicted), per-connection tasks (2-byte length framing,
+//! idle timeout, oversized length prefixes refused), the counters ([`DnsStats`]), and the
+//! per-generation [`ZoneIndex`] cache shared by both.
 //!
 //! Must not: decide answers (that is [`super::ZoneIndex`]), hold a table across queries (each
 //! query loads the published snapshot once, so DNS and data plane see the same generation), log
 //! per query or per connection above `debug`, or panic on network input.
 
 use super::{parse_zone, respond, DnsError, ServingCheck, Transport, ZoneIndex};
+use crate::conn_slots::{Admission, ConnSlots, Slot};
+use crate::dataplane::listener::{AcceptBackoff, AcceptErrorClass, AcceptLog};
+use crate::metrics::{Family, ScrapeFamilies};
 use crate::published::{PublishedTable, TableReader};
 use crate::table::Protocol;
 use hickory_proto::rr::Name;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Limits of the TCP side.
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
-    /// Connections served at once; further connections are accepted and closed at once.
+    /// Connections open at once. At the cap the oldest idle connection (waiting for its next
+    /// query) is closed to make room; if every one is mid-query the new one is closed.
     pub max_tcp_connections: usize,
     /// A TCP connection that sends no complete query for this long is closed.
     pub tcp_idle_timeout: Duration,
+    /// Largest query accepted over TCP; a longer length prefix closes the connection.
+    pub max_tcp_query: usize,
 }
 
 impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_tcp_connections: 128,
-            tcp_idle_timeout: Duration::from_secs(10),
+            tcp_idle_timeout: Duration::from_secs(5),
+            max_tcp_query: 4096,
         }
+    }
+}
+
+/// Counters of the DNS server, exported as `vipd_dns_*`.
+#[derive(Debug)]
+pub struct DnsStats {
+    /// The TCP connections (open, evicted, refused).
+    pub tcp: Arc<ConnSlots>,
+    pub accept_errors_resource: AtomicU64,
+    pub accept_errors_other: AtomicU64,
+    /// TCP connections closed because their length prefix exceeded `max_tcp_query`.
+    pub tcp_oversized: AtomicU64,
+    /// TCP connections closed by the idle timeout.
+    pub tcp_idle_closed: AtomicU64,
+}
+
+impl DnsStats {
+    fn new(limits: &ServerLimits) -> Arc<Self> {
+        Arc::new(DnsStats {
+            tcp: ConnSlots::new(limits.max_tcp_connections),
+            accept_errors_resource: AtomicU64::new(0),
+            accept_errors_other: AtomicU64::new(0),
+            tcp_oversized: AtomicU64::new(0),
+            tcp_idle_closed: AtomicU64::new(0),
+        })
+    }
+}
+
+impl ScrapeFamilies for Arc<DnsStats> {
+    fn families(&self) -> Vec<Family> {
+        let mut open = Family::gauge(
+            "vipd_dns_tcp_connections_open",
+            "DNS-over-TCP connections open now.",
+        );
+        open.add(&[], self.tcp.open() as f64);
+        let mut dropped = Family::counter(
+            "vipd_dns_tcp_connections_dropped_total",
+            "DNS-over-TCP connections closed by vipd, by reason (evicted: oldest idle one at the cap; refused: cap reached with every one busy; idle: idle timeout; oversized: length prefix over the limit).",
+        );
+        dropped.add(&[("reason", "evicted")], self.tcp.evicted() as f64);
+        dropped.add(&[("reason", "refused")], self.tcp.refused() as f64);
+        dropped.add(
+            &[("reason", "idle")],
+            self.tcp_idle_closed.load(Relaxed) as f64,
+        );
+        dropped.add(
+            &[("reason", "oversized")],
+            self.tcp_oversized.load(Relaxed) as f64,
+        );
+        let mut errors = Family::counter(
+            "vipd_dns_accept_errors_total",
+            "accept(2) errors of the DNS TCP listener, by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
+        );
+        errors.add(
+            &[("kind", "resource")],
+            self.accept_errors_resource.load(Relaxed) as f64,
+        );
+        errors.add(
+            &[("kind", "other")],
+            self.accept_errors_other.load(Relaxed) as f64,
+        );
+        vec![open, dropped, errors]
     }
 }
 
@@ -62,6 +134,7 @@ pub struct DnsServer {
     tcp: TcpListener,
     local: SocketAddr,
     limits: ServerLimits,
+    stats: Arc<DnsStats>,
 }
 
 impl DnsServer {
@@ -85,12 +158,14 @@ impl DnsServer {
             })?;
             match TcpListener::bind(local).await {
                 Ok(tcp) => {
+                    let limits = ServerLimits::default();
                     return Ok(DnsServer {
                         udp,
                         tcp,
                         local,
-                        limits: ServerLimits::default(),
-                    })
+                        stats: DnsStats::new(&limits),
+                        limits,
+                    });
                 }
                 Err(source) => {
                     last_error = Some(DnsError::Bind {
@@ -109,8 +184,14 @@ impl DnsServer {
     }
 
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
+        self.stats = DnsStats::new(&limits);
         self.limits = limits;
         self
+    }
+
+    /// The server's counters (for metrics).
+    pub fn stats(&self) -> Arc<DnsStats> {
+        self.stats.clone()
     }
 
     /// The address both sockets are bound to.
@@ -142,6 +223,7 @@ impl DnsServer {
             self.tcp,
             self.local,
             self.limits,
+            self.stats.clone(),
             tables,
             serving,
             cache,
@@ -257,44 +339,70 @@ async fn tcp_loop(
     listener: TcpListener,
     local: SocketAddr,
     limits: ServerLimits,
+    stats: Arc<DnsStats>,
     tables: TableReader,
     serving: Arc<dyn ServingCheck + Send + Sync>,
     cache: Arc<IndexCache>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) -> Result<(), DnsError> {
-    let slots = Arc::new(Semaphore::new(limits.max_tcp_connections.max(1)));
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             r = listener.accept() => r,
         };
         let (stream, peer) = match accepted {
-            Ok(r) => r,
-            Err(e) => {
-                // EMFILE, ECONNABORTED, ...: per-connection trouble; back off a little.
-                tracing::debug!(listen = %local, error = %e, "DNS TCP accept error");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            Ok(r) => {
+                if let AcceptLog::Recovered { errors } = backoff.on_accept() {
+                    tracing::info!(listen = %local, failed_accepts = errors, "DNS TCP accepting again");
+                }
+                r
+            }
+            Err(error) => {
+                let (class, log) = backoff.on_error(&error);
+                let counter = match class {
+                    AcceptErrorClass::ResourceExhausted => &stats.accept_errors_resource,
+                    _ => &stats.accept_errors_other,
+                };
+                counter.fetch_add(1, Relaxed);
+                if log == AcceptLog::Exhausted {
+                    tracing::warn!(listen = %local, %error, "DNS TCP out of descriptors; accepts paused and retried");
+                } else {
+                    tracing::debug!(listen = %local, %error, "DNS TCP accept error");
+                }
+                if let Some(pause) = class.pause() {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 }
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, max = limits.max_tcp_connections, "DNS TCP connection cap reached; closing");
-            drop(stream);
-            continue;
+        let slot = match stats.tcp.admit() {
+            Admission::Admitted { slot, evicted } => {
+                if evicted {
+                    tracing::debug!(%peer, max = limits.max_tcp_connections, "DNS TCP connection cap reached; closed the oldest idle one");
+                }
+                slot
+            }
+            Admission::Refused => {
+                tracing::debug!(%peer, max = limits.max_tcp_connections, "DNS TCP connection cap reached, every connection busy; closing");
+                drop(stream);
+                continue;
+            }
         };
         let tables = tables.clone();
         let serving = serving.clone();
         let cache = cache.clone();
         let shutdown = shutdown.clone();
+        let stats = stats.clone();
         tracker.spawn(async move {
-            let _permit = permit;
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                r = tcp_connection(stream, limits.tcp_idle_timeout, &tables, serving.as_ref(), &cache) => {
+                _ = slot.evicted().cancelled() => {}
+                r = tcp_connection(stream, limits, &slot, &stats, &tables, serving.as_ref(), &cache) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "DNS TCP connection ended with an error");
                     }
@@ -306,16 +414,20 @@ async fn tcp_loop(
 
 async fn tcp_connection(
     mut stream: TcpStream,
-    idle: Duration,
+    limits: ServerLimits,
+    slot: &Slot,
+    stats: &DnsStats,
     tables: &TableReader,
     serving: &(dyn ServingCheck + Send + Sync),
     cache: &IndexCache,
 ) -> std::io::Result<()> {
+    let idle = limits.tcp_idle_timeout;
     let _ = stream.set_nodelay(true);
     let mut request = Vec::new();
     let mut response = Vec::new();
     let mut framed = Vec::new();
     loop {
+        slot.set_idle(true);
         // The whole query (length and body) must arrive within the idle timeout.
         let read = tokio::time::timeout(idle, async {
             let len = match stream.read_u16().await {
@@ -323,16 +435,27 @@ async fn tcp_connection(
                 Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
                 Err(e) => return Err(e),
             };
+            slot.set_idle(false);
+            if len > limits.max_tcp_query {
+                return Ok(Some(false));
+            }
             request.resize(len, 0);
             stream.read_exact(&mut request).await?;
-            Ok(Some(()))
+            Ok(Some(true))
         })
         .await;
         match read {
-            Err(_elapsed) => return Ok(()),
+            Err(_elapsed) => {
+                stats.tcp_idle_closed.fetch_add(1, Relaxed);
+                return Ok(());
+            }
             Ok(Ok(None)) => return Ok(()),
             Ok(Err(e)) => return Err(e),
-            Ok(Ok(Some(()))) => {}
+            Ok(Ok(Some(false))) => {
+                stats.tcp_oversized.fetch_add(1, Relaxed);
+                return Ok(());
+            }
+            Ok(Ok(Some(true))) => {}
         }
         let index = cache.get(tables.load_full());
         if !respond(&request, &index, serving, Transport::Tcp, &mut response) {

@@ -75,7 +75,17 @@ pub fn load(path: &Path) -> Result<AppsSnapshot, FileSourceError> {
 /// Starts watching `path`. The first snapshot is published as soon as the file parses. A file
 /// larger than `max_document_size` bytes is an error (the last good snapshot stays).
 pub fn spawn(path: PathBuf, max_document_size: usize, shutdown: CancellationToken) -> SourceHandle {
-    let (tx, rx) = watch::channel(None);
+    spawn_with_initial(path, max_document_size, None, shutdown)
+}
+
+/// Like [`spawn`], with `initial` (a saved state) served until the file gives a snapshot.
+pub fn spawn_with_initial(
+    path: PathBuf,
+    max_document_size: usize,
+    initial: Option<SourceSnapshot>,
+    shutdown: CancellationToken,
+) -> SourceHandle {
+    let (tx, rx) = watch::channel(initial);
     let resync = Arc::new(Notify::new());
     tokio::spawn(run(path, max_document_size, tx, resync.clone(), shutdown));
     SourceHandle::new(rx, resync)
@@ -95,6 +105,8 @@ async fn run(
     let mut last_stamp: Option<FileStamp> = None;
     let mut last_body_hash: Option<u64> = None;
     let mut last_error: Option<String> = None;
+    // Whether a table exists to keep when the file is unusable (for the warning's wording).
+    let mut have_snapshot = tx.borrow().is_some();
     let mut force = true;
     // An inotify event makes the file be read even if its metadata looks unchanged (a same-size
     // write within the filesystem's timestamp granularity); the content hash then decides.
@@ -120,6 +132,7 @@ async fn run(
             match body {
                 Err(source) => report_error(
                     &mut last_error,
+                    have_snapshot,
                     FileSourceError::Read {
                         path: p.display().to_string(),
                         source,
@@ -143,6 +156,7 @@ async fn run(
                                     rejected = apps.rejected.len(),
                                     "apps file loaded"
                                 );
+                                have_snapshot = true;
                                 tx.send_replace(Some(SourceSnapshot {
                                     apps: Arc::new(apps),
                                     origin: Origin::File,
@@ -151,6 +165,7 @@ async fn run(
                             }
                             Ok(Err(source)) => report_error(
                                 &mut last_error,
+                                have_snapshot,
                                 FileSourceError::Parse {
                                     path: p.display().to_string(),
                                     source,
@@ -178,10 +193,14 @@ async fn run(
 }
 
 /// Logs the error unless it is the same as the last one.
-fn report_error(last_error: &mut Option<String>, error: FileSourceError) {
+fn report_error(last_error: &mut Option<String>, have_snapshot: bool, error: FileSourceError) {
     let text = error.to_string();
     if last_error.as_deref() != Some(text.as_str()) {
-        tracing::warn!(error = %text, "apps file unusable; keeping the last good table");
+        if have_snapshot {
+            tracing::warn!(error = %text, "apps file unusable; keeping the last good table");
+        } else {
+            tracing::warn!(error = %text, "apps file unusable; no table yet");
+        }
         *last_error = Some(text);
     }
 }

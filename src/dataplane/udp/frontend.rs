@@ -49,6 +49,8 @@ struct Flow {
     active_checks: bool,
     /// One unit of the frontend's `active` count (shared with TCP's `FrontendStats`).
     _active: ActiveFrontend,
+    /// This flow's share of the process-wide flow budget (its upstream socket's descriptor).
+    _budget: super::FlowPermit,
 }
 
 /// What every flow operation reads.
@@ -212,6 +214,14 @@ impl FlowState {
                     UdpFrontendStats::add(&stats.dropped_no_backend, 1);
                     return;
                 };
+                // The descriptor budget before the socket: past it, new flows are refused.
+                let Some(budget) = env.ctx.flow_budget.try_acquire() else {
+                    UdpFrontendStats::add(&stats.dropped_by_budget, 1);
+                    if let Some(suppressed) = self.limiter.allow(tokio::time::Instant::now()) {
+                        tracing::warn!(frontend = %key, limit = env.ctx.flow_budget.limit(), suppressed, "UDP flow budget spent (descriptor limit); new flows dropped");
+                    }
+                    return;
+                };
                 let Some(upstream) = open(
                     env,
                     &mut self.returns,
@@ -230,6 +240,7 @@ impl FlowState {
                     checked_generation: generation,
                     active_checks: route.settings().checked,
                     _active: env.ctx.frontend_stats.accepted(),
+                    _budget: budget,
                 })
             }
         };

@@ -29,7 +29,9 @@
 //!   retried once on the new backend. A backend counts as connected (`record_connected`) when
 //!   the first reply of a flow arrives: for UDP that is the only proof of life.
 //! - Over `--udp-max-flows`, datagrams from NEW clients are dropped and counted; existing flows
-//!   are unaffected.
+//!   are unaffected. The same holds past the process-wide flow budget ([`FlowBudget`], derived
+//!   from `RLIMIT_NOFILE`), which every UDP frontend shares, so flows never take the
+//!   descriptors TCP, the admin server and DNS need.
 //!
 //! Lifecycle: a removed frontend closes its socket at once, and its flows with it: their replies
 //! would need that socket, and a UDP client has no connection to drain. Shutdown does the same
@@ -44,12 +46,14 @@
 //! Must not: build or change tables, keep a lock or allocate per datagram on the hot path, or log
 //! per datagram above `trace`.
 
+mod budget;
 pub mod flows;
 mod frontend;
 pub mod stats;
 mod sys;
 mod upstream;
 
+pub use budget::{FlowBudget, FlowPermit};
 pub use stats::{
     UdpBackendStats, UdpBackendStatsSnapshot, UdpFrontendStats, UdpFrontendStatsSnapshot,
     UdpStatsRegistry,
@@ -78,6 +82,9 @@ pub struct UdpConfig {
     pub max_flows: usize,
     /// `SO_RCVBUF` of each frontend socket; `None` = the kernel default (not a flag).
     pub recv_buffer: Option<usize>,
+    /// Flows of ALL UDP frontends together: one descriptor each, so derived from
+    /// `RLIMIT_NOFILE` ([`crate::fd_budget::udp_flow_budget`]); not a flag.
+    pub flow_budget: usize,
 }
 
 /// Binds a nonblocking UDP socket on `addr` for a frontend (see the module docs for options).
@@ -103,6 +110,7 @@ pub(crate) struct UdpContext {
     pub tables: TableReader,
     pub frontend_stats: Arc<FrontendStats>,
     pub udp_stats: Arc<UdpStatsRegistry>,
+    pub flow_budget: Arc<FlowBudget>,
     pub config: UdpConfig,
 }
 

@@ -36,6 +36,8 @@ pub struct UdpFrontendStats {
     pub(crate) bytes_out: AtomicU64,
     /// Datagrams of new clients dropped because the frontend had `--udp-max-flows` flows.
     pub(crate) dropped_by_cap: AtomicU64,
+    /// Datagrams of new clients dropped because the process-wide flow budget was spent.
+    pub(crate) dropped_by_budget: AtomicU64,
     /// Datagrams dropped because no backend was eligible (or the frontend was not in the table).
     pub(crate) dropped_no_backend: AtomicU64,
     /// Datagrams to a backend dropped because the upstream socket's send buffer was full.
@@ -69,6 +71,7 @@ pub struct UdpFrontendStatsSnapshot {
     pub datagrams_out: u64,
     pub bytes_out: u64,
     pub dropped_by_cap: u64,
+    pub dropped_by_budget: u64,
     pub dropped_no_backend: u64,
     pub dropped_upstream_full: u64,
     pub dropped_reply_full: u64,
@@ -83,6 +86,7 @@ impl UdpFrontendStatsSnapshot {
     /// Every datagram dropped, wherever (cap, no backend, full buffers, errors, kernel queue).
     pub fn dropped(&self) -> u64 {
         self.dropped_by_cap
+            + self.dropped_by_budget
             + self.dropped_no_backend
             + self.dropped_upstream_full
             + self.dropped_reply_full
@@ -106,6 +110,7 @@ impl UdpFrontendStats {
             datagrams_out: l(&self.datagrams_out),
             bytes_out: l(&self.bytes_out),
             dropped_by_cap: l(&self.dropped_by_cap),
+            dropped_by_budget: l(&self.dropped_by_budget),
             dropped_no_backend: l(&self.dropped_no_backend),
             dropped_upstream_full: l(&self.dropped_upstream_full),
             dropped_reply_full: l(&self.dropped_reply_full),

@@ -51,6 +51,25 @@ pub fn load(dir: &Path) -> Result<Option<(AppsSnapshot, std::time::SystemTime)>,
     }
 }
 
+/// Removes temp files a crashed vipd left behind (`.marathon-apps.json.tmp-<pid>`; never this
+/// process's own). Returns how many were removed. A missing directory is not an error.
+pub fn remove_stale_temp_files(dir: &Path) -> usize {
+    let prefix = format!(".{STATE_FILE}.tmp-");
+    let own = format!("{prefix}{}", std::process::id());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name.starts_with(&prefix) && name != own
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
 /// Replaces the saved snapshot with `body`, atomically and durably.
 pub fn store(dir: &Path, body: &[u8]) -> Result<(), StateError> {
     let path = state_file(dir);
