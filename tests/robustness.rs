@@ -326,6 +326,10 @@ async fn json_log_lines_have_unique_keys() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_str(ejected).unwrap();
     assert_eq!(v["level"], "WARN", "{ejected}");
+    assert!(
+        v["backoff_level"].is_u64(),
+        "the ejection's own level is a field of its own: {ejected}"
+    );
 }
 
 // === issue 20, finding 8: rounded floats, one shutdown report ===

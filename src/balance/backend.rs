@@ -269,7 +269,7 @@ impl BackendStats {
                 reason = health_reason.as_str(),
                 consecutive_failures = consecutive,
                 ejection = ?duration,
-                level,
+                backoff_level = level,
                 "backend ejected"
             );
         }
