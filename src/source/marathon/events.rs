@@ -318,17 +318,15 @@ mod tests {
         );
     }
 
-    /// The real payloads in the shared reference parse (skipped when it is absent).
+    /// The real payloads in the shared reference parse (ignored when `build.rs` did not find it).
     #[test]
+    #[cfg_attr(
+        not(vipd_shared_reference),
+        ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+    )]
     fn reference_payloads_parse() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        // `../shared` next to the main checkout; `../../shared` from a worktree under `wt/`.
-        let candidates =
-            ["../shared", "../../shared"].map(|p| root.join(p).join("reference/marathon/events"));
-        let Some(entries) = candidates.iter().find_map(|d| std::fs::read_dir(d).ok()) else {
-            println!("skipped: no shared/reference/marathon/events next to the repository");
-            return;
-        };
+        let dir = std::path::Path::new(env!("VIPD_SHARED_REFERENCE")).join("marathon/events");
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut n = 0;
         for entry in entries {
             let path = entry.unwrap().path();
