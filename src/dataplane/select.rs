@@ -12,7 +12,7 @@
 //! `draining` backends are never picked. [`FrontendSelector`] refines the table's state with
 //! vipd's own observations: a passively ejected backend (within the frontend's
 //! max-ejection-percent budget) and, on an actively checked frontend, a backend whose probe is
-//! not `up` (pending or down) drop to the fail-open tier. README.health.md has the whole policy.
+//! not `up` (pending or down) drop to the fail-open tier. docs/health.md has the whole policy.
 //!
 //! Must not: do I/O, allocate or lock on the common path of a pick, or keep per-connection
 //! state. A selector lives in the listener (not in the table), so its state (round-robin counter,

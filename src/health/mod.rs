@@ -3,7 +3,7 @@
 //! Owns: [`HealthArgs`] (the `vipd run` flags), the resolved [`HealthConfig`], the balancing
 //! algorithm names ([`Balance`]), the per-frontend probe derivation ([`probe_for`]), the pure
 //! state machines ([`outlier`] for passive ejection, [`counter`] for active rise/fall), the
-//! probes ([`probe`]) and the active checker task ([`checker`]). README.health.md documents the
+//! probes ([`probe`]) and the active checker task ([`checker`]). docs/health.md documents the
 //! whole policy.
 //!
 //! Must not: pick backends (`dataplane::select` does, reading the per-backend state written

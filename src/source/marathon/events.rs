@@ -1,8 +1,9 @@
 //! Marathon event-bus payloads (`/v2/events` `data:` lines), reduced to what vipd acts on.
 //!
-//! Owns: the list of subscribed event types and the typed parse of each payload (FACTS.md §5.3).
+//! Owns: the list of subscribed event types and the typed parse of each payload
+//! (../shared/reference/marathon/FACTS.md §5.3).
 //! Unknown fields are ignored; arrays are `null`-tolerant; deployment plans (up to megabytes,
-//! FACTS.md §7) are read only for the app ids they touch.
+//! ../shared/reference/marathon/FACTS.md §7) are read only for the app ids they touch.
 //!
 //! Must not: apply events (that is `apply.rs`) or do I/O.
 
@@ -136,7 +137,8 @@ pub fn parse_event(event_type: Option<&str>, data: &str) -> Result<MarathonEvent
             #[derive(Deserialize)]
             #[serde(rename_all = "camelCase")]
             struct E {
-                // Pre-1.4 servers sent `taskId` (FACTS.md §5.3 version notes).
+                // Pre-1.4 servers sent `taskId` (../shared/reference/marathon/FACTS.md §5.3
+                // version notes).
                 #[serde(alias = "taskId")]
                 instance_id: String,
                 #[serde(default)]
