@@ -1,7 +1,7 @@
 # Multi-stage build: compile in the Rust image, ship a small Debian runtime that runs as non-root.
 FROM rust:1-bookworm AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY crates ./crates
 COPY benches ./benches

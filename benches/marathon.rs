@@ -10,13 +10,14 @@
 //!
 //! Run: `cargo bench --bench marathon`
 
-#[path = "../tests/support/fake_marathon.rs"]
-mod fake_marathon;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
+use support::fake_marathon;
 use vipd::control::resolve::HostResolver;
 use vipd::control::{ControlLoop, FollowTable, Outcome};
 use vipd::model::parse_apps_document;

@@ -42,13 +42,10 @@ async fn connects(addr: SocketAddr) -> bool {
 /// Waits (bounded) until a round trip through `addr` succeeds.
 async fn wait_serving(addr: SocketAddr, timeout: Duration) -> Option<Duration> {
     let start = Instant::now();
-    while start.elapsed() < timeout {
-        if connects(addr).await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    None
+    support::poll_until(timeout, || async move {
+        connects(addr).await.then(|| start.elapsed())
+    })
+    .await
 }
 
 fn start_vipd(path: &std::path::Path) -> VipdProcess {

@@ -48,14 +48,10 @@ async fn tag_of(addr: SocketAddr) -> Option<String> {
 
 /// Connects until a backend with `tag` answers (round-robin reaches every backend).
 async fn wait_for_tag(addr: SocketAddr, tag: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if tag_of(addr).await.as_deref() == Some(tag) {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
+    support::eventually_async(PATIENCE, || async move {
+        tag_of(addr).await.as_deref() == Some(tag)
+    })
+    .await
 }
 
 fn start_vipd(url: &str) -> (VipdProcess, SocketAddr) {

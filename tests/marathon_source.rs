@@ -393,7 +393,8 @@ async fn a_multi_megabyte_event_line_does_not_stall_the_stream() {
     let fake = FakeMarathon::start(two_apps()).await;
     let mut r = start(config(&[&fake.url()]));
     r.synced().await;
-    // A heavy deployment event (FACTS.md §7: up to ~7.5 MB on one line), then a task event.
+    // A heavy deployment event (../shared/reference/marathon/FACTS.md §7: up to ~7.5 MB on one
+    // line), then a task event.
     let pad = "x".repeat(8 << 20);
     fake.send_event(
         "deployment_success",

@@ -392,20 +392,16 @@ async fn wait_served_by(vipd: &VipdProcess, frontend: SocketAddr, tag: &str) -> 
 
 /// Connects until the backend tagged `tag` answers through `addr`.
 async fn wait_for_tag(addr: SocketAddr, tag: &str) -> bool {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(mut s) = TcpStream::connect(addr).await {
-            if let Ok(Ok(got)) =
-                tokio::time::timeout(Duration::from_secs(2), read_tag(&mut s)).await
-            {
-                if got == tag {
-                    return true;
-                }
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    false
+    support::eventually_async(PATIENCE, || async move {
+        let Ok(mut s) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), read_tag(&mut s)).await,
+            Ok(Ok(got)) if got == tag
+        )
+    })
+    .await
 }
 
 /// A loopback address for one test's service port that nothing else in these tests binds:

@@ -16,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::daemon::VipdProcess;
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
@@ -297,18 +297,8 @@ fn named_vip_across_three_agents() {
         .unwrap_or_else(|| panic!("no DNS address; log:\n{}", vipd_a.log().join("\n")));
 
     // A client in A resolves the name through A's vipd (SERVFAIL until the listener is bound).
-    let deadline = Instant::now() + PATIENCE;
-    let vip_ip = loop {
-        if let Some(ip) = dig_a(a, dns_a).first() {
-            break *ip;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "name never resolved; log:\n{}",
-            vipd_a.log().join("\n")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let vip_ip = support::poll_until_blocking(PATIENCE, || dig_a(a, dns_a).first().copied())
+        .unwrap_or_else(|| panic!("name never resolved; log:\n{}", vipd_a.log().join("\n")));
     assert!(
         "11.0.0.0/8"
             .parse::<ipnet::IpNet>()
@@ -318,11 +308,10 @@ fn named_vip_across_three_agents() {
     );
     // Every agent derived the same address for the name, and added it to its own loopback.
     for ns in [a, b, c] {
-        let deadline = Instant::now() + PATIENCE;
-        while !has_address(ns, vip_ip) {
-            assert!(Instant::now() < deadline, "{vip_ip} never added in {ns}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            support::eventually_blocking(PATIENCE, || has_address(ns, vip_ip)),
+            "{vip_ip} never added in {ns}"
+        );
     }
 
     // ...and reaches backends on B and C, round-robin.

@@ -46,14 +46,7 @@ fn start(path: &std::path::Path, extra: &[&str]) -> (VipdProcess, SocketAddr) {
 }
 
 async fn wait_status(url: &str, want: u16) -> bool {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while tokio::time::Instant::now() < deadline {
-        if http_get(url).await.0 == want {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    false
+    support::eventually_async(PATIENCE, || async move { http_get(url).await.0 == want }).await
 }
 
 /// Value of the first sample whose line starts with `prefix` (name plus labels).
@@ -147,17 +140,18 @@ async fn metrics_pass_promtool_and_counters_move_with_traffic() {
             .unwrap();
     }
     // Counters are read at scrape time; the relay updates them as bytes flow.
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let after = loop {
-        let (_, m) = http_get(&url).await;
-        if sample(&m, &frontend) == Some(5.0) && sample(&m, &bytes).unwrap_or(0.0) >= 65.0 {
-            break m;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "counters did not move:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    let moved = {
+        let (url, frontend, bytes) = (&url, &frontend, &bytes);
+        support::poll_until(PATIENCE, || async move {
+            let (_, m) = http_get(url).await;
+            let moved =
+                sample(&m, frontend) == Some(5.0) && sample(&m, bytes).unwrap_or(0.0) >= 65.0;
+            moved.then_some(m)
+        })
+        .await
+    };
+    let Some(after) = moved else {
+        panic!("counters did not move:\n{}", http_get(&url).await.1);
     };
     assert!(sample(&after, "vipd_table_build_duration_seconds_count").unwrap() >= 1.0);
     assert!(sample(&after, &udp_in).unwrap_or(0.0) >= 1.0, "{after}");
@@ -248,29 +242,26 @@ async fn v1_vips_reflects_a_table_change() {
         ]),
     )
     .unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let v: serde_json::Value = serde_json::from_str(&http_get(&url).await.1).unwrap();
-        if v["generation"] == 2 {
-            let listens: Vec<_> = v["frontends"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f["listen"].as_str().unwrap().to_string())
-                .collect();
-            assert!(listens.contains(&format!("127.0.0.1:{pb}")), "{v}");
-            assert_eq!(
-                v["frontends"][0]["backends"][0]["runtime"]["total"], 1,
-                "{v}"
-            );
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no generation 2: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let url = &url;
+    let generation_2 = support::poll_until(PATIENCE, || async move {
+        let v: serde_json::Value = serde_json::from_str(&http_get(url).await.1).unwrap();
+        (v["generation"] == 2).then_some(v)
+    })
+    .await;
+    let Some(v) = generation_2 else {
+        panic!("no generation 2: {}", http_get(url).await.1);
+    };
+    let listens: Vec<_> = v["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["listen"].as_str().unwrap().to_string())
+        .collect();
+    assert!(listens.contains(&format!("127.0.0.1:{pb}")), "{v}");
+    assert_eq!(
+        v["frontends"][0]["backends"][0]["runtime"]["total"], 1,
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

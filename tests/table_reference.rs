@@ -1,25 +1,20 @@
 //! `table::build` on real Marathon responses from the shared reference set (not copied into the
-//! repo). The directory is `$VIPD_SHARED_DIR/reference/marathon/api`, default
-//! `<manifest>/../shared/...`; when it is missing the tests print "skipped: …" and pass.
+//! repo): `$VIPD_SHARED_DIR/reference/marathon/api`, default `<manifest>/../shared/...` (found by
+//! `build.rs`). When it is missing these tests are `ignored` with that reason, never silently
+//! passed; `.ci/run` fails on them.
 
 use std::path::PathBuf;
 use vipd::model::parse_apps_document;
 use vipd::table::{build, BackendState, BuildOptions, Built, Protocol, Resolved};
 
-fn api_dir() -> Option<PathBuf> {
-    let shared = std::env::var_os("VIPD_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared"));
-    let dir = shared.join("reference/marathon/api");
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "skipped: {} does not exist (set VIPD_SHARED_DIR)",
-            dir.display()
-        );
-        None
-    }
+fn api_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("VIPD_SHARED_REFERENCE")).join("marathon/api");
+    assert!(
+        dir.is_dir(),
+        "{} does not exist (set VIPD_SHARED_DIR)",
+        dir.display()
+    );
+    dir
 }
 
 fn build_file(dir: &std::path::Path, name: &str) -> Built {
@@ -49,8 +44,12 @@ fn up(addrs: &[&str]) -> Vec<(String, BackendState)> {
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn marathon_1_5_container_bridge_routes_to_agent_host_ports() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let b = build_file(
         &dir,
         "v2_apps_embed_tasks__marathon1.5__container-bridge__mlb-test.json",
@@ -64,8 +63,12 @@ fn marathon_1_5_container_bridge_routes_to_agent_host_ports() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn marathon_1_5_container_bridge_with_mesos_http_health_checks() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let b = build_file(
         &dir,
         "v2_apps_embed_tasks__marathon1.5__container-bridge-healthchecks__mlb-test.json",
@@ -88,8 +91,12 @@ fn marathon_1_5_container_bridge_with_mesos_http_health_checks() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn pre_1_5_docker_bridge_with_docker_port_mappings() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let b = build_file(
         &dir,
         "v2_apps_embed_tasks__pre1.5-docker-BRIDGE-ports__mlb-test.json",
@@ -104,8 +111,12 @@ fn pre_1_5_docker_bridge_with_docker_port_mappings() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn pre_1_5_two_apps_blue_green() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let b = build_file(
         &dir,
         "v2_apps_embed_tasks__pre1.5-two-apps-zdd__mlb-test.json",
@@ -118,16 +129,24 @@ fn pre_1_5_two_apps_blue_green() {
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn docs_example_legacy_list_keeps_empty_frontends() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let b = build_file(&dir, "v2_apps__list__docs-example-legacy-fields.json");
     assert!(backends(&b, 10013).is_empty());
     assert!(backends(&b, 10015).is_empty());
 }
 
 #[test]
+#[cfg_attr(
+    not(vipd_shared_reference),
+    ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+)]
 fn every_reference_response_builds_without_panicking() {
-    let Some(dir) = api_dir() else { return };
+    let dir = api_dir();
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();

@@ -1,4 +1,4 @@
-//! One test per routing rule of `table::build` (README.table.md), on Marathon-shaped JSON.
+//! One test per routing rule of `table::build` (docs/routing.md), on Marathon-shaped JSON.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;

@@ -3,7 +3,8 @@
 //! Owns: the mapping from a task id (`app.<uuid>`, `app.instance-<uuid>._app`,
 //! `app.instance-<uuid>._app.<incarnation>`) or an instance id (`app.marathon-<uuid>`,
 //! `app.instance-<uuid>`) to an [`InstanceKey`]. Health results and `instance_*` events carry
-//! instance ids while tasks carry task ids (FACTS.md §2), so they are matched by key, never by
+//! instance ids while tasks carry task ids (../shared/reference/marathon/FACTS.md §2), so they are
+//! matched by key, never by
 //! string equality.
 //!
 //! Must not: allocate on the common path beyond the returned key, or guess when no UUID is present

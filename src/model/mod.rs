@@ -8,7 +8,7 @@
 //! Must not: interpret what the fields mean for routing (that is `table::build`), do I/O, or
 //! read a clock. Every array is `#[serde(default)]` with `null` treated as missing, every scalar
 //! is an `Option`, and unknown fields are ignored, because Marathon omits empty fields in some
-//! versions and emits them in others (FACTS.md §2).
+//! versions and emits them in others (../shared/reference/marathon/FACTS.md §2).
 
 pub mod ids;
 

@@ -3,7 +3,8 @@
 //! Owns: every rule that turns apps and tasks into frontends and backends (networking modes,
 //! legacy forms, service ports, VIP labels, task filter, health state, per-port options,
 //! conflicts). The rules and the reasons behind each decision are written up in
-//! `README.table.md`; FACTS.md §2, §3, §6 and §8 are the source for the Marathon side.
+//! `docs/routing.md`; ../shared/reference/marathon/FACTS.md §2, §3, §6 and §8 are the source for
+//! the Marathon side.
 //!
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
@@ -64,7 +65,7 @@ pub fn hosts_to_resolve(snapshot: &AppsSnapshot) -> BTreeSet<&str> {
         .collect()
 }
 
-/// How an app's tasks are reached (FACTS.md §3.1, §3.2).
+/// How an app's tasks are reached (../shared/reference/marathon/FACTS.md §3.1, §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NetworkMode {
     /// Agent address + host port.
@@ -78,7 +79,7 @@ pub enum NetworkMode {
 
 /// The networking mode of an app.
 ///
-/// Precedence (documented in README.table.md): a non-empty `networks` decides, and with several
+/// Precedence (documented in docs/routing.md): a non-empty `networks` decides, and with several
 /// networks the last one's mode wins (marathon-lb's rule; Marathon itself only accepts networks of
 /// one kind). Otherwise the legacy `container.docker.network` decides (HOST, BRIDGE, USER; NONE is
 /// an error: nothing is reachable). Otherwise a legacy `ipAddress` means `container`, or
@@ -139,7 +140,8 @@ struct PortSpec<'a> {
     declares_host_port: bool,
 }
 
-/// The port declarations for `mode` (FACTS.md §3.2, §3.3): host mode reads `portDefinitions`,
+/// The port declarations for `mode` (../shared/reference/marathon/FACTS.md §3.2, §3.3): host mode
+/// reads `portDefinitions`,
 /// else legacy `ports`; the container modes read `container.portMappings`, else legacy
 /// `container.docker.portMappings`, else legacy `ipAddress.discovery.ports`.
 fn port_specs(app: &App, mode: NetworkMode) -> Vec<PortSpec<'_>> {
@@ -280,7 +282,7 @@ pub fn task_state(
 enum TaskClass {
     Running,
     Draining,
-    /// `TASK_UNREACHABLE` / `TASK_LOST`: kept as `unknown` (README.table.md).
+    /// `TASK_UNREACHABLE` / `TASK_LOST`: kept as `unknown` (docs/routing.md).
     Partitioned,
     Absent,
 }
@@ -363,7 +365,7 @@ fn port_options(app: &App, index: usize) -> BTreeMap<String, String> {
 }
 
 /// The port index a health check targets: `portIndex`, or 0 when it has neither `port` nor
-/// `portIndex` (FACTS.md §3.3). COMMAND checks target no port.
+/// `portIndex` (../shared/reference/marathon/FACTS.md §3.3). COMMAND checks target no port.
 fn health_check_port_index(hc: &HealthCheck) -> Option<usize> {
     if hc
         .protocol
@@ -527,7 +529,7 @@ impl<'o> PartMaker<'o> {
         let mut next_host_port = 0usize;
         for (index, spec) in specs.into_iter().enumerate() {
             // The slot is computed for every port, usable or not: host ports are consumed in
-            // declaration order (FACTS.md §3.5, §3.6).
+            // declaration order (../shared/reference/marathon/FACTS.md §3.5, §3.6).
             let slot = match mode {
                 NetworkMode::Host | NetworkMode::Bridge => Slot::HostPort(index),
                 NetworkMode::Container if spec.declares_host_port => {

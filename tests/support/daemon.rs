@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct VipdProcess {
     child: Child,
@@ -72,14 +72,7 @@ impl VipdProcess {
 
     /// Waits until at least `n` log lines contain `needle`.
     pub fn wait_for_log_count(&self, needle: &str, n: usize, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.count_log(needle) >= n {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        false
+        super::eventually_blocking(timeout, || self.count_log(needle) >= n)
     }
 
     pub fn count_log(&self, needle: &str) -> usize {
@@ -99,14 +92,7 @@ impl VipdProcess {
 
     /// Waits for the process to exit, for at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        None
+        super::poll_until_blocking(timeout, || self.child.try_wait().expect("try_wait"))
     }
 }
 

@@ -804,15 +804,11 @@ fn base64(input: &[u8]) -> String {
     out
 }
 
-/// Polls `cond` every 5 ms until it holds; panics naming `what` after 10 s.
-pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for: {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits until `cond` holds ([`super::eventually`]); panics naming `what` after
+/// [`super::PATIENCE`].
+pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    let held = super::eventually(super::PATIENCE, cond).await;
+    assert!(held, "timed out waiting for: {what}");
 }
 
 /// An app in the 1.10 shape with host-mode tasks `(task_id, host, port)`.

@@ -37,19 +37,56 @@ pub fn init_tracing() {
 }
 
 // === waits ===
+//
+// The one bounded wait, in two shapes: `poll_until` (async) and `poll_until_blocking` (for plain
+// threads and process handles). Each runs its probe at once, then every [`POLL`], until the probe
+// yields `Some` or `timeout` has passed; the probe always runs at least once. `eventually*` are
+// the yes/no forms. Every other wait in `tests/` is written with these.
 
-/// Polls `cond` every 5 ms until it holds (true) or `timeout` passes (false).
-pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+/// How often a wait re-runs its probe.
+pub const POLL: Duration = Duration::from_millis(5);
+
+/// Runs `probe` until it yields `Some(value)` (returned) or `timeout` passes (`None`).
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if cond() {
-            return true;
+        if let Some(value) = probe().await {
+            return Some(value);
         }
         if tokio::time::Instant::now() >= deadline {
-            return false;
+            return None;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// [`poll_until`] on the calling thread (sleeps with `std::thread::sleep`): not for a tokio
+/// worker thread.
+pub fn poll_until_blocking<T>(
+    timeout: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Polls `cond` until it holds (true) or `timeout` passes (false).
+pub async fn eventually(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, || std::future::ready(cond().then_some(())))
+        .await
+        .is_some()
 }
 
 /// [`eventually`] for conditions that need to await (e.g. a connect).
@@ -58,16 +95,17 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if cond().await {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    poll_until(timeout, || {
+        let holds = cond();
+        async move { holds.await.then_some(()) }
+    })
+    .await
+    .is_some()
+}
+
+/// [`eventually`] on the calling thread (see [`poll_until_blocking`]).
+pub fn eventually_blocking(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    poll_until_blocking(timeout, || cond().then_some(())).is_some()
 }
 
 /// Runs `fut`, failing the test if it takes longer than [`PATIENCE`].

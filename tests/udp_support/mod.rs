@@ -204,14 +204,11 @@ impl UdpClient {
         payload: &[u8],
         per_try: Duration,
     ) -> Option<Vec<u8>> {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        while tokio::time::Instant::now() < deadline {
+        poll_until(PATIENCE, || async move {
             self.send(to, payload).await;
-            if let Ok(reply) = self.recv_within(per_try).await {
-                return Some(reply);
-            }
-        }
-        None
+            self.recv_within(per_try).await.ok()
+        })
+        .await
     }
 
     /// A datagram already queued, without waiting.

@@ -22,7 +22,7 @@
 //!
 //! Tasks are matched by task id, then by [`instance_key`] (a new incarnation of the same
 //! instance replaces the old task). Health events carry instance ids and are matched by
-//! [`instance_key`] only, never by string equality (FACTS.md §2).
+//! [`instance_key`] only, never by string equality (../shared/reference/marathon/FACTS.md §2).
 //!
 //! ## Health events
 //! - `instance_health_changed_event` `healthy: true|false` sets the task's results to one result
@@ -34,7 +34,8 @@
 //!
 //! ## Leader-failover health rule
 //! Marathon keeps health results in the leader's memory only: after a leader election every task
-//! shows no results until its checks run again (FACTS.md §4, marathon #3419/#4220/#4917). So when
+//! shows no results until its checks run again (../shared/reference/marathon/FACTS.md §4, marathon
+//! #3419/#4220/#4917). So when
 //! a fetched task of an app that has health checks has no results (`[]` or missing) but the
 //! previous snapshot had results for the same instance (by [`instance_key`]), the old results are
 //! carried forward, until Marathon reports a result again. Tasks never seen before are not
@@ -311,7 +312,8 @@ fn instance_changed(snapshot: &mut Arc<AppsSnapshot>, e: &InstanceChanged) -> Ef
         "Running" => Op::State("TASK_RUNNING", false),
         "Killing" => Op::State("TASK_KILLING", false),
         "Unreachable" => Op::State("TASK_UNREACHABLE", false),
-        // Not active: Marathon reports it with `ports: []` (FACTS.md §2).
+        // Not active: Marathon reports it with `ports: []` (../shared/reference/marathon/FACTS.md
+        // §2).
         "UnreachableInactive" => Op::State("TASK_UNREACHABLE", true),
         "Killed" | "Finished" | "Failed" | "Error" | "Gone" | "Dropped" | "Unknown" => Op::Remove,
         "Staging" | "Starting" | "Provisioned" | "Scheduled" => return Effects::ignored(),

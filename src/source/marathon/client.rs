@@ -4,7 +4,8 @@
 //! to the one that answers, rotate on failure"), the `Authorization` header (HTTP basic, or a
 //! DC/OS `token=` read from a file on every request so rotation works), manual redirect
 //! following with the credentials sent again (reqwest drops `Authorization` on cross-host
-//! redirects, and a non-leader answers `/v2/events` with a redirect to the leader, FACTS.md §1),
+//! redirects, and a non-leader answers `/v2/events` with a redirect to the leader,
+//! ../shared/reference/marathon/FACTS.md §1),
 //! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}` and opening `GET /v2/events`, and the
 //! size cap on response bodies (`--max-document-size`, enforced while the body streams in).
 //!

@@ -1,8 +1,9 @@
 //! Marathon event-bus payloads (`/v2/events` `data:` lines), reduced to what vipd acts on.
 //!
-//! Owns: the list of subscribed event types and the typed parse of each payload (FACTS.md §5.3).
+//! Owns: the list of subscribed event types and the typed parse of each payload
+//! (../shared/reference/marathon/FACTS.md §5.3).
 //! Unknown fields are ignored; arrays are `null`-tolerant; deployment plans (up to megabytes,
-//! FACTS.md §7) are read only for the app ids they touch.
+//! ../shared/reference/marathon/FACTS.md §7) are read only for the app ids they touch.
 //!
 //! Must not: apply events (that is `apply.rs`) or do I/O.
 
@@ -136,7 +137,8 @@ pub fn parse_event(event_type: Option<&str>, data: &str) -> Result<MarathonEvent
             #[derive(Deserialize)]
             #[serde(rename_all = "camelCase")]
             struct E {
-                // Pre-1.4 servers sent `taskId` (FACTS.md §5.3 version notes).
+                // Pre-1.4 servers sent `taskId` (../shared/reference/marathon/FACTS.md §5.3
+                // version notes).
                 #[serde(alias = "taskId")]
                 instance_id: String,
                 #[serde(default)]
@@ -318,17 +320,15 @@ mod tests {
         );
     }
 
-    /// The real payloads in the shared reference parse (skipped when it is absent).
+    /// The real payloads in the shared reference parse (ignored when `build.rs` did not find it).
     #[test]
+    #[cfg_attr(
+        not(vipd_shared_reference),
+        ignore = "needs ../shared/reference (VIPD_SHARED_DIR)"
+    )]
     fn reference_payloads_parse() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        // `../shared` next to the main checkout; `../../shared` from a worktree under `wt/`.
-        let candidates =
-            ["../shared", "../../shared"].map(|p| root.join(p).join("reference/marathon/events"));
-        let Some(entries) = candidates.iter().find_map(|d| std::fs::read_dir(d).ok()) else {
-            println!("skipped: no shared/reference/marathon/events next to the repository");
-            return;
-        };
+        let dir = std::path::Path::new(env!("VIPD_SHARED_REFERENCE")).join("marathon/events");
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
         let mut n = 0;
         for entry in entries {
             let path = entry.unwrap().path();

@@ -17,7 +17,7 @@
 //!   fails, or has not succeeded within the connect timeout, the saved snapshot is published
 //!   (origin `StateDir`, logged as stale); Marathon's first good answer replaces it.
 //! - Every (re)connect of the event stream triggers a full fetch: events missed while
-//!   disconnected are never replayed by Marathon (FACTS.md §5.1).
+//!   disconnected are never replayed by Marathon (../shared/reference/marathon/FACTS.md §5.1).
 //! - Task events (`status_update_event`, `instance_*`, `health_status_changed_event`,
 //!   `app_terminated_event`) are applied to the current snapshot at once and a new snapshot is
 //!   emitted (origin `MarathonEvent`, `observed_at` = when the event's bytes arrived). Events

@@ -2,7 +2,8 @@
 //!
 //! Owns: splitting a byte stream into SSE events (`event:` type + `data:` lines, dispatched on a
 //! blank line), with CRLF, LF and lone-CR line ends, line ends split across chunks, Marathon's
-//! `\r\n` heartbeat, and lines of many megabytes (deployment events, FACTS.md §7). Every byte is
+//! `\r\n` heartbeat, and lines of many megabytes (deployment events,
+//! ../shared/reference/marathon/FACTS.md §7). Every byte is
 //! scanned once: a partial line is kept and only the new chunk is searched for its end.
 //!
 //! Must not: interpret event payloads (that is `events.rs`), do I/O, or grow without bound: a
