@@ -65,6 +65,10 @@ pub struct TableOptionArgs {
     /// DNS zone of named VIPs.
     #[arg(long, env = "VIPD_ZONE", default_value = "l4lb.thisdcos.directory")]
     pub zone: String,
+    /// Restrict IP VIP labels to loopback, --vip-cidr and these CIDRs (comma-separated). Unset:
+    /// any unicast address. Unspecified, broadcast and multicast addresses are always refused.
+    #[arg(long, env = "VIPD_IP_VIP_CIDR", value_delimiter = ',')]
+    pub ip_vip_cidr: Vec<ipnet::IpNet>,
 }
 
 impl Default for TableOptionArgs {
@@ -73,6 +77,7 @@ impl Default for TableOptionArgs {
             bind_address: std::net::Ipv4Addr::UNSPECIFIED.into(),
             vip_cidr: "11.0.0.0/8".parse().expect("valid default CIDR"),
             zone: "l4lb.thisdcos.directory".into(),
+            ip_vip_cidr: Vec::new(),
         }
     }
 }

@@ -110,11 +110,7 @@ impl Daemon {
         let shutdown = CancellationToken::new();
         let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
         let (publisher, tables) = published::channel();
-        let options = BuildOptions {
-            bind_address: args.table.bind_address,
-            vip_cidr: args.table.vip_cidr,
-            zone: args.table.zone.clone(),
-        };
+        let options = BuildOptions::from(&args.table);
         let mut dataplane_config = DataplaneConfig::from(&args.dataplane);
         dataplane_config.health = HealthConfig::from(&args.health);
         let grace = dataplane_config.drain_timeout;

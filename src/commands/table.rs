@@ -10,6 +10,7 @@ use crate::cli::{TableArgs, TableOptionArgs};
 use crate::control::resolve::{HostResolver, ResolverConfig};
 use crate::model::{parse_apps_document, ModelError};
 use crate::table::build::hosts_to_resolve;
+use crate::table::vip::IpVipScope;
 use crate::table::{build, BuildOptions, Built};
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -39,6 +40,15 @@ impl From<&TableOptionArgs> for BuildOptions {
             bind_address: a.bind_address,
             vip_cidr: a.vip_cidr,
             zone: a.zone.clone(),
+            ip_vip_scope: if a.ip_vip_cidr.is_empty() {
+                IpVipScope::AnyUnicast
+            } else {
+                IpVipScope::Within(
+                    std::iter::once(a.vip_cidr)
+                        .chain(a.ip_vip_cidr.iter().copied())
+                        .collect(),
+                )
+            },
         }
     }
 }

@@ -8,9 +8,9 @@
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
 
-use super::vip::{self, VipTarget};
+use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, BackendState, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
-use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task};
+use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task, TaskState};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -25,6 +25,9 @@ pub struct BuildOptions {
     pub vip_cidr: IpNet,
     /// DNS zone of named VIPs.
     pub zone: String,
+    /// Which addresses an IP VIP label may name (`vip::check_ip_vip`). Passed in, never looked
+    /// up: the builder does no I/O.
+    pub ip_vip_scope: IpVipScope,
 }
 
 impl Default for BuildOptions {
@@ -33,6 +36,7 @@ impl Default for BuildOptions {
             bind_address: IpAddr::from([0, 0, 0, 0]),
             vip_cidr: "11.0.0.0/8".parse().expect("valid default CIDR"),
             zone: "l4lb.thisdcos.directory".to_string(),
+            ip_vip_scope: IpVipScope::AnyUnicast,
         }
     }
 }
@@ -259,71 +263,41 @@ pub fn task_state(
     task: &Task,
     app_has_health_checks: bool,
 ) -> Result<Option<BackendState>, String> {
-    // Exact spellings first (what Marathon sends); the lenient match only runs for the rest.
-    let class = match task.state.as_deref() {
-        None | Some("TASK_RUNNING") => TaskClass::Running,
-        Some("TASK_KILLING") => TaskClass::Draining,
+    use TaskState as S;
+    match &task.state {
+        None | Some(S::Running) => {}
+        Some(S::Killing) => return Ok(Some(BackendState::Draining)),
+        // Partitioned: kept as `unknown` (README.table.md).
+        Some(S::Unreachable | S::Lost) => return Ok(Some(BackendState::Unknown)),
         Some(
-            "TASK_STAGING" | "TASK_STARTING" | "TASK_FINISHED" | "TASK_FAILED" | "TASK_KILLED",
-        ) => TaskClass::Absent,
-        Some(other) => classify_state(other).ok_or_else(|| {
-            format!(
+            S::Staging
+            | S::Starting
+            | S::Finished
+            | S::Failed
+            | S::Killed
+            | S::Error
+            | S::Dropped
+            | S::Gone
+            | S::GoneByOperator
+            | S::Unknown,
+        ) => return Ok(None),
+        Some(S::Other(other)) => {
+            return Err(format!(
                 "task {}: unknown state {:?}; task skipped",
                 task.id,
                 other.trim()
-            )
-        })?,
-    };
-    Ok(match class {
-        TaskClass::Absent => None,
-        TaskClass::Draining => Some(BackendState::Draining),
-        TaskClass::Partitioned => Some(BackendState::Unknown),
-        TaskClass::Running if !app_has_health_checks => Some(BackendState::Up),
-        TaskClass::Running => Some(match task.health_check_results.as_deref() {
+            ))
+        }
+    }
+    Ok(Some(if !app_has_health_checks {
+        BackendState::Up
+    } else {
+        match task.health_check_results.as_deref() {
             None | Some([]) => BackendState::Unknown,
             Some(results) if results.iter().all(|r| r.alive) => BackendState::Up,
             Some(_) => BackendState::Unhealthy,
-        }),
-    })
-}
-
-enum TaskClass {
-    Running,
-    Draining,
-    /// `TASK_UNREACHABLE` / `TASK_LOST`: kept as `unknown` (README.table.md).
-    Partitioned,
-    Absent,
-}
-
-/// Case-insensitive, whitespace-trimmed state match; `None` for an unknown state.
-fn classify_state(state: &str) -> Option<TaskClass> {
-    let s = state.trim();
-    let is = |k: &str| s.eq_ignore_ascii_case(k);
-    if is("TASK_RUNNING") {
-        Some(TaskClass::Running)
-    } else if is("TASK_KILLING") {
-        Some(TaskClass::Draining)
-    } else if is("TASK_UNREACHABLE") || is("TASK_LOST") {
-        Some(TaskClass::Partitioned)
-    } else if [
-        "TASK_STAGING",
-        "TASK_STARTING",
-        "TASK_FINISHED",
-        "TASK_FAILED",
-        "TASK_KILLED",
-        "TASK_ERROR",
-        "TASK_DROPPED",
-        "TASK_GONE",
-        "TASK_GONE_BY_OPERATOR",
-        "TASK_UNKNOWN",
-    ]
-    .iter()
-    .any(|k| is(k))
-    {
-        Some(TaskClass::Absent)
-    } else {
-        None
-    }
+        }
+    }))
 }
 
 /// Per-port options from app labels and Marathon health checks.
@@ -572,7 +546,16 @@ impl<'o> PartMaker<'o> {
                     }
                 };
                 let addr = match parsed.target {
-                    VipTarget::Ip(ip) => VipAddr::Ip(ip),
+                    VipTarget::Ip(ip) => match vip::check_ip_vip(ip, &self.opts.ip_vip_scope) {
+                        Ok(()) => VipAddr::Ip(ip),
+                        Err(e) => {
+                            out.warnings.push(app_warning(
+                                app,
+                                format!("port {index}: label {key}={value:?}: {e}; label skipped"),
+                            ));
+                            continue;
+                        }
+                    },
                     VipTarget::Name(name) => match vip::dns_name(&name, &self.opts.zone) {
                         Ok(dns) => VipAddr::Name(dns),
                         Err(e) => {
@@ -1214,6 +1197,50 @@ mod tests {
                 computed: 1
             }
         );
+    }
+
+    #[test]
+    fn bad_ip_vips_and_overlong_names_are_warnings_naming_app_and_label() {
+        let long = "x".repeat(60);
+        let doc = format!(
+            r#"{{"apps":[{{"id":"/v","portDefinitions":[{{"port":10000,"labels":{{
+                "VIP_0":"0.0.0.0:80","VIP_1":"255.255.255.255:80","VIP_2":"224.0.0.1:80",
+                "VIP_3":"10.10.0.1:80","VIP_4":"127.1.0.1:80","VIP_5":"{long}.{long}.{long}.{long}:80"}}}}]}}]}}"#
+        );
+        let snap = snapshot(&doc);
+        let r = Resolved::default();
+        let b = build(&snap, &r, &BuildOptions::default());
+        let vips: Vec<String> = b
+            .frontends
+            .iter()
+            .filter(|f| f.kind == FrontendKind::Vip)
+            .map(|f| f.listen.to_string())
+            .collect();
+        assert_eq!(vips, ["10.10.0.1:80", "127.1.0.1:80"]);
+        let texts: Vec<&str> = b.warnings.iter().map(|w| w.message.as_str()).collect();
+        for (label, why) in [
+            ("VIP_0=\"0.0.0.0:80\"", "unspecified"),
+            ("VIP_1=\"255.255.255.255:80\"", "broadcast"),
+            ("VIP_2=\"224.0.0.1:80\"", "multicast"),
+            ("VIP_5=", "the limit is 255"),
+        ] {
+            assert!(
+                texts.iter().any(|t| t.contains(label) && t.contains(why)),
+                "{label}: {texts:?}"
+            );
+        }
+        assert!(b.warnings.iter().all(|w| w.app.as_deref() == Some("/v")));
+        assert_eq!(b.warnings.len(), 4, "{texts:?}");
+        // A scope: only loopback and the listed ranges.
+        let opts = BuildOptions {
+            ip_vip_scope: IpVipScope::Within(vec!["11.0.0.0/8".parse().unwrap()]),
+            ..BuildOptions::default()
+        };
+        let b = build(&snap, &r, &opts);
+        assert!(b.warnings.iter().any(|w| w.message.contains(
+            "label VIP_3=\"10.10.0.1:80\": 10.10.0.1 is neither loopback nor in 11.0.0.0/8; label skipped"
+        )));
+        assert_eq!(b.warnings.len(), 5);
     }
 
     #[test]
