@@ -8,6 +8,7 @@
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
 
+use super::options::{self, MarathonProbe, PortLabels, PortOptions, ProbeKind};
 use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, BackendState, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
 use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task, TaskState};
@@ -300,48 +301,77 @@ pub fn task_state(
     }))
 }
 
-/// Per-port options from app labels and Marathon health checks.
-fn port_options(app: &App, index: usize) -> BTreeMap<String, String> {
-    let mut opts = BTreeMap::new();
-    let label = |k: String| app.labels.get(&k).map(|v| v.trim().to_string());
-    if let Some(b) = label(format!("VIPD_{index}_BALANCE")) {
-        opts.insert("balance".to_string(), b);
-    } else if let Some(b) = label(format!("HAPROXY_{index}_BALANCE")) {
-        let mapped = match b.as_str() {
-            "roundrobin" => "round-robin".to_string(),
-            "leastconn" => "least-conn".to_string(),
-            "source" => "maglev".to_string(),
-            _ => b,
-        };
-        opts.insert("balance".to_string(), mapped);
-    }
-    if let Some(h) = label(format!("VIPD_{index}_HEALTHCHECK")) {
-        opts.insert("active_health_check".to_string(), h);
-    }
-    if let Some(hc) = app
+/// Per-port options: labels in the precedence order of [`options::read_port_setting`] (the
+/// port's own labels, the app's `VIPD_{n}_…`, marathon-lb's alias), and the probe of the port's
+/// Marathon health check. A bad value is a warning naming the port and the label or field, and
+/// leaves that option unset (the daemon flag applies).
+fn port_options(
+    app: &App,
+    index: usize,
+    port_labels: Option<&Labels>,
+    warnings: &mut Vec<Warning>,
+) -> PortOptions {
+    let mut bad = Vec::new();
+    let mut opts = options::label_options(
+        PortLabels {
+            port: port_labels,
+            owner: &app.labels,
+            index,
+        },
+        &mut bad,
+    );
+    if let Some((i, hc)) = app
         .health_checks
         .iter()
-        .find(|hc| health_check_port_index(hc) == Some(index))
+        .enumerate()
+        .find(|(_, hc)| health_check_port_index(hc) == Some(index))
     {
         let protocol = hc.protocol.as_deref().unwrap_or("HTTP").trim();
-        let probe = match protocol.to_ascii_uppercase().as_str() {
-            "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => Some("tcp"),
-            "HTTP" | "MESOS_HTTP" => Some("http"),
+        let kind = match protocol.to_ascii_uppercase().as_str() {
+            "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => Some(ProbeKind::Tcp),
+            "HTTP" | "MESOS_HTTP" => {
+                let path = hc.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+                let path = if options::valid_probe_path(path) {
+                    path
+                } else {
+                    bad.push(format!(
+                        "healthChecks[{i}].path {path:?}: the path must start with '/' and \
+                         contain no spaces or control characters; probing /"
+                    ));
+                    "/"
+                };
+                Some(ProbeKind::Http {
+                    path: path.to_string(),
+                })
+            }
             _ => None,
         };
-        if let Some(probe) = probe {
-            opts.insert("probe".to_string(), probe.to_string());
-            if probe == "http" {
-                let path = hc.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-                opts.insert("probe_path".to_string(), path.to_string());
-            }
-            if let Some(s) = hc.interval_seconds.and_then(seconds) {
-                opts.insert("probe_interval_s".to_string(), s);
-            }
-            if let Some(s) = hc.timeout_seconds.and_then(seconds) {
-                opts.insert("probe_timeout_s".to_string(), s);
-            }
+        if let Some(kind) = kind {
+            let mut seconds = |field: &str, v: Option<f64>| {
+                let v = v?;
+                let d = options::probe_seconds(v);
+                if d.is_none() {
+                    bad.push(format!(
+                        "healthChecks[{i}].{field} {v}: not a number of seconds above 0 and \
+                         below 86400"
+                    ));
+                }
+                d
+            };
+            let interval = seconds("intervalSeconds", hc.interval_seconds);
+            let timeout = seconds("timeoutSeconds", hc.timeout_seconds);
+            opts.probe = Some(MarathonProbe {
+                kind,
+                interval,
+                timeout,
+            });
         }
+    }
+    for b in bad {
+        warnings.push(app_warning(
+            app,
+            format!("port {index}: {b}; the port uses the default"),
+        ));
     }
     opts
 }
@@ -360,18 +390,6 @@ fn health_check_port_index(hc: &HealthCheck) -> Option<usize> {
         (Some(i), _) => usize::try_from(i).ok(),
         (None, None) => Some(0),
         (None, Some(_)) => None,
-    }
-}
-
-/// `3` for 3.0, `1.5` for 1.5; nothing for negative or non-finite values.
-fn seconds(v: f64) -> Option<String> {
-    if !v.is_finite() || v < 0.0 {
-        return None;
-    }
-    if v.fract() == 0.0 && v < 1e15 {
-        Some(format!("{}", v as u64))
-    } else {
-        Some(format!("{v}"))
     }
 }
 
@@ -407,7 +425,7 @@ struct PortPart {
     port_name: Option<String>,
     protocols: &'static [Protocol],
     vips: Vec<(VipAddr, u16)>,
-    options: BTreeMap<String, String>,
+    options: PortOptions,
     /// Sorted by address, one per address ([`sort_backends`]); shared with the frontends made
     /// from it.
     backends: Arc<[Backend]>,
@@ -581,7 +599,7 @@ impl<'o> PartMaker<'o> {
                     port_name: spec.name.map(str::to_string),
                     protocols,
                     vips,
-                    options: port_options(app, index),
+                    options: port_options(app, index, spec.labels, &mut out.warnings),
                     backends: Arc::from([]),
                 },
                 slot,
@@ -1100,15 +1118,6 @@ mod tests {
     }
 
     #[test]
-    fn seconds_format() {
-        assert_eq!(seconds(3.0).as_deref(), Some("3"));
-        assert_eq!(seconds(1.5).as_deref(), Some("1.5"));
-        assert_eq!(seconds(-1.0), None);
-        assert_eq!(seconds(f64::NAN), None);
-        assert_eq!(seconds(f64::INFINITY), None);
-    }
-
-    #[test]
     fn ip_literals() {
         assert_eq!(host_ip_literal("10.0.0.1"), Some([10, 0, 0, 1].into()));
         assert_eq!(host_ip_literal("[::1]"), Some("::1".parse().unwrap()));
@@ -1241,6 +1250,47 @@ mod tests {
             "label VIP_3=\"10.10.0.1:80\": 10.10.0.1 is neither loopback nor in 11.0.0.0/8; label skipped"
         )));
         assert_eq!(b.warnings.len(), 5);
+    }
+
+    #[test]
+    fn port_labels_win_over_app_labels_and_bad_values_warn_and_fall_back() {
+        let snap = snapshot(
+            r#"{"apps":[{"id":"/o",
+            "labels":{"VIPD_0_BALANCE":"p2c","VIPD_1_BALANCE":"p2c","VIPD_1_HEALTHCHECK":"icmp"},
+            "portDefinitions":[{"port":10000,"labels":{"VIPD_BALANCE":"maglev"}},
+                               {"port":10001,"labels":{"VIPD_BALANCE":"random"}}],
+            "healthChecks":[{"protocol":"HTTP","portIndex":1,"path":"no-slash",
+                             "intervalSeconds":0,"timeoutSeconds":2}]}]}"#,
+        );
+        let b = build(&snap, &Resolved::default(), &BuildOptions::default());
+        let f0 = &b.frontends[0].options;
+        assert_eq!(
+            f0.balance(),
+            Some(crate::table::Balance::Maglev),
+            "port label wins"
+        );
+        let f1 = &b.frontends[1].options;
+        assert_eq!(
+            f1.balance(),
+            None,
+            "a bad port label is not replaced by the app label"
+        );
+        assert_eq!(f1.active_check(), None);
+        let probe = f1.probe.as_ref().unwrap();
+        assert_eq!(probe.kind, ProbeKind::Http { path: "/".into() });
+        assert_eq!(probe.interval, None);
+        assert_eq!(probe.timeout, Some(std::time::Duration::from_secs(2)));
+        let texts: Vec<&str> = b.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "port 1: healthChecks[0].intervalSeconds 0: not a number of seconds above 0 and below 86400; the port uses the default",
+                "port 1: healthChecks[0].path \"no-slash\": the path must start with '/' and contain no spaces or control characters; probing /; the port uses the default",
+                "port 1: label VIPD_1_HEALTHCHECK=\"icmp\": active health check \"icmp\" is not one of tcp, http, http:/path, on, off; the port uses the default",
+                "port 1: label VIPD_BALANCE=\"random\": balance is not one of round-robin, least-conn, p2c, maglev; the port uses the default",
+            ]
+        );
+        assert!(b.warnings.iter().all(|w| w.app.as_deref() == Some("/o")));
     }
 
     #[test]
