@@ -1,18 +1,21 @@
 //! `table::build`: Marathon snapshot → routing table. Pure and deterministic.
 //!
-//! Owns: every rule that turns apps and tasks into frontends and backends (networking modes,
-//! legacy forms, service ports, VIP labels, task filter, health state, per-port options,
-//! conflicts). The rules and the reasons behind each decision are written up in
+//! Owns: the Marathon translation into the neutral model ([`marathon_service`]: networking
+//! modes, legacy forms, port declarations, task filter, health state, per-port options), and
+//! every rule that turns neutral services ([`super::service`]) into frontends and backends
+//! (service ports, VIP labels, agent addresses, merging, conflicts). The rules and the reasons behind each decision are written up in
 //! `README.table.md`; FACTS.md §2, §3, §6 and §8 are the source for the Marathon side.
 //!
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
 
 use super::options::{self, MarathonProbe, PortLabels, PortOptions, ProbeKind};
+use super::service::{Endpoint, OwnerKind, PortAddress, Service, ServicePort};
 use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, BackendState, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
 use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task, TaskState};
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -309,7 +312,7 @@ fn port_options(
     app: &App,
     index: usize,
     port_labels: Option<&Labels>,
-    warnings: &mut Vec<Warning>,
+    warnings: &mut Vec<String>,
 ) -> PortOptions {
     let mut bad = Vec::new();
     let mut opts = options::label_options(
@@ -367,12 +370,10 @@ fn port_options(
             });
         }
     }
-    for b in bad {
-        warnings.push(app_warning(
-            app,
-            format!("port {index}: {b}; the port uses the default"),
-        ));
-    }
+    warnings.extend(
+        bad.into_iter()
+            .map(|b| format!("port {index}: {b}; the port uses the default")),
+    );
     opts
 }
 
@@ -391,15 +392,6 @@ fn health_check_port_index(hc: &HealthCheck) -> Option<usize> {
         (None, None) => Some(0),
         (None, Some(_)) => None,
     }
-}
-
-/// Where a port's backend address comes from, per task.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// Agent address + `task.ports[k]`.
-    HostPort(usize),
-    /// First task IP + this container port.
-    TaskIp(u16),
 }
 
 /// The address part of a VIP key: an IP, or a named VIP's DNS name (resolved to an IP later).
@@ -444,7 +436,7 @@ struct AppPart {
 
 /// What one port of an app needs while its backends are collected.
 struct PortPlan {
-    slot: Slot,
+    slot: PortAddress,
     part: PortPart,
     backends: Vec<Backend>,
 }
@@ -516,50 +508,44 @@ impl<'o> PartMaker<'o> {
     }
 
     fn app_part(&mut self, app: &'o App) -> AppPart {
-        let mut out = AppPart::default();
-        let mode = match network_mode(app) {
-            Ok(m) => m,
-            Err(msg) => {
-                out.warnings.push(app_warning(app, msg));
-                return out;
+        let mut warnings = Vec::new();
+        match marathon_service(app, &mut warnings) {
+            Some(service) => {
+                let mut part = self.service_part(&service);
+                part.warnings.extend(warnings);
+                part
             }
+            None => AppPart {
+                warnings,
+                ..AppPart::default()
+            },
+        }
+    }
+
+    /// What one neutral service contributes: its frontends' parts and backends.
+    fn service_part(&mut self, svc: &Service<'o>) -> AppPart {
+        let mut out = AppPart::default();
+        let warn = |out: &mut AppPart, message: String| {
+            out.warnings.push(Warning {
+                app: Some(svc.id.to_string()),
+                message,
+            })
         };
-        let specs = port_specs(app, mode);
-        let mut plans: Vec<PortPlan> = Vec::with_capacity(specs.len());
-        let mut next_host_port = 0usize;
-        for (index, spec) in specs.into_iter().enumerate() {
-            // The slot is computed for every port, usable or not: host ports are consumed in
-            // declaration order (FACTS.md §3.5, §3.6).
-            let slot = match mode {
-                NetworkMode::Host | NetworkMode::Bridge => Slot::HostPort(index),
-                NetworkMode::Container if spec.declares_host_port => {
-                    next_host_port += 1;
-                    Slot::HostPort(next_host_port - 1)
-                }
-                NetworkMode::Container => Slot::TaskIp(spec.container_port.unwrap_or(0)),
-            };
-            let Some(protocols) = parse_protocols(spec.protocol) else {
-                out.warnings.push(app_warning(
-                    app,
-                    format!(
-                        "port {index}: unknown protocol {:?}; port skipped",
-                        spec.protocol.unwrap_or_default()
-                    ),
-                ));
-                continue;
-            };
+        let mut plans: Vec<PortPlan> = Vec::with_capacity(svc.ports.len());
+        for port in &svc.ports {
+            let index = port.index;
             let mut vips = Vec::new();
-            for (key, value) in spec.labels.into_iter().flatten() {
+            for (key, value) in port.vip_labels.into_iter().flatten() {
                 if !vip::is_vip_label_key(key) {
                     continue;
                 }
                 let parsed = match vip::parse_vip_label(value) {
                     Ok(p) => p,
                     Err(e) => {
-                        out.warnings.push(app_warning(
-                            app,
+                        warn(
+                            &mut out,
                             format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                        ));
+                        );
                         continue;
                     }
                 };
@@ -567,20 +553,20 @@ impl<'o> PartMaker<'o> {
                     VipTarget::Ip(ip) => match vip::check_ip_vip(ip, &self.opts.ip_vip_scope) {
                         Ok(()) => VipAddr::Ip(ip),
                         Err(e) => {
-                            out.warnings.push(app_warning(
-                                app,
+                            warn(
+                                &mut out,
                                 format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                            ));
+                            );
                             continue;
                         }
                     },
                     VipTarget::Name(name) => match vip::dns_name(&name, &self.opts.zone) {
                         Ok(dns) => VipAddr::Name(dns),
                         Err(e) => {
-                            out.warnings.push(app_warning(
-                                app,
+                            warn(
+                                &mut out,
                                 format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                            ));
+                            );
                             continue;
                         }
                     },
@@ -589,28 +575,34 @@ impl<'o> PartMaker<'o> {
                     vips.push((addr, parsed.port));
                 }
             }
-            if spec.service_port.is_none() && vips.is_empty() {
+            if port.service_port.is_none() && vips.is_empty() {
                 continue;
+            }
+            for w in &port.option_warnings {
+                warn(&mut out, w.clone());
             }
             plans.push(PortPlan {
                 part: PortPart {
                     index,
-                    service_port: spec.service_port,
-                    port_name: spec.name.map(str::to_string),
-                    protocols,
+                    service_port: port.service_port,
+                    port_name: port.name.map(str::to_string),
+                    protocols: port.protocols,
                     vips,
-                    options: port_options(app, index, spec.labels, &mut out.warnings),
+                    options: port.options.clone(),
                     backends: Arc::from([]),
                 },
-                slot,
-                backends: Vec::with_capacity(app.tasks.len()),
+                slot: port.address,
+                backends: Vec::with_capacity(svc.endpoints.len()),
             });
         }
         if plans.is_empty() {
             return out;
         }
+        for w in &svc.endpoint_warnings {
+            warn(&mut out, w.clone());
+        }
 
-        self.collect_backends(app, &mut plans, &mut out);
+        self.collect_backends(svc, &mut plans, &mut out);
 
         out.ports = plans
             .into_iter()
@@ -625,31 +617,26 @@ impl<'o> PartMaker<'o> {
         out
     }
 
-    fn collect_backends(&mut self, app: &'o App, plans: &mut [PortPlan], out: &mut AppPart) {
-        let has_hc = !app.health_checks.is_empty();
-        for task in &app.tasks {
-            let state = match task_state(task, has_hc) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(msg) => {
-                    out.warnings.push(app_warning(app, msg));
-                    continue;
-                }
-            };
-            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
-                continue;
-            };
-            // Looked up on first use, so a task that needs neither is never warned about.
+    fn collect_backends(&mut self, svc: &Service<'o>, plans: &mut [PortPlan], out: &mut AppPart) {
+        let warn = |out: &mut AppPart, message: String| {
+            out.warnings.push(Warning {
+                app: Some(svc.id.to_string()),
+                message,
+            })
+        };
+        for ep in &svc.endpoints {
+            let Some(host) = ep.agent else { continue };
+            // Looked up on first use, so an endpoint that needs neither is never warned about.
             let mut agent: Option<Option<IpAddr>> = None;
-            let mut task_ip: Option<Option<IpAddr>> = None;
-            // One shared id per task, made on its first backend.
+            let mut own_ip: Option<Option<IpAddr>> = None;
+            // One shared id per endpoint, made on its first backend.
             let mut id: Option<Arc<str>> = None;
             for plan in plans.iter_mut() {
                 let address = match plan.slot {
-                    Slot::HostPort(k) => {
+                    PortAddress::AgentPort(k) => {
                         // Zip rule: a task with fewer ports (older app version) contributes only
                         // the aligned ones.
-                        let Some(&port) = task.ports.get(k) else {
+                        let Some(&port) = ep.host_ports.get(k) else {
                             continue;
                         };
                         if port == 0 {
@@ -661,13 +648,13 @@ impl<'o> PartMaker<'o> {
                                 let (ip, missed) = self.agent_ip(host);
                                 out.missed_host |= missed;
                                 if ip.is_none() {
-                                    out.warnings.push(app_warning(
-                                        app,
+                                    warn(
+                                        out,
                                         format!(
                                             "task {}: host {host:?} did not resolve; its agent-address backends skipped",
-                                            task.id
+                                            ep.task
                                         ),
-                                    ));
+                                    );
                                 }
                                 agent = Some(ip);
                                 ip
@@ -676,30 +663,30 @@ impl<'o> PartMaker<'o> {
                         let Some(ip) = ip else { continue };
                         SocketAddr::new(ip, port)
                     }
-                    Slot::TaskIp(port) => {
+                    PortAddress::EndpointIp(port) => {
                         if port == 0 {
                             continue;
                         }
-                        let ip = match task_ip {
+                        let ip = match own_ip {
                             Some(ip) => ip,
                             None => {
-                                let ip = match task.ip_addresses.first() {
+                                let ip = match ep.ip {
                                     None => None,
-                                    Some(a) => {
-                                        let parsed = host_ip_literal(&a.ip_address);
+                                    Some(raw) => {
+                                        let parsed = host_ip_literal(raw);
                                         if parsed.is_none() {
-                                            out.warnings.push(app_warning(
-                                                app,
+                                            warn(
+                                                out,
                                                 format!(
-                                                    "task {}: ipAddresses[0] {:?} is not an IP address; its container-port backends skipped",
-                                                    task.id, a.ip_address
+                                                    "task {}: ipAddresses[0] {raw:?} is not an IP address; its container-port backends skipped",
+                                                    ep.task
                                                 ),
-                                            ));
+                                            );
                                         }
                                         parsed
                                     }
                                 };
-                                task_ip = Some(ip);
+                                own_ip = Some(ip);
                                 ip
                             }
                         };
@@ -707,17 +694,102 @@ impl<'o> PartMaker<'o> {
                         SocketAddr::new(ip, port)
                     }
                 };
-                let task_id = id
-                    .get_or_insert_with(|| Arc::from(task.id.as_str()))
-                    .clone();
+                let task_id = id.get_or_insert_with(|| Arc::from(ep.task)).clone();
                 plan.backends.push(Backend {
                     address,
                     task: task_id,
-                    state,
+                    state: ep.state,
                 });
             }
         }
     }
+}
+
+/// The Marathon translation: one app → one neutral [`Service`], with today's rules for
+/// networking modes ([`network_mode`]), port declarations (`portDefinitions`, `portMappings`,
+/// legacy `ports`, `docker.portMappings`, `ipAddress.discovery`), host-port slots, task state
+/// and health ([`task_state`]) and per-port options. `None` when the app has no usable network
+/// (the reason is in `warnings`). Pure; borrows from `app`.
+pub fn marathon_service<'a>(app: &'a App, warnings: &mut Vec<Warning>) -> Option<Service<'a>> {
+    let mode = match network_mode(app) {
+        Ok(m) => m,
+        Err(msg) => {
+            warnings.push(app_warning(app, msg));
+            return None;
+        }
+    };
+    let specs = port_specs(app, mode);
+    let mut ports = Vec::with_capacity(specs.len());
+    let mut next_host_port = 0usize;
+    for (index, spec) in specs.into_iter().enumerate() {
+        // The slot is computed for every port, usable or not: host ports are consumed in
+        // declaration order (FACTS.md §3.5, §3.6).
+        let address = match mode {
+            NetworkMode::Host | NetworkMode::Bridge => PortAddress::AgentPort(index),
+            NetworkMode::Container if spec.declares_host_port => {
+                next_host_port += 1;
+                PortAddress::AgentPort(next_host_port - 1)
+            }
+            NetworkMode::Container => PortAddress::EndpointIp(spec.container_port.unwrap_or(0)),
+        };
+        let Some(protocols) = parse_protocols(spec.protocol) else {
+            warnings.push(app_warning(
+                app,
+                format!(
+                    "port {index}: unknown protocol {:?}; port skipped",
+                    spec.protocol.unwrap_or_default()
+                ),
+            ));
+            continue;
+        };
+        let mut option_warnings = Vec::new();
+        let options = port_options(app, index, spec.labels, &mut option_warnings);
+        ports.push(ServicePort {
+            index,
+            name: spec.name,
+            protocols,
+            service_port: spec.service_port,
+            vip_labels: spec.labels,
+            options,
+            option_warnings,
+            address,
+        });
+    }
+    let mut endpoints = Vec::new();
+    let mut endpoint_warnings = Vec::new();
+    if !ports.is_empty() {
+        endpoints.reserve(app.tasks.len());
+        let has_hc = !app.health_checks.is_empty();
+        for task in &app.tasks {
+            let state = match task_state(task, has_hc) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(msg) => {
+                    endpoint_warnings.push(msg);
+                    continue;
+                }
+            };
+            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            endpoints.push(Endpoint {
+                task: &task.id,
+                agent: Some(host),
+                ip: task.ip_addresses.first().map(|a| a.ip_address.as_str()),
+                host_ports: Cow::Borrowed(&task.ports),
+                state,
+                zone: None,
+            });
+        }
+    }
+    Some(Service {
+        kind: OwnerKind::App,
+        id: &app.id,
+        framework: vip::FRAMEWORK,
+        ports,
+        endpoints,
+        endpoint_warnings,
+    })
 }
 
 /// Assembles frontends from app parts, in app id order: service-port conflicts (smallest app id
@@ -1291,6 +1363,67 @@ mod tests {
             ]
         );
         assert!(b.warnings.iter().all(|w| w.app.as_deref() == Some("/o")));
+    }
+
+    #[test]
+    fn marathon_apps_translate_to_neutral_services() {
+        let snap = snapshot(
+            r#"{"apps":[{"id":"/c","networks":[{"mode":"container","name":"dcos"}],
+            "container":{"portMappings":[
+                {"containerPort":80,"hostPort":0,"servicePort":10000,"name":"web"},
+                {"containerPort":9000,"protocol":"udp,tcp","labels":{"VIP_0":"/c:9000"}},
+                {"containerPort":7,"protocol":"sctp"}]},
+            "tasks":[{"id":"c.1","host":"agent-1","ports":[31000],
+                      "ipAddresses":[{"ipAddress":"9.0.0.1"}],"state":"TASK_KILLING"},
+                     {"id":"c.2","host":"agent-2","state":"TASK_FINISHED"},
+                     {"id":"c.3","host":"agent-3","state":"TASK_NEW"}]}]}"#,
+        );
+        let mut warnings = Vec::new();
+        let svc = marathon_service(&snap.apps[0], &mut warnings).unwrap();
+        assert_eq!(
+            (svc.kind, svc.id, svc.framework),
+            (OwnerKind::App, "/c", "marathon")
+        );
+        let ports: Vec<_> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    p.name,
+                    p.service_port,
+                    p.address,
+                    p.protocols.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (0, Some("web"), Some(10000), PortAddress::AgentPort(0), 1),
+                (1, None, None, PortAddress::EndpointIp(9000), 2),
+            ]
+        );
+        assert_eq!(svc.endpoints.len(), 1);
+        let ep = &svc.endpoints[0];
+        assert_eq!(
+            (ep.task, ep.agent, ep.ip, &ep.host_ports[..], ep.state),
+            (
+                "c.1",
+                Some("agent-1"),
+                Some("9.0.0.1"),
+                &[31000][..],
+                BackendState::Draining
+            )
+        );
+        assert_eq!(
+            svc.endpoint_warnings,
+            ["task c.3: unknown state \"TASK_NEW\"; task skipped"]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .message
+            .contains("port 2: unknown protocol \"sctp\""));
     }
 
     #[test]

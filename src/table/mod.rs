@@ -10,6 +10,7 @@
 pub mod build;
 pub mod diff;
 pub mod options;
+pub mod service;
 pub mod vip;
 
 pub use build::{build, BuildCache, BuildOptions, CacheStats, Resolved};
