@@ -19,7 +19,7 @@ fn frontend(n: usize, balance: Balance) -> Frontend {
         apps: vec!["/bench".into()],
         port_index: 0,
         port_name: None,
-        options: [("balance".to_string(), balance.as_str().to_string())].into(),
+        options: vipd::table::PortOptions::from_pairs([("balance", balance.as_str())]).unwrap(),
         backends: (0..n)
             .map(|i| Backend {
                 address: SocketAddr::from(([10, 0, (i / 250) as u8, (i % 250) as u8], 8080)),

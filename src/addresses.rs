@@ -421,7 +421,6 @@ impl Drop for AddressManager {
 mod tests {
     use super::*;
     use crate::table::{Frontend, Protocol};
-    use std::collections::BTreeMap;
 
     fn frontend(kind: FrontendKind, listen: &str) -> Frontend {
         Frontend {
@@ -433,7 +432,7 @@ mod tests {
             apps: vec!["/a".into()],
             port_index: 0,
             port_name: None,
-            options: BTreeMap::new(),
+            options: Default::default(),
             backends: std::sync::Arc::from([]),
         }
     }

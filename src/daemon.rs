@@ -128,11 +128,7 @@ impl Daemon {
         let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
         let health = HealthConfig::from(&args.health);
         let (publisher, tables) = published::channel_with(crate::balance::Router::new(health));
-        let options = BuildOptions {
-            bind_address: args.table.bind_address,
-            vip_cidr: args.table.vip_cidr,
-            zone: args.table.zone.clone(),
-        };
+        let options = BuildOptions::from(&args.table);
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let active = health.active;

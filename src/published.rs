@@ -155,7 +155,7 @@ mod tests {
             apps: vec!["/a".into()],
             port_index: 0,
             port_name: None,
-            options: [("balance".to_string(), balance.to_string())].into(),
+            options: crate::table::PortOptions::from_pairs([("balance", balance)]).unwrap(),
             backends: vec![Backend {
                 address: "127.0.0.2:8080".parse().unwrap(),
                 task: "t".into(),

@@ -7,7 +7,6 @@
 //! with `ip -j addr show dev lo`. Without root or netns support the outer tests print
 //! "skipped: <reason>" and pass.
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -165,7 +164,7 @@ fn vip(protocol: Protocol, listen: &str) -> Frontend {
         apps: vec!["/a".into()],
         port_index: 0,
         port_name: None,
-        options: BTreeMap::new(),
+        options: Default::default(),
         backends: Vec::new().into(),
     }
 }

@@ -2,7 +2,6 @@
 //!
 //! Skips (with a message) when `dig` is not installed.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,7 +27,7 @@ fn frontend(protocol: Protocol, listen: &str, name: &str, backends: usize) -> Fr
         apps: vec!["/acme".into()],
         port_index: 0,
         port_name: Some("http".into()),
-        options: BTreeMap::new(),
+        options: Default::default(),
         backends: (0..backends)
             .map(|i| Backend {
                 address: format!("10.0.0.{}:31000", i + 1).parse().unwrap(),

@@ -3,7 +3,6 @@
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ fn sample_table() -> Table {
             apps: vec!["/acme".into()],
             port_index: 0,
             port_name: None,
-            options: BTreeMap::new(),
+            options: Default::default(),
             backends: vec![Backend {
                 address: "10.0.0.1:31000".parse().unwrap(),
                 task: "acme.1".into(),

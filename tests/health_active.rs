@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -160,11 +159,12 @@ async fn http_probes_mark_500_down_and_200_or_302_up() {
         vec![up(ok.addr), up(redirect.addr), up(broken.addr)],
     );
     // As the builder maps a Marathon HTTP health check of this port.
-    fe.options = BTreeMap::from([
-        ("probe".to_string(), "http".to_string()),
-        ("probe_path".to_string(), "/health".to_string()),
-        ("probe_interval_s".to_string(), "0.05".to_string()),
-    ]);
+    fe.options = vipd::table::PortOptions::from_pairs([
+        ("probe", "http"),
+        ("probe_path", "/health"),
+        ("probe_interval_s", "0.05"),
+    ])
+    .unwrap();
     h.publish(table(vec![fe]));
     h.wait_bound(listen).await;
     let settled = eventually(PATIENCE, || {

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use support::*;
 use tokio::net::{TcpSocket, TcpStream};
@@ -175,7 +175,7 @@ async fn maglev_sends_one_client_ip_to_one_backend() {
     let mut h = harness(HealthConfig::default());
     let listen = free_addr(LOCALHOST);
     let mut fe = frontend(listen, servers.iter().map(|s| up(s.addr)).collect());
-    fe.options = BTreeMap::from([("balance".to_string(), "maglev".to_string())]);
+    fe.options = vipd::table::PortOptions::from_pairs([("balance", "maglev")]).unwrap();
     h.publish(table(vec![fe]));
     h.wait_bound(listen).await;
     let mut homes = HashSet::new();

@@ -166,7 +166,10 @@ async fn task_running_event_adds_the_task_without_any_fetch() {
         (t.host.as_deref(), &t.ports[..]),
         (Some("10.0.0.2"), &[31002][..])
     );
-    assert_eq!(t.state.as_deref(), Some("TASK_RUNNING"));
+    assert_eq!(
+        t.state.as_ref().map(vipd::model::TaskState::as_str),
+        Some("TASK_RUNNING")
+    );
     assert!(
         task_of(&s, "/web", &task("web", U1)).is_some(),
         "old task kept"
@@ -191,7 +194,8 @@ async fn killing_marks_and_terminal_status_removes() {
         &status_update("/web", &t1, "TASK_KILLING", "10.0.0.1", 31001),
     );
     r.snapshot_where("killing", |s| {
-        task_of(s, "/web", &t1).and_then(|t| t.state.as_deref()) == Some("TASK_KILLING")
+        task_of(s, "/web", &t1).and_then(|t| t.state.as_ref().map(vipd::model::TaskState::as_str))
+            == Some("TASK_KILLING")
     })
     .await;
     fake.send_event(

@@ -56,7 +56,7 @@ fn marathon_1_5_shape() {
         ]
     );
     let web = b.frontends.iter().find(|f| f.app == "/web").unwrap();
-    assert_eq!(web.options.get("probe").map(String::as_str), Some("tcp"));
+    assert_eq!(web.options.get("probe").as_deref(), Some("tcp"));
     assert_eq!(
         at(&b, Protocol::Tcp, "0.0.0.0:10002"),
         [s(
@@ -110,11 +110,8 @@ fn marathon_1_4_legacy_shape() {
         .iter()
         .find(|f| f.listen.port() == 10020)
         .unwrap();
-    assert_eq!(
-        f.options.get("balance").map(String::as_str),
-        Some("round-robin")
-    );
-    assert_eq!(f.options.get("probe_path").map(String::as_str), Some("/"));
+    assert_eq!(f.options.get("balance").as_deref(), Some("round-robin"));
+    assert_eq!(f.options.get("probe_path").as_deref(), Some("/"));
     // ipAddress + discovery.ports: a named VIP on the task IP.
     let ippt = b
         .frontends

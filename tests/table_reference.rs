@@ -78,16 +78,10 @@ fn marathon_1_5_container_bridge_with_mesos_http_health_checks() {
         up(&["10.0.6.25:16916", "10.0.6.25:23336", "10.0.6.25:31184"])
     );
     let f = &b.frontends[0];
-    assert_eq!(f.options.get("probe").map(String::as_str), Some("http"));
-    assert_eq!(f.options.get("probe_path").map(String::as_str), Some("/"));
-    assert_eq!(
-        f.options.get("probe_interval_s").map(String::as_str),
-        Some("3")
-    );
-    assert_eq!(
-        f.options.get("probe_timeout_s").map(String::as_str),
-        Some("15")
-    );
+    assert_eq!(f.options.get("probe").as_deref(), Some("http"));
+    assert_eq!(f.options.get("probe_path").as_deref(), Some("/"));
+    assert_eq!(f.options.get("probe_interval_s").as_deref(), Some("3"));
+    assert_eq!(f.options.get("probe_timeout_s").as_deref(), Some("15"));
 }
 
 #[test]

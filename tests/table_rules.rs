@@ -924,8 +924,9 @@ fn per_port_options_from_labels_and_health_checks() {
     let opts = |p: &str| -> Vec<(String, String)> {
         find(&b, "tcp", p)
             .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
             .collect()
     };
     let o = |k: &str, v: &str| (k.to_string(), v.to_string());
@@ -949,14 +950,18 @@ fn per_port_options_from_labels_and_health_checks() {
         ]
     );
     assert_eq!(opts("0.0.0.0:10252"), [o("balance", "maglev")]);
-    // A check without protocol is HTTP (Marathon's default).
+    // A check without protocol is HTTP (Marathon's default). An unknown balance ("uri") is a
+    // warning naming the port and the label, and the port keeps the default (the flag).
     assert_eq!(
         opts("0.0.0.0:10253"),
-        [
-            o("balance", "uri"),
-            o("probe", "http"),
-            o("probe_path", "/health")
-        ]
+        [o("probe", "http"), o("probe_path", "/health")]
+    );
+    assert_eq!(
+        b.warnings,
+        [vipd::table::Warning {
+            app: Some("/o".into()),
+            message: "port 3: label HAPROXY_3_BALANCE=\"uri\": balance is not one of round-robin, least-conn, p2c, maglev; the port uses the default".into()
+        }]
     );
 }
 
@@ -969,7 +974,7 @@ fn haproxy_roundrobin_maps_to_round_robin() {
         find(&b, "tcp", "0.0.0.0:10260")
             .options
             .get("balance")
-            .map(String::as_str),
+            .as_deref(),
         Some("round-robin")
     );
 }

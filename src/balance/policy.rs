@@ -7,55 +7,13 @@
 //! Must not: pick backends ([`super::select`] does), hold runtime state, or do I/O.
 
 use crate::health::{OutlierConfig, ProbeKind, ProbeSpec};
+use crate::table::options::{self, ActiveCheck, PortOptions};
 use crate::table::{Frontend, Protocol};
-use serde::Serialize;
-use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
 
-/// Load-balancing algorithm of a frontend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Balance {
-    /// Rotate through the eligible backends.
-    #[default]
-    RoundRobin,
-    /// Fewest active connections; ties rotate.
-    LeastConn,
-    /// Power of two random choices on active connections.
-    P2c,
-    /// Consistent hashing of the client IP (same choice on every agent and after restarts).
-    Maglev,
-}
-
-impl Balance {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round-robin",
-            Balance::LeastConn => "least-conn",
-            Balance::P2c => "p2c",
-            Balance::Maglev => "maglev",
-        }
-    }
-
-    /// Parses a `balance` option value (`VIPD_{n}_BALANCE`, or a mapped `HAPROXY_{n}_BALANCE`).
-    /// Case-insensitive; marathon-lb's names are accepted as aliases.
-    pub fn parse_option(value: &str) -> Option<Balance> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "round-robin" | "roundrobin" | "rr" => Some(Balance::RoundRobin),
-            "least-conn" | "leastconn" => Some(Balance::LeastConn),
-            "p2c" => Some(Balance::P2c),
-            "maglev" | "source" => Some(Balance::Maglev),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Balance {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// The balancing algorithm lives with the typed per-port options (the builder parses labels
+/// into it); re-exported here, where the flags and routes use it.
+pub use crate::table::options::Balance;
 
 /// Settings of the active checker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,120 +42,74 @@ const MIN_PROBE_PERIOD: Duration = Duration::from_millis(100);
 
 /// The probe of a frontend with these `options`, or `None` when it is not actively checked.
 ///
-/// `active_health_check` (from `VIPD_{n}_HEALTHCHECK`): `off`/`none`/`false` → not checked;
-/// `on`/`true`/`auto` → the port's Marathon health check if it has one, else TCP; `tcp`;
-/// `http` (the Marathon check's path or `/`); `http:/path`. Unset → checked only with
-/// `--active-health-checks` (Marathon-derived, else TCP). Interval and timeout come from the
-/// port's Marathon health check when it has one, else from the flags.
-///
-/// `Err` names a bad value; the caller warns once and uses [`probe_for_default`].
-pub fn probe_for(
-    options: &BTreeMap<String, String>,
-    cfg: &ActiveConfig,
-) -> Result<Option<ProbeSpec>, String> {
-    let Some(raw) = options.get("active_health_check") else {
-        return Ok(probe_for_default(options, cfg));
+/// The active check option (from `VIPD_{n}_HEALTHCHECK`): off → not checked; on → the port's
+/// Marathon health check if it has one, else TCP; tcp; http (the Marathon check's path or `/`);
+/// `http:/path`. Unset → checked only with `--active-health-checks` (Marathon-derived, else
+/// TCP). Interval and timeout come from the port's Marathon health check when it has one, else
+/// from the flags. The builder has validated every value.
+pub fn probe_for(options: &PortOptions, cfg: &ActiveConfig) -> Option<ProbeSpec> {
+    let Some(check) = options.active_check() else {
+        return probe_for_default(options, cfg);
     };
-    let value = raw.trim();
-    let lower = value.to_ascii_lowercase();
-    let kind = match lower.as_str() {
-        "off" | "none" | "false" | "no" => return Ok(None),
-        "on" | "true" | "yes" | "auto" => marathon_kind(options).unwrap_or(ProbeKind::Tcp),
-        "tcp" => ProbeKind::Tcp,
-        "http" => ProbeKind::Http {
-            path: options
-                .get("probe_path")
-                .cloned()
-                .unwrap_or_else(|| "/".to_string()),
+    let kind = match check {
+        ActiveCheck::Off => return None,
+        ActiveCheck::On => marathon_kind(options).unwrap_or(ProbeKind::Tcp),
+        ActiveCheck::Tcp => ProbeKind::Tcp,
+        ActiveCheck::Http => ProbeKind::Http {
+            path: match &options.probe {
+                Some(options::MarathonProbe {
+                    kind: options::ProbeKind::Http { path },
+                    ..
+                }) => path.clone(),
+                _ => "/".to_string(),
+            },
         },
-        _ if lower.starts_with("http:") => {
-            let path = value[5..].trim();
-            if !valid_path(path) {
-                return Err(format!(
-                    "active health check {raw:?}: the path must start with '/' and contain no \
-                     spaces or control characters"
-                ));
-            }
-            ProbeKind::Http {
-                path: path.to_string(),
-            }
-        }
-        _ => {
-            return Err(format!(
-                "active health check {raw:?} is not one of tcp, http, http:/path, on, off"
-            ))
-        }
+        ActiveCheck::HttpPath(path) => ProbeKind::Http { path: path.clone() },
     };
-    Ok(Some(spec(kind, options, cfg)))
+    Some(spec(kind, options, cfg))
 }
 
 /// The probe of `frontend`: [`probe_for`] on its options, except that the global flag alone does
 /// not probe UDP frontends (a TCP probe says nothing about a UDP port): a UDP frontend is probed
 /// only when its label asks for it or its port has a Marathon health check.
-///
-/// `Ok` is the probe; `Err` carries the warning for a bad label AND the probe used instead.
-pub fn probe_for_frontend(
-    frontend: &Frontend,
-    cfg: &ActiveConfig,
-) -> Result<Option<ProbeSpec>, (String, Option<ProbeSpec>)> {
-    let udp_default = |options: &BTreeMap<String, String>| {
-        if frontend.protocol == Protocol::Udp && !options.contains_key("probe") {
+pub fn probe_for_frontend(frontend: &Frontend, cfg: &ActiveConfig) -> Option<ProbeSpec> {
+    let options = &frontend.options;
+    if frontend.protocol == Protocol::Udp && options.active_check.is_none() {
+        return if options.probe.is_none() {
             None
         } else {
             probe_for_default(options, cfg)
-        }
-    };
-    if frontend.protocol == Protocol::Udp && !frontend.options.contains_key("active_health_check") {
-        return Ok(udp_default(&frontend.options));
+        };
     }
-    probe_for(&frontend.options, cfg).map_err(|e| (e, udp_default(&frontend.options)))
+    probe_for(options, cfg)
 }
 
-/// The probe of a frontend when its option is absent or invalid: the global flag decides.
-pub fn probe_for_default(
-    options: &BTreeMap<String, String>,
-    cfg: &ActiveConfig,
-) -> Option<ProbeSpec> {
+/// The probe of a frontend when its option is absent: the global flag decides.
+pub fn probe_for_default(options: &PortOptions, cfg: &ActiveConfig) -> Option<ProbeSpec> {
     cfg.enabled.then(|| {
         let kind = marathon_kind(options).unwrap_or(ProbeKind::Tcp);
         spec(kind, options, cfg)
     })
 }
 
-fn valid_path(path: &str) -> bool {
-    path.starts_with('/')
-        && path.len() <= 2048
-        && !path.chars().any(|c| c.is_whitespace() || c.is_control())
+/// The probe kind the port's Marathon health check implies.
+fn marathon_kind(options: &PortOptions) -> Option<ProbeKind> {
+    options.probe.as_ref().map(|p| match &p.kind {
+        options::ProbeKind::Tcp => ProbeKind::Tcp,
+        options::ProbeKind::Http { path } => ProbeKind::Http { path: path.clone() },
+    })
 }
 
-/// The probe kind the port's Marathon health check implies (`probe`, `probe_path` options).
-fn marathon_kind(options: &BTreeMap<String, String>) -> Option<ProbeKind> {
-    match options.get("probe").map(String::as_str) {
-        Some("tcp") => Some(ProbeKind::Tcp),
-        Some("http") => {
-            let path = options
-                .get("probe_path")
-                .filter(|p| valid_path(p))
-                .cloned()
-                .unwrap_or_else(|| "/".to_string());
-            Some(ProbeKind::Http { path })
-        }
-        _ => None,
-    }
-}
-
-fn spec(kind: ProbeKind, options: &BTreeMap<String, String>, cfg: &ActiveConfig) -> ProbeSpec {
-    let seconds = |key: &str| {
-        options
-            .get(key)
-            .and_then(|s| s.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s > 0.0 && *s < 86_400.0)
-            .map(|s| Duration::from_secs_f64(s).max(MIN_PROBE_PERIOD))
-    };
+fn spec(kind: ProbeKind, options: &PortOptions, cfg: &ActiveConfig) -> ProbeSpec {
+    let probe = options.probe.as_ref();
     ProbeSpec {
         kind,
-        interval: seconds("probe_interval_s").unwrap_or(cfg.interval),
-        timeout: seconds("probe_timeout_s").unwrap_or(cfg.timeout),
+        interval: probe
+            .and_then(|p| p.interval)
+            .map_or(cfg.interval, |d| d.max(MIN_PROBE_PERIOD)),
+        timeout: probe
+            .and_then(|p| p.timeout)
+            .map_or(cfg.timeout, |d| d.max(MIN_PROBE_PERIOD)),
     }
 }
 
@@ -219,7 +131,7 @@ mod tests {
         assert_eq!(Balance::parse_option("uri"), None);
     }
 
-    fn opts(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    fn opts(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -240,8 +152,8 @@ mod tests {
         };
         let (i, t) = (off.interval, off.timeout);
         // Nothing set: only the global flag.
-        assert_eq!(probe_for(&opts(&[]), &off), Ok(None));
-        assert_eq!(probe_for(&opts(&[]), &on), Ok(Some(tcp(i, t))));
+        assert_eq!(probe_for(&po(&opts(&[])), &off), None);
+        assert_eq!(probe_for(&po(&opts(&[])), &on), Some(tcp(i, t)));
         // Marathon health check: derived, with its interval/timeout.
         let marathon = opts(&[
             ("probe", "http"),
@@ -249,8 +161,8 @@ mod tests {
             ("probe_interval_s", "1.5"),
             ("probe_timeout_s", "20"),
         ]);
-        assert_eq!(probe_for(&marathon, &off), Ok(None), "opt-in");
-        let http = probe_for(&marathon, &on).unwrap().unwrap();
+        assert_eq!(probe_for(&po(&marathon), &off), None, "opt-in");
+        let http = probe_for(&po(&marathon), &on).unwrap();
         assert_eq!(
             http.kind,
             ProbeKind::Http {
@@ -261,12 +173,11 @@ mod tests {
         assert_eq!(http.timeout, Duration::from_secs(20));
         // Labels.
         let label = |v: &str| opts(&[("active_health_check", v)]);
-        assert_eq!(probe_for(&label("off"), &on), Ok(None));
-        assert_eq!(probe_for(&label("TCP"), &off), Ok(Some(tcp(i, t))));
-        assert_eq!(probe_for(&label("on"), &off), Ok(Some(tcp(i, t))));
+        assert_eq!(probe_for(&po(&label("off")), &on), None);
+        assert_eq!(probe_for(&po(&label("TCP")), &off), Some(tcp(i, t)));
+        assert_eq!(probe_for(&po(&label("on")), &off), Some(tcp(i, t)));
         assert_eq!(
-            probe_for(&label("http:/ready?x=1"), &off)
-                .unwrap()
+            probe_for(&po(&label("http:/ready?x=1")), &off)
                 .unwrap()
                 .kind,
             ProbeKind::Http {
@@ -274,36 +185,37 @@ mod tests {
             }
         );
         assert_eq!(
-            probe_for(&label("http"), &off).unwrap().unwrap().kind,
+            probe_for(&po(&label("http")), &off).unwrap().kind,
             ProbeKind::Http { path: "/".into() }
         );
         let mut both = marathon.clone();
         both.insert("active_health_check".into(), "on".into());
-        assert_eq!(probe_for(&both, &off).unwrap().unwrap(), http);
+        assert_eq!(probe_for(&po(&both), &off).unwrap(), http);
         both.insert("active_health_check".into(), "tcp".into());
-        assert_eq!(
-            probe_for(&both, &off).unwrap().unwrap().kind,
-            ProbeKind::Tcp
-        );
+        assert_eq!(probe_for(&po(&both), &off).unwrap().kind, ProbeKind::Tcp);
+    }
+
+    fn po(pairs: &std::collections::BTreeMap<String, String>) -> PortOptions {
+        PortOptions::from_pairs(pairs).unwrap()
     }
 
     #[test]
     fn bad_probe_labels_are_errors_naming_the_value() {
+        // The builder rejects them (with a warning naming the label); a table cannot hold them.
         for bad in ["udp", "http:health", "http:/a b", "http:/\r\nX: y", ""] {
-            let err = probe_for(
-                &opts(&[("active_health_check", bad)]),
-                &ActiveConfig::default(),
-            )
-            .unwrap_err();
+            let err = PortOptions::from_pairs(&opts(&[("active_health_check", bad)])).unwrap_err();
             assert!(err.contains(&format!("{bad:?}")), "{err}");
         }
-        // Nonsense Marathon numbers fall back to the flags.
-        let o = opts(&[
-            ("active_health_check", "tcp"),
-            ("probe_interval_s", "-3"),
-            ("probe_timeout_s", "NaN"),
-        ]);
-        let s = probe_for(&o, &ActiveConfig::default()).unwrap().unwrap();
+        for (k, v) in [("probe_interval_s", "-3"), ("probe_timeout_s", "NaN")] {
+            let err = PortOptions::from_pairs(&opts(&[("probe", "tcp"), (k, v)])).unwrap_err();
+            assert!(err.contains(&format!("{v:?}")), "{err}");
+        }
+        // Unset interval/timeout fall back to the flags.
+        let s = probe_for(
+            &po(&opts(&[("active_health_check", "tcp")])),
+            &ActiveConfig::default(),
+        )
+        .unwrap();
         assert_eq!(s.interval, Duration::from_secs(5));
         assert_eq!(s.timeout, Duration::from_secs(2));
     }

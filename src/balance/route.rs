@@ -170,10 +170,7 @@ mod tests {
             apps: vec!["/app".into()],
             port_index: 0,
             port_name: None,
-            options: options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            options: crate::table::PortOptions::from_pairs(options.iter().copied()).unwrap(),
             backends: backends
                 .iter()
                 .map(|p| Backend {

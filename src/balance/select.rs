@@ -167,27 +167,13 @@ pub struct SelectorSettings {
 }
 
 impl SelectorSettings {
-    /// Resolves `frontend`'s options against `cfg`. `Err`s are the warnings to log (once): the
-    /// bad value was replaced by the global default.
+    /// Resolves `frontend`'s options against `cfg`. The warnings are always empty: the builder
+    /// validates options and reports bad values among its warnings.
     pub fn resolve(frontend: &Frontend, cfg: &HealthConfig) -> (SelectorSettings, Vec<String>) {
-        let mut warnings = Vec::new();
-        let balance = match frontend.options.get("balance") {
-            None => cfg.balance,
-            Some(raw) => Balance::parse_option(raw).unwrap_or_else(|| {
-                warnings.push(format!(
-                    "balance {raw:?} is not one of round-robin, least-conn, p2c, maglev; using {}",
-                    cfg.balance
-                ));
-                cfg.balance
-            }),
-        };
-        let checked = match policy::probe_for_frontend(frontend, &cfg.active) {
-            Ok(spec) => spec.is_some(),
-            Err((e, spec)) => {
-                warnings.push(format!("{e}; using the global setting"));
-                spec.is_some()
-            }
-        };
+        let warnings = Vec::new();
+        // The builder validated the options; an unset one takes the flag.
+        let balance = frontend.options.balance().unwrap_or(cfg.balance);
+        let checked = policy::probe_for_frontend(frontend, &cfg.active).is_some();
         (
             SelectorSettings {
                 balance,

@@ -23,6 +23,7 @@ pub use dns::DnsArgs;
 pub use health::HealthArgs;
 pub use marathon::MarathonArgs;
 
+use crate::table::vip::IpVipScope;
 use crate::table::BuildOptions;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -102,6 +103,10 @@ pub struct TableOptionArgs {
     /// DNS zone of named VIPs.
     #[arg(long, env = "VIPD_ZONE", default_value = "l4lb.thisdcos.directory")]
     pub zone: String,
+    /// Restrict IP VIP labels to loopback, --vip-cidr and these CIDRs (comma-separated). Unset:
+    /// any unicast address. Unspecified, broadcast and multicast addresses are always refused.
+    #[arg(long, env = "VIPD_IP_VIP_CIDR", value_delimiter = ',')]
+    pub ip_vip_cidr: Vec<ipnet::IpNet>,
 }
 
 /// Parses a CIDR, naming what is wrong: the address or the prefix length.
@@ -137,6 +142,15 @@ impl From<&TableOptionArgs> for BuildOptions {
             bind_address: a.bind_address,
             vip_cidr: a.vip_cidr,
             zone: a.zone.clone(),
+            ip_vip_scope: if a.ip_vip_cidr.is_empty() {
+                IpVipScope::AnyUnicast
+            } else {
+                IpVipScope::Within(
+                    std::iter::once(a.vip_cidr)
+                        .chain(a.ip_vip_cidr.iter().copied())
+                        .collect(),
+                )
+            },
         }
     }
 }

@@ -125,12 +125,9 @@ impl Checker {
     fn follow(&mut self, table: &Table, tx: &mpsc::Sender<ProbeResult>, tasks: &TaskTracker) {
         let mut wanted: BTreeMap<ProbeKey, Params> = BTreeMap::new();
         for frontend in &table.frontends {
-            let spec = match probe_for_frontend(frontend, &self.cfg) {
-                Ok(spec) => spec,
-                // The router logs the warning; probe what it falls back to.
-                Err((_, spec)) => spec,
+            let Some(spec) = probe_for_frontend(frontend, &self.cfg) else {
+                continue;
             };
-            let Some(spec) = spec else { continue };
             let params = Params {
                 interval: spec.interval,
                 timeout: spec.timeout,
@@ -332,10 +329,7 @@ mod tests {
             apps: vec!["/a".into()],
             port_index: 0,
             port_name: None,
-            options: opts
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            options: crate::table::PortOptions::from_pairs(opts.iter().copied()).unwrap(),
             backends: backends
                 .iter()
                 .map(|a| Backend {

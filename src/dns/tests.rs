@@ -3,7 +3,6 @@
 use super::*;
 use crate::table::{Backend, BackendState, Frontend, Table};
 use hickory_proto::op::Query;
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
@@ -25,7 +24,7 @@ fn vip(protocol: Protocol, listen: &str, name: Option<&str>, backends: usize) ->
         apps: vec!["/acme".into()],
         port_index: 0,
         port_name: None,
-        options: BTreeMap::new(),
+        options: Default::default(),
         backends: (0..backends)
             .map(|i| backend(&format!("10.0.0.{}:3100{i}", i + 1)))
             .collect(),

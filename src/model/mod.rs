@@ -49,12 +49,7 @@ pub struct AppsSnapshot {
 /// Each app is parsed on its own: a wrong type inside one app rejects only that app. A body that
 /// is not a JSON object with an `apps` array is an error.
 pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
-    #[derive(Deserialize)]
-    struct RawDoc<'a> {
-        #[serde(borrow)]
-        apps: Option<Vec<&'a RawValue>>,
-    }
-    let doc: RawDoc<'_> = match serde_json::from_slice(body) {
+    let doc: AppsDoc<'_> = match serde_json::from_slice(body) {
         Ok(doc) => doc,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             return Err(ModelError::NotAnAppsDocument(e.to_string()))
@@ -62,6 +57,7 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         Err(e) => return Err(ModelError::Json(e)),
     };
     let raw_apps = doc
+        .0
         .apps
         .ok_or_else(|| ModelError::NotAnAppsDocument("no \"apps\" array".into()))?;
     let mut snapshot = AppsSnapshot {
@@ -75,6 +71,63 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         }
     }
     Ok(snapshot)
+}
+
+/// The top level of an apps document: a JSON object whose `apps` member is read as raw values.
+///
+/// Read through [`ObjectOnly`], so that a top-level array is refused with a clear message instead
+/// of serde's derived sequence form (which took `[[{app}]]` as `{"apps":[{app}]}` and described
+/// `[]` as "struct RawDoc").
+#[derive(Deserialize)]
+struct AppsDocFields<'a> {
+    #[serde(borrow)]
+    apps: Option<Vec<&'a RawValue>>,
+}
+
+/// The top level of a single-app document (`{"app": {…}}`).
+#[derive(Deserialize)]
+struct SingleAppDocFields<'a> {
+    #[serde(borrow)]
+    app: Option<&'a RawValue>,
+}
+
+type AppsDoc<'a> = ObjectOnly<AppsDocFields<'a>>;
+type SingleAppDoc<'a> = ObjectOnly<SingleAppDocFields<'a>>;
+
+/// Deserializes `T` only from a JSON object: anything else is
+/// `invalid type: …, expected a JSON object with an "apps" array` (or `"app"` object).
+struct ObjectOnly<T>(T);
+
+/// What a top-level document must be, for the error message.
+trait Expected {
+    const EXPECTED: &'static str;
+}
+
+impl Expected for AppsDocFields<'_> {
+    const EXPECTED: &'static str = "a JSON object with an \"apps\" array";
+}
+
+impl Expected for SingleAppDocFields<'_> {
+    const EXPECTED: &'static str = "a JSON object with an \"app\" object";
+}
+
+impl<'de, T: Deserialize<'de> + Expected> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Expected> serde::de::Visitor<'de> for Visit<T> {
+            type Value = ObjectOnly<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(T::EXPECTED)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(ObjectOnly)
+            }
+        }
+        d.deserialize_map(Visit(std::marker::PhantomData))
+    }
 }
 
 /// Below this many apps one thread parses them all (spawning costs more than it saves).
@@ -113,12 +166,7 @@ fn parse_apps_in_parallel(raw_apps: &[&RawValue]) -> Vec<Result<App, AppRejectio
 
 /// Parses the body of `GET /v2/apps/{id}` (`{"app": {…}}`).
 pub fn parse_single_app_document(body: &[u8]) -> Result<Result<App, AppRejection>, ModelError> {
-    #[derive(Deserialize)]
-    struct RawDoc<'a> {
-        #[serde(borrow)]
-        app: Option<&'a RawValue>,
-    }
-    let doc: RawDoc<'_> = match serde_json::from_slice(body) {
+    let doc: SingleAppDoc<'_> = match serde_json::from_slice(body) {
         Ok(doc) => doc,
         Err(e) if e.classify() == serde_json::error::Category::Data => {
             return Err(ModelError::NotAnAppsDocument(e.to_string()))
@@ -126,6 +174,7 @@ pub fn parse_single_app_document(body: &[u8]) -> Result<Result<App, AppRejection
         Err(e) => return Err(ModelError::Json(e)),
     };
     let raw = doc
+        .0
         .app
         .ok_or_else(|| ModelError::NotAnAppsDocument("no \"app\" object".into()))?;
     Ok(parse_app_value(raw.get()))
@@ -353,7 +402,7 @@ pub struct Task {
     pub ip_addresses: Vec<TaskIpAddress>,
     /// `TASK_*`. Missing on old servers, which means running.
     #[serde(default)]
-    pub state: Option<String>,
+    pub state: Option<TaskState>,
     /// `None` when the key is absent (≤1.5 omits it when empty), `Some([])` when present and empty.
     #[serde(default)]
     pub health_check_results: Option<Vec<HealthResult>>,
@@ -361,6 +410,99 @@ pub struct Task {
     pub version: Option<String>,
     #[serde(default)]
     pub started_at: Option<String>,
+}
+
+/// A Mesos task state as Marathon reports it (`TASK_RUNNING`, …).
+///
+/// Parsed case-insensitively with surrounding whitespace ignored; a state vipd does not know is
+/// kept as [`TaskState::Other`] (the builder warns and skips the task, the event applier
+/// re-fetches the app), so a new Mesos state never fails the parse of a whole app.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TaskState {
+    Staging,
+    Starting,
+    Running,
+    Killing,
+    Finished,
+    Failed,
+    Killed,
+    Error,
+    Lost,
+    Dropped,
+    Unreachable,
+    Gone,
+    GoneByOperator,
+    Unknown,
+    /// Anything else, as sent.
+    Other(String),
+}
+
+impl TaskState {
+    const KNOWN: [(&'static str, TaskState); 14] = [
+        ("TASK_STAGING", TaskState::Staging),
+        ("TASK_STARTING", TaskState::Starting),
+        ("TASK_RUNNING", TaskState::Running),
+        ("TASK_KILLING", TaskState::Killing),
+        ("TASK_FINISHED", TaskState::Finished),
+        ("TASK_FAILED", TaskState::Failed),
+        ("TASK_KILLED", TaskState::Killed),
+        ("TASK_ERROR", TaskState::Error),
+        ("TASK_LOST", TaskState::Lost),
+        ("TASK_DROPPED", TaskState::Dropped),
+        ("TASK_UNREACHABLE", TaskState::Unreachable),
+        ("TASK_GONE", TaskState::Gone),
+        ("TASK_GONE_BY_OPERATOR", TaskState::GoneByOperator),
+        ("TASK_UNKNOWN", TaskState::Unknown),
+    ];
+
+    /// Reads a state string. Exact spellings (what Marathon sends) take the fast path.
+    pub fn parse(raw: &str) -> TaskState {
+        if let Some((_, state)) = Self::KNOWN.iter().find(|(k, _)| *k == raw) {
+            return state.clone();
+        }
+        let trimmed = raw.trim();
+        match Self::KNOWN
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(trimmed))
+        {
+            Some((_, state)) => state.clone(),
+            None => TaskState::Other(raw.to_string()),
+        }
+    }
+
+    /// The Mesos spelling (`TASK_RUNNING`); an unknown state as it was sent.
+    pub fn as_str(&self) -> &str {
+        match self {
+            TaskState::Other(s) => s,
+            known => Self::KNOWN
+                .iter()
+                .find(|(_, s)| s == known)
+                .map_or("", |(k, _)| k),
+        }
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TaskState {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = TaskState;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a task state string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<TaskState, E> {
+                Ok(TaskState::parse(v))
+            }
+        }
+        // No allocation for a known state.
+        d.deserialize_str(Visit)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -442,6 +584,57 @@ mod tests {
             parse_apps_document(b"{\"apps\": [}"),
             Err(ModelError::Json(_))
         ));
+    }
+
+    #[test]
+    fn a_top_level_array_is_refused_with_a_clear_message() {
+        for doc in [&b"[]"[..], br#"[[{"id":"/a"}]]"#, br#"[[]]"#] {
+            match parse_apps_document(doc) {
+                Err(ModelError::NotAnAppsDocument(m)) => {
+                    assert!(
+                        m.contains(r#"expected a JSON object with an "apps" array"#),
+                        "{m}"
+                    );
+                    assert!(!m.contains("RawDoc") && !m.contains("struct"), "{m}");
+                }
+                other => panic!("{:?}: {other:?}", String::from_utf8_lossy(doc)),
+            }
+        }
+        match parse_single_app_document(br#"[{"id":"/a"}]"#) {
+            Err(ModelError::NotAnAppsDocument(m)) => {
+                assert!(
+                    m.contains(r#"expected a JSON object with an "app" object"#),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn task_states_parse_to_the_enum_and_unknown_ones_are_kept() {
+        let doc = br#"{"apps":[{"id":"/a","tasks":[
+            {"id":"t1","state":"TASK_RUNNING"},
+            {"id":"t2","state":" task_killing "},
+            {"id":"t3","state":"TASK_SOMETHING_NEW"},
+            {"id":"t4"}]}]}"#;
+        let s = parse_apps_document(doc).unwrap();
+        let states: Vec<Option<TaskState>> =
+            s.apps[0].tasks.iter().map(|t| t.state.clone()).collect();
+        assert_eq!(
+            states,
+            [
+                Some(TaskState::Running),
+                Some(TaskState::Killing),
+                Some(TaskState::Other("TASK_SOMETHING_NEW".into())),
+                None
+            ]
+        );
+        assert_eq!(TaskState::GoneByOperator.as_str(), "TASK_GONE_BY_OPERATOR");
+        assert_eq!(
+            TaskState::parse("TASK_GONE_BY_OPERATOR"),
+            TaskState::GoneByOperator
+        );
     }
 
     #[test]

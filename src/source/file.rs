@@ -10,6 +10,7 @@
 //! the channel and the reason is logged once per change of state (no log storm while a file stays
 //! broken).
 
+use super::marathon::apply::share_unchanged_apps;
 use super::{Origin, SourceHandle, SourceSnapshot};
 use crate::model::{self, AppsSnapshot};
 use std::path::{Path, PathBuf};
@@ -56,22 +57,6 @@ fn stamp(path: &Path) -> Option<FileStamp> {
     })
 }
 
-/// Reads and parses the file. Blocking: call from a blocking context.
-pub fn load(path: &Path) -> Result<AppsSnapshot, FileSourceError> {
-    let display = path.display().to_string();
-    let body =
-        super::read_document_file(path, super::DEFAULT_MAX_DOCUMENT_SIZE).map_err(|source| {
-            FileSourceError::Read {
-                path: display.clone(),
-                source,
-            }
-        })?;
-    model::parse_apps_document(&body).map_err(|source| FileSourceError::Parse {
-        path: display,
-        source,
-    })
-}
-
 /// Starts watching `path`. The first snapshot is published as soon as the file parses. A file
 /// larger than `max_document_size` bytes is an error (the last good snapshot stays).
 pub fn spawn(path: PathBuf, max_document_size: usize, shutdown: CancellationToken) -> SourceHandle {
@@ -107,6 +92,10 @@ async fn run(
     let mut last_error: Option<String> = None;
     // Whether a table exists to keep when the file is unusable (for the warning's wording).
     let mut have_snapshot = tx.borrow().is_some();
+    // The last published snapshot: a new parse shares every app equal to one in it, so that
+    // the incremental build recomputes only the apps the edit changed.
+    let mut last_apps: Option<Arc<AppsSnapshot>> =
+        tx.borrow().as_ref().map(|s| Arc::clone(&s.apps));
     let mut force = true;
     // An inotify event makes the file be read even if its metadata looks unchanged (a same-size
     // write within the filesystem's timestamp granularity); the content hash then decides.
@@ -141,9 +130,11 @@ async fn run(
                 Ok(body) => {
                     let hash = content_hash(&body);
                     if force || Some(hash) != last_body_hash {
-                        let parsed =
-                            tokio::task::spawn_blocking(move || model::parse_apps_document(&body))
-                                .await;
+                        let prev = last_apps.clone();
+                        let parsed = tokio::task::spawn_blocking(move || {
+                            parse_sharing(&body, prev.as_deref())
+                        })
+                        .await;
                         match parsed {
                             Ok(Ok(apps)) => {
                                 if last_error.take().is_some() {
@@ -157,8 +148,10 @@ async fn run(
                                     "apps file loaded"
                                 );
                                 have_snapshot = true;
+                                let apps = Arc::new(apps);
+                                last_apps = Some(Arc::clone(&apps));
                                 tx.send_replace(Some(SourceSnapshot {
-                                    apps: Arc::new(apps),
+                                    apps,
                                     origin: Origin::File,
                                     observed_at,
                                 }));
@@ -190,6 +183,18 @@ async fn run(
             _ = poll.tick() => {}
         }
     }
+}
+
+/// Parses `body` and shares with `prev` every app that is equal to its previous version.
+fn parse_sharing(
+    body: &[u8],
+    prev: Option<&AppsSnapshot>,
+) -> Result<AppsSnapshot, model::ModelError> {
+    let mut apps = model::parse_apps_document(body)?;
+    if let Some(prev) = prev {
+        share_unchanged_apps(prev, &mut apps);
+    }
+    Ok(apps)
 }
 
 /// Logs the error unless it is the same as the last one.
@@ -275,6 +280,38 @@ mod tests {
 
     fn doc(app: &str) -> String {
         format!(r#"{{"apps":[{{"id":"{app}","portDefinitions":[{{"port":10000}}]}}]}}"#)
+    }
+
+    #[tokio::test]
+    async fn an_edit_shares_the_unchanged_apps_with_the_previous_snapshot() {
+        let two = |b_port: u16| {
+            format!(
+                r#"{{"apps":[{{"id":"/a","portDefinitions":[{{"port":10000}}]}},
+                             {{"id":"/b","portDefinitions":[{{"port":{b_port}}}]}}]}}"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apps.json");
+        std::fs::write(&path, two(10001)).unwrap();
+        let shutdown = CancellationToken::new();
+        let mut handle = spawn(
+            path.clone(),
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            shutdown.clone(),
+        );
+        let first = next_snapshot(&mut handle.snapshots).await.unwrap();
+        std::fs::write(&path, two(10002)).unwrap();
+        let second = next_snapshot(&mut handle.snapshots).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first.apps.apps[0], &second.apps.apps[0]),
+            "unchanged /a is shared"
+        );
+        assert!(!Arc::ptr_eq(&first.apps.apps[1], &second.apps.apps[1]));
+        assert_eq!(
+            second.apps.apps[1].port_definitions.as_ref().unwrap()[0].port,
+            Some(10002)
+        );
+        shutdown.cancel();
     }
 
     #[tokio::test]

@@ -1,18 +1,21 @@
 //! `table::build`: Marathon snapshot → routing table. Pure and deterministic.
 //!
-//! Owns: every rule that turns apps and tasks into frontends and backends (networking modes,
-//! legacy forms, service ports, VIP labels, task filter, health state, per-port options,
-//! conflicts). The rules and the reasons behind each decision are written up in
-//! `docs/routing.md`; ../shared/reference/marathon/FACTS.md §2, §3, §6 and §8 are the source for
-//! the Marathon side.
+//! Owns: the Marathon translation into the neutral model ([`marathon_service`]: networking
+//! modes, legacy forms, port declarations, task filter, health state, per-port options), and
+//! every rule that turns neutral services ([`super::service`]) into frontends and backends
+//! (service ports, VIP labels, agent addresses, merging, conflicts). The rules and the reasons behind each decision are written up in
+//! `docs/routing.md`; ../shared/reference/marathon/FACTS.md §2, §3, §6 and §8 are the source for the Marathon side.
 //!
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
 
-use super::vip::{self, VipTarget};
+use super::options::{self, MarathonProbe, PortLabels, PortOptions, ProbeKind};
+use super::service::{Endpoint, OwnerKind, PortAddress, Service, ServicePort};
+use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, BackendState, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
-use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task};
+use crate::model::{App, AppsSnapshot, HealthCheck, Labels, Task, TaskState};
 use ipnet::IpNet;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,6 +29,9 @@ pub struct BuildOptions {
     pub vip_cidr: IpNet,
     /// DNS zone of named VIPs.
     pub zone: String,
+    /// Which addresses an IP VIP label may name (`vip::check_ip_vip`). Passed in, never looked
+    /// up: the builder does no I/O.
+    pub ip_vip_scope: IpVipScope,
 }
 
 /// Agent hostnames resolved before the build. A host that is an IP literal needs no entry.
@@ -251,116 +257,113 @@ pub fn task_state(
     task: &Task,
     app_has_health_checks: bool,
 ) -> Result<Option<BackendState>, String> {
-    // Exact spellings first (what Marathon sends); the lenient match only runs for the rest.
-    let class = match task.state.as_deref() {
-        None | Some("TASK_RUNNING") => TaskClass::Running,
-        Some("TASK_KILLING") => TaskClass::Draining,
+    use TaskState as S;
+    match &task.state {
+        None | Some(S::Running) => {}
+        Some(S::Killing) => return Ok(Some(BackendState::Draining)),
+        // Partitioned: kept as `unknown` (README.table.md).
+        Some(S::Unreachable | S::Lost) => return Ok(Some(BackendState::Unknown)),
         Some(
-            "TASK_STAGING" | "TASK_STARTING" | "TASK_FINISHED" | "TASK_FAILED" | "TASK_KILLED",
-        ) => TaskClass::Absent,
-        Some(other) => classify_state(other).ok_or_else(|| {
-            format!(
+            S::Staging
+            | S::Starting
+            | S::Finished
+            | S::Failed
+            | S::Killed
+            | S::Error
+            | S::Dropped
+            | S::Gone
+            | S::GoneByOperator
+            | S::Unknown,
+        ) => return Ok(None),
+        Some(S::Other(other)) => {
+            return Err(format!(
                 "task {}: unknown state {:?}; task skipped",
                 task.id,
                 other.trim()
-            )
-        })?,
-    };
-    Ok(match class {
-        TaskClass::Absent => None,
-        TaskClass::Draining => Some(BackendState::Draining),
-        TaskClass::Partitioned => Some(BackendState::Unknown),
-        TaskClass::Running if !app_has_health_checks => Some(BackendState::Up),
-        TaskClass::Running => Some(match task.health_check_results.as_deref() {
+            ))
+        }
+    }
+    Ok(Some(if !app_has_health_checks {
+        BackendState::Up
+    } else {
+        match task.health_check_results.as_deref() {
             None | Some([]) => BackendState::Unknown,
             Some(results) if results.iter().all(|r| r.alive) => BackendState::Up,
             Some(_) => BackendState::Unhealthy,
-        }),
-    })
+        }
+    }))
 }
 
-enum TaskClass {
-    Running,
-    Draining,
-    /// `TASK_UNREACHABLE` / `TASK_LOST`: kept as `unknown` (docs/routing.md).
-    Partitioned,
-    Absent,
-}
-
-/// Case-insensitive, whitespace-trimmed state match; `None` for an unknown state.
-fn classify_state(state: &str) -> Option<TaskClass> {
-    let s = state.trim();
-    let is = |k: &str| s.eq_ignore_ascii_case(k);
-    if is("TASK_RUNNING") {
-        Some(TaskClass::Running)
-    } else if is("TASK_KILLING") {
-        Some(TaskClass::Draining)
-    } else if is("TASK_UNREACHABLE") || is("TASK_LOST") {
-        Some(TaskClass::Partitioned)
-    } else if [
-        "TASK_STAGING",
-        "TASK_STARTING",
-        "TASK_FINISHED",
-        "TASK_FAILED",
-        "TASK_KILLED",
-        "TASK_ERROR",
-        "TASK_DROPPED",
-        "TASK_GONE",
-        "TASK_GONE_BY_OPERATOR",
-        "TASK_UNKNOWN",
-    ]
-    .iter()
-    .any(|k| is(k))
-    {
-        Some(TaskClass::Absent)
-    } else {
-        None
-    }
-}
-
-/// Per-port options from app labels and Marathon health checks.
-fn port_options(app: &App, index: usize) -> BTreeMap<String, String> {
-    let mut opts = BTreeMap::new();
-    let label = |k: String| app.labels.get(&k).map(|v| v.trim().to_string());
-    if let Some(b) = label(format!("VIPD_{index}_BALANCE")) {
-        opts.insert("balance".to_string(), b);
-    } else if let Some(b) = label(format!("HAPROXY_{index}_BALANCE")) {
-        let mapped = match b.as_str() {
-            "roundrobin" => "round-robin".to_string(),
-            "leastconn" => "least-conn".to_string(),
-            "source" => "maglev".to_string(),
-            _ => b,
-        };
-        opts.insert("balance".to_string(), mapped);
-    }
-    if let Some(h) = label(format!("VIPD_{index}_HEALTHCHECK")) {
-        opts.insert("active_health_check".to_string(), h);
-    }
-    if let Some(hc) = app
+/// Per-port options: labels in the precedence order of [`options::read_port_setting`] (the
+/// port's own labels, the app's `VIPD_{n}_…`, marathon-lb's alias), and the probe of the port's
+/// Marathon health check. A bad value is a warning naming the port and the label or field, and
+/// leaves that option unset (the daemon flag applies).
+fn port_options(
+    app: &App,
+    index: usize,
+    port_labels: Option<&Labels>,
+    warnings: &mut Vec<String>,
+) -> PortOptions {
+    let mut bad = Vec::new();
+    let mut opts = options::label_options(
+        PortLabels {
+            port: port_labels,
+            owner: &app.labels,
+            index,
+        },
+        &mut bad,
+    );
+    if let Some((i, hc)) = app
         .health_checks
         .iter()
-        .find(|hc| health_check_port_index(hc) == Some(index))
+        .enumerate()
+        .find(|(_, hc)| health_check_port_index(hc) == Some(index))
     {
         let protocol = hc.protocol.as_deref().unwrap_or("HTTP").trim();
-        let probe = match protocol.to_ascii_uppercase().as_str() {
-            "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => Some("tcp"),
-            "HTTP" | "MESOS_HTTP" => Some("http"),
+        let kind = match protocol.to_ascii_uppercase().as_str() {
+            "TCP" | "MESOS_TCP" | "HTTPS" | "MESOS_HTTPS" => Some(ProbeKind::Tcp),
+            "HTTP" | "MESOS_HTTP" => {
+                let path = hc.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
+                let path = if options::valid_probe_path(path) {
+                    path
+                } else {
+                    bad.push(format!(
+                        "healthChecks[{i}].path {path:?}: the path must start with '/' and \
+                         contain no spaces or control characters; probing /"
+                    ));
+                    "/"
+                };
+                Some(ProbeKind::Http {
+                    path: path.to_string(),
+                })
+            }
             _ => None,
         };
-        if let Some(probe) = probe {
-            opts.insert("probe".to_string(), probe.to_string());
-            if probe == "http" {
-                let path = hc.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/");
-                opts.insert("probe_path".to_string(), path.to_string());
-            }
-            if let Some(s) = hc.interval_seconds.and_then(seconds) {
-                opts.insert("probe_interval_s".to_string(), s);
-            }
-            if let Some(s) = hc.timeout_seconds.and_then(seconds) {
-                opts.insert("probe_timeout_s".to_string(), s);
-            }
+        if let Some(kind) = kind {
+            let mut seconds = |field: &str, v: Option<f64>| {
+                let v = v?;
+                let d = options::probe_seconds(v);
+                if d.is_none() {
+                    bad.push(format!(
+                        "healthChecks[{i}].{field} {v}: not a number of seconds above 0 and \
+                         below 86400"
+                    ));
+                }
+                d
+            };
+            let interval = seconds("intervalSeconds", hc.interval_seconds);
+            let timeout = seconds("timeoutSeconds", hc.timeout_seconds);
+            opts.probe = Some(MarathonProbe {
+                kind,
+                interval,
+                timeout,
+            });
         }
     }
+    warnings.extend(
+        bad.into_iter()
+            .map(|b| format!("port {index}: {b}; the port uses the default")),
+    );
     opts
 }
 
@@ -379,27 +382,6 @@ fn health_check_port_index(hc: &HealthCheck) -> Option<usize> {
         (None, None) => Some(0),
         (None, Some(_)) => None,
     }
-}
-
-/// `3` for 3.0, `1.5` for 1.5; nothing for negative or non-finite values.
-fn seconds(v: f64) -> Option<String> {
-    if !v.is_finite() || v < 0.0 {
-        return None;
-    }
-    if v.fract() == 0.0 && v < 1e15 {
-        Some(format!("{}", v as u64))
-    } else {
-        Some(format!("{v}"))
-    }
-}
-
-/// Where a port's backend address comes from, per task.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// Agent address + `task.ports[k]`.
-    HostPort(usize),
-    /// First task IP + this container port.
-    TaskIp(u16),
 }
 
 /// The address part of a VIP key: an IP, or a named VIP's DNS name (resolved to an IP later).
@@ -425,7 +407,7 @@ struct PortPart {
     port_name: Option<String>,
     protocols: &'static [Protocol],
     vips: Vec<(VipAddr, u16)>,
-    options: BTreeMap<String, String>,
+    options: PortOptions,
     /// Sorted by address, one per address ([`sort_backends`]); shared with the frontends made
     /// from it.
     backends: Arc<[Backend]>,
@@ -444,7 +426,7 @@ struct AppPart {
 
 /// What one port of an app needs while its backends are collected.
 struct PortPlan {
-    slot: Slot,
+    slot: PortAddress,
     part: PortPart,
     backends: Vec<Backend>,
 }
@@ -516,62 +498,65 @@ impl<'o> PartMaker<'o> {
     }
 
     fn app_part(&mut self, app: &'o App) -> AppPart {
-        let mut out = AppPart::default();
-        let mode = match network_mode(app) {
-            Ok(m) => m,
-            Err(msg) => {
-                out.warnings.push(app_warning(app, msg));
-                return out;
+        let mut warnings = Vec::new();
+        match marathon_service(app, &mut warnings) {
+            Some(service) => {
+                let mut part = self.service_part(&service);
+                part.warnings.extend(warnings);
+                part
             }
+            None => AppPart {
+                warnings,
+                ..AppPart::default()
+            },
+        }
+    }
+
+    /// What one neutral service contributes: its frontends' parts and backends.
+    fn service_part(&mut self, svc: &Service<'o>) -> AppPart {
+        let mut out = AppPart::default();
+        let warn = |out: &mut AppPart, message: String| {
+            out.warnings.push(Warning {
+                app: Some(svc.id.to_string()),
+                message,
+            })
         };
-        let specs = port_specs(app, mode);
-        let mut plans: Vec<PortPlan> = Vec::with_capacity(specs.len());
-        let mut next_host_port = 0usize;
-        for (index, spec) in specs.into_iter().enumerate() {
-            // The slot is computed for every port, usable or not: host ports are consumed in
-            // declaration order (../shared/reference/marathon/FACTS.md §3.5, §3.6).
-            let slot = match mode {
-                NetworkMode::Host | NetworkMode::Bridge => Slot::HostPort(index),
-                NetworkMode::Container if spec.declares_host_port => {
-                    next_host_port += 1;
-                    Slot::HostPort(next_host_port - 1)
-                }
-                NetworkMode::Container => Slot::TaskIp(spec.container_port.unwrap_or(0)),
-            };
-            let Some(protocols) = parse_protocols(spec.protocol) else {
-                out.warnings.push(app_warning(
-                    app,
-                    format!(
-                        "port {index}: unknown protocol {:?}; port skipped",
-                        spec.protocol.unwrap_or_default()
-                    ),
-                ));
-                continue;
-            };
+        let mut plans: Vec<PortPlan> = Vec::with_capacity(svc.ports.len());
+        for port in &svc.ports {
+            let index = port.index;
             let mut vips = Vec::new();
-            for (key, value) in spec.labels.into_iter().flatten() {
+            for (key, value) in port.vip_labels.into_iter().flatten() {
                 if !vip::is_vip_label_key(key) {
                     continue;
                 }
                 let parsed = match vip::parse_vip_label(value) {
                     Ok(p) => p,
                     Err(e) => {
-                        out.warnings.push(app_warning(
-                            app,
+                        warn(
+                            &mut out,
                             format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                        ));
+                        );
                         continue;
                     }
                 };
                 let addr = match parsed.target {
-                    VipTarget::Ip(ip) => VipAddr::Ip(ip),
+                    VipTarget::Ip(ip) => match vip::check_ip_vip(ip, &self.opts.ip_vip_scope) {
+                        Ok(()) => VipAddr::Ip(ip),
+                        Err(e) => {
+                            warn(
+                                &mut out,
+                                format!("port {index}: label {key}={value:?}: {e}; label skipped"),
+                            );
+                            continue;
+                        }
+                    },
                     VipTarget::Name(name) => match vip::dns_name(&name, &self.opts.zone) {
                         Ok(dns) => VipAddr::Name(dns),
                         Err(e) => {
-                            out.warnings.push(app_warning(
-                                app,
+                            warn(
+                                &mut out,
                                 format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                            ));
+                            );
                             continue;
                         }
                     },
@@ -580,28 +565,34 @@ impl<'o> PartMaker<'o> {
                     vips.push((addr, parsed.port));
                 }
             }
-            if spec.service_port.is_none() && vips.is_empty() {
+            if port.service_port.is_none() && vips.is_empty() {
                 continue;
+            }
+            for w in &port.option_warnings {
+                warn(&mut out, w.clone());
             }
             plans.push(PortPlan {
                 part: PortPart {
                     index,
-                    service_port: spec.service_port,
-                    port_name: spec.name.map(str::to_string),
-                    protocols,
+                    service_port: port.service_port,
+                    port_name: port.name.map(str::to_string),
+                    protocols: port.protocols,
                     vips,
-                    options: port_options(app, index),
+                    options: port.options.clone(),
                     backends: Arc::from([]),
                 },
-                slot,
-                backends: Vec::with_capacity(app.tasks.len()),
+                slot: port.address,
+                backends: Vec::with_capacity(svc.endpoints.len()),
             });
         }
         if plans.is_empty() {
             return out;
         }
+        for w in &svc.endpoint_warnings {
+            warn(&mut out, w.clone());
+        }
 
-        self.collect_backends(app, &mut plans, &mut out);
+        self.collect_backends(svc, &mut plans, &mut out);
 
         out.ports = plans
             .into_iter()
@@ -616,31 +607,26 @@ impl<'o> PartMaker<'o> {
         out
     }
 
-    fn collect_backends(&mut self, app: &'o App, plans: &mut [PortPlan], out: &mut AppPart) {
-        let has_hc = !app.health_checks.is_empty();
-        for task in &app.tasks {
-            let state = match task_state(task, has_hc) {
-                Ok(Some(s)) => s,
-                Ok(None) => continue,
-                Err(msg) => {
-                    out.warnings.push(app_warning(app, msg));
-                    continue;
-                }
-            };
-            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
-                continue;
-            };
-            // Looked up on first use, so a task that needs neither is never warned about.
+    fn collect_backends(&mut self, svc: &Service<'o>, plans: &mut [PortPlan], out: &mut AppPart) {
+        let warn = |out: &mut AppPart, message: String| {
+            out.warnings.push(Warning {
+                app: Some(svc.id.to_string()),
+                message,
+            })
+        };
+        for ep in &svc.endpoints {
+            let Some(host) = ep.agent else { continue };
+            // Looked up on first use, so an endpoint that needs neither is never warned about.
             let mut agent: Option<Option<IpAddr>> = None;
-            let mut task_ip: Option<Option<IpAddr>> = None;
-            // One shared id per task, made on its first backend.
+            let mut own_ip: Option<Option<IpAddr>> = None;
+            // One shared id per endpoint, made on its first backend.
             let mut id: Option<Arc<str>> = None;
             for plan in plans.iter_mut() {
                 let address = match plan.slot {
-                    Slot::HostPort(k) => {
+                    PortAddress::AgentPort(k) => {
                         // Zip rule: a task with fewer ports (older app version) contributes only
                         // the aligned ones.
-                        let Some(&port) = task.ports.get(k) else {
+                        let Some(&port) = ep.host_ports.get(k) else {
                             continue;
                         };
                         if port == 0 {
@@ -652,13 +638,13 @@ impl<'o> PartMaker<'o> {
                                 let (ip, missed) = self.agent_ip(host);
                                 out.missed_host |= missed;
                                 if ip.is_none() {
-                                    out.warnings.push(app_warning(
-                                        app,
+                                    warn(
+                                        out,
                                         format!(
                                             "task {}: host {host:?} did not resolve; its agent-address backends skipped",
-                                            task.id
+                                            ep.task
                                         ),
-                                    ));
+                                    );
                                 }
                                 agent = Some(ip);
                                 ip
@@ -667,30 +653,30 @@ impl<'o> PartMaker<'o> {
                         let Some(ip) = ip else { continue };
                         SocketAddr::new(ip, port)
                     }
-                    Slot::TaskIp(port) => {
+                    PortAddress::EndpointIp(port) => {
                         if port == 0 {
                             continue;
                         }
-                        let ip = match task_ip {
+                        let ip = match own_ip {
                             Some(ip) => ip,
                             None => {
-                                let ip = match task.ip_addresses.first() {
+                                let ip = match ep.ip {
                                     None => None,
-                                    Some(a) => {
-                                        let parsed = host_ip_literal(&a.ip_address);
+                                    Some(raw) => {
+                                        let parsed = host_ip_literal(raw);
                                         if parsed.is_none() {
-                                            out.warnings.push(app_warning(
-                                                app,
+                                            warn(
+                                                out,
                                                 format!(
-                                                    "task {}: ipAddresses[0] {:?} is not an IP address; its container-port backends skipped",
-                                                    task.id, a.ip_address
+                                                    "task {}: ipAddresses[0] {raw:?} is not an IP address; its container-port backends skipped",
+                                                    ep.task
                                                 ),
-                                            ));
+                                            );
                                         }
                                         parsed
                                     }
                                 };
-                                task_ip = Some(ip);
+                                own_ip = Some(ip);
                                 ip
                             }
                         };
@@ -698,17 +684,102 @@ impl<'o> PartMaker<'o> {
                         SocketAddr::new(ip, port)
                     }
                 };
-                let task_id = id
-                    .get_or_insert_with(|| Arc::from(task.id.as_str()))
-                    .clone();
+                let task_id = id.get_or_insert_with(|| Arc::from(ep.task)).clone();
                 plan.backends.push(Backend {
                     address,
                     task: task_id,
-                    state,
+                    state: ep.state,
                 });
             }
         }
     }
+}
+
+/// The Marathon translation: one app → one neutral [`Service`], with today's rules for
+/// networking modes ([`network_mode`]), port declarations (`portDefinitions`, `portMappings`,
+/// legacy `ports`, `docker.portMappings`, `ipAddress.discovery`), host-port slots, task state
+/// and health ([`task_state`]) and per-port options. `None` when the app has no usable network
+/// (the reason is in `warnings`). Pure; borrows from `app`.
+pub fn marathon_service<'a>(app: &'a App, warnings: &mut Vec<Warning>) -> Option<Service<'a>> {
+    let mode = match network_mode(app) {
+        Ok(m) => m,
+        Err(msg) => {
+            warnings.push(app_warning(app, msg));
+            return None;
+        }
+    };
+    let specs = port_specs(app, mode);
+    let mut ports = Vec::with_capacity(specs.len());
+    let mut next_host_port = 0usize;
+    for (index, spec) in specs.into_iter().enumerate() {
+        // The slot is computed for every port, usable or not: host ports are consumed in
+        // declaration order (../shared/reference/marathon/FACTS.md §3.5, §3.6).
+        let address = match mode {
+            NetworkMode::Host | NetworkMode::Bridge => PortAddress::AgentPort(index),
+            NetworkMode::Container if spec.declares_host_port => {
+                next_host_port += 1;
+                PortAddress::AgentPort(next_host_port - 1)
+            }
+            NetworkMode::Container => PortAddress::EndpointIp(spec.container_port.unwrap_or(0)),
+        };
+        let Some(protocols) = parse_protocols(spec.protocol) else {
+            warnings.push(app_warning(
+                app,
+                format!(
+                    "port {index}: unknown protocol {:?}; port skipped",
+                    spec.protocol.unwrap_or_default()
+                ),
+            ));
+            continue;
+        };
+        let mut option_warnings = Vec::new();
+        let options = port_options(app, index, spec.labels, &mut option_warnings);
+        ports.push(ServicePort {
+            index,
+            name: spec.name,
+            protocols,
+            service_port: spec.service_port,
+            vip_labels: spec.labels,
+            options,
+            option_warnings,
+            address,
+        });
+    }
+    let mut endpoints = Vec::new();
+    let mut endpoint_warnings = Vec::new();
+    if !ports.is_empty() {
+        endpoints.reserve(app.tasks.len());
+        let has_hc = !app.health_checks.is_empty();
+        for task in &app.tasks {
+            let state = match task_state(task, has_hc) {
+                Ok(Some(s)) => s,
+                Ok(None) => continue,
+                Err(msg) => {
+                    endpoint_warnings.push(msg);
+                    continue;
+                }
+            };
+            let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            endpoints.push(Endpoint {
+                task: &task.id,
+                agent: Some(host),
+                ip: task.ip_addresses.first().map(|a| a.ip_address.as_str()),
+                host_ports: Cow::Borrowed(&task.ports),
+                state,
+                zone: None,
+            });
+        }
+    }
+    Some(Service {
+        kind: OwnerKind::App,
+        id: &app.id,
+        framework: vip::FRAMEWORK,
+        ports,
+        endpoints,
+        endpoint_warnings,
+    })
 }
 
 /// Assembles frontends from app parts, in app id order: service-port conflicts (smallest app id
@@ -1109,15 +1180,6 @@ mod tests {
     }
 
     #[test]
-    fn seconds_format() {
-        assert_eq!(seconds(3.0).as_deref(), Some("3"));
-        assert_eq!(seconds(1.5).as_deref(), Some("1.5"));
-        assert_eq!(seconds(-1.0), None);
-        assert_eq!(seconds(f64::NAN), None);
-        assert_eq!(seconds(f64::INFINITY), None);
-    }
-
-    #[test]
     fn ip_literals() {
         assert_eq!(host_ip_literal("10.0.0.1"), Some([10, 0, 0, 1].into()));
         assert_eq!(host_ip_literal("[::1]"), Some("::1".parse().unwrap()));
@@ -1206,6 +1268,152 @@ mod tests {
                 computed: 1
             }
         );
+    }
+
+    #[test]
+    fn bad_ip_vips_and_overlong_names_are_warnings_naming_app_and_label() {
+        let long = "x".repeat(60);
+        let doc = format!(
+            r#"{{"apps":[{{"id":"/v","portDefinitions":[{{"port":10000,"labels":{{
+                "VIP_0":"0.0.0.0:80","VIP_1":"255.255.255.255:80","VIP_2":"224.0.0.1:80",
+                "VIP_3":"10.10.0.1:80","VIP_4":"127.1.0.1:80","VIP_5":"{long}.{long}.{long}.{long}:80"}}}}]}}]}}"#
+        );
+        let snap = snapshot(&doc);
+        let r = Resolved::default();
+        let b = build(&snap, &r, &BuildOptions::default());
+        let vips: Vec<String> = b
+            .frontends
+            .iter()
+            .filter(|f| f.kind == FrontendKind::Vip)
+            .map(|f| f.listen.to_string())
+            .collect();
+        assert_eq!(vips, ["10.10.0.1:80", "127.1.0.1:80"]);
+        let texts: Vec<&str> = b.warnings.iter().map(|w| w.message.as_str()).collect();
+        for (label, why) in [
+            ("VIP_0=\"0.0.0.0:80\"", "unspecified"),
+            ("VIP_1=\"255.255.255.255:80\"", "broadcast"),
+            ("VIP_2=\"224.0.0.1:80\"", "multicast"),
+            ("VIP_5=", "the limit is 255"),
+        ] {
+            assert!(
+                texts.iter().any(|t| t.contains(label) && t.contains(why)),
+                "{label}: {texts:?}"
+            );
+        }
+        assert!(b.warnings.iter().all(|w| w.app.as_deref() == Some("/v")));
+        assert_eq!(b.warnings.len(), 4, "{texts:?}");
+        // A scope: only loopback and the listed ranges.
+        let opts = BuildOptions {
+            ip_vip_scope: IpVipScope::Within(vec!["11.0.0.0/8".parse().unwrap()]),
+            ..BuildOptions::default()
+        };
+        let b = build(&snap, &r, &opts);
+        assert!(b.warnings.iter().any(|w| w.message.contains(
+            "label VIP_3=\"10.10.0.1:80\": 10.10.0.1 is neither loopback nor in 11.0.0.0/8; label skipped"
+        )));
+        assert_eq!(b.warnings.len(), 5);
+    }
+
+    #[test]
+    fn port_labels_win_over_app_labels_and_bad_values_warn_and_fall_back() {
+        let snap = snapshot(
+            r#"{"apps":[{"id":"/o",
+            "labels":{"VIPD_0_BALANCE":"p2c","VIPD_1_BALANCE":"p2c","VIPD_1_HEALTHCHECK":"icmp"},
+            "portDefinitions":[{"port":10000,"labels":{"VIPD_BALANCE":"maglev"}},
+                               {"port":10001,"labels":{"VIPD_BALANCE":"random"}}],
+            "healthChecks":[{"protocol":"HTTP","portIndex":1,"path":"no-slash",
+                             "intervalSeconds":0,"timeoutSeconds":2}]}]}"#,
+        );
+        let b = build(&snap, &Resolved::default(), &BuildOptions::default());
+        let f0 = &b.frontends[0].options;
+        assert_eq!(
+            f0.balance(),
+            Some(crate::table::Balance::Maglev),
+            "port label wins"
+        );
+        let f1 = &b.frontends[1].options;
+        assert_eq!(
+            f1.balance(),
+            None,
+            "a bad port label is not replaced by the app label"
+        );
+        assert_eq!(f1.active_check(), None);
+        let probe = f1.probe.as_ref().unwrap();
+        assert_eq!(probe.kind, ProbeKind::Http { path: "/".into() });
+        assert_eq!(probe.interval, None);
+        assert_eq!(probe.timeout, Some(std::time::Duration::from_secs(2)));
+        let texts: Vec<&str> = b.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "port 1: healthChecks[0].intervalSeconds 0: not a number of seconds above 0 and below 86400; the port uses the default",
+                "port 1: healthChecks[0].path \"no-slash\": the path must start with '/' and contain no spaces or control characters; probing /; the port uses the default",
+                "port 1: label VIPD_1_HEALTHCHECK=\"icmp\": active health check \"icmp\" is not one of tcp, http, http:/path, on, off; the port uses the default",
+                "port 1: label VIPD_BALANCE=\"random\": balance is not one of round-robin, least-conn, p2c, maglev; the port uses the default",
+            ]
+        );
+        assert!(b.warnings.iter().all(|w| w.app.as_deref() == Some("/o")));
+    }
+
+    #[test]
+    fn marathon_apps_translate_to_neutral_services() {
+        let snap = snapshot(
+            r#"{"apps":[{"id":"/c","networks":[{"mode":"container","name":"dcos"}],
+            "container":{"portMappings":[
+                {"containerPort":80,"hostPort":0,"servicePort":10000,"name":"web"},
+                {"containerPort":9000,"protocol":"udp,tcp","labels":{"VIP_0":"/c:9000"}},
+                {"containerPort":7,"protocol":"sctp"}]},
+            "tasks":[{"id":"c.1","host":"agent-1","ports":[31000],
+                      "ipAddresses":[{"ipAddress":"9.0.0.1"}],"state":"TASK_KILLING"},
+                     {"id":"c.2","host":"agent-2","state":"TASK_FINISHED"},
+                     {"id":"c.3","host":"agent-3","state":"TASK_NEW"}]}]}"#,
+        );
+        let mut warnings = Vec::new();
+        let svc = marathon_service(&snap.apps[0], &mut warnings).unwrap();
+        assert_eq!(
+            (svc.kind, svc.id, svc.framework),
+            (OwnerKind::App, "/c", "marathon")
+        );
+        let ports: Vec<_> = svc
+            .ports
+            .iter()
+            .map(|p| {
+                (
+                    p.index,
+                    p.name,
+                    p.service_port,
+                    p.address,
+                    p.protocols.len(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (0, Some("web"), Some(10000), PortAddress::AgentPort(0), 1),
+                (1, None, None, PortAddress::EndpointIp(9000), 2),
+            ]
+        );
+        assert_eq!(svc.endpoints.len(), 1);
+        let ep = &svc.endpoints[0];
+        assert_eq!(
+            (ep.task, ep.agent, ep.ip, &ep.host_ports[..], ep.state),
+            (
+                "c.1",
+                Some("agent-1"),
+                Some("9.0.0.1"),
+                &[31000][..],
+                BackendState::Draining
+            )
+        );
+        assert_eq!(
+            svc.endpoint_warnings,
+            ["task c.3: unknown state \"TASK_NEW\"; task skipped"]
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0]
+            .message
+            .contains("port 2: unknown protocol \"sctp\""));
     }
 
     #[test]

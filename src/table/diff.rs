@@ -79,7 +79,6 @@ impl TableDiff {
 mod tests {
     use super::*;
     use crate::table::{Backend, BackendState, Frontend, FrontendKind, Protocol};
-    use std::collections::BTreeMap;
 
     fn frontend(port: u16, backends: &[u16]) -> Frontend {
         Frontend {
@@ -91,7 +90,7 @@ mod tests {
             apps: vec!["/a".into()],
             port_index: 0,
             port_name: None,
-            options: BTreeMap::new(),
+            options: Default::default(),
             backends: backends
                 .iter()
                 .map(|p| Backend {

@@ -9,12 +9,14 @@
 
 pub mod build;
 pub mod diff;
+pub mod options;
+pub mod service;
 pub mod vip;
 
 pub use build::{build, BuildCache, BuildOptions, CacheStats, Resolved};
+pub use options::{Balance, PortOptions};
 
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,9 +118,10 @@ pub struct Frontend {
     pub apps: Vec<String>,
     pub port_index: usize,
     pub port_name: Option<String>,
-    /// Per-port options read from labels (`VIPD_{n}_BALANCE`, `HAPROXY_{n}_BALANCE`, …).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub options: BTreeMap<String, String>,
+    /// Per-port options, typed and validated by the builder (`VIPD_{n}_BALANCE`,
+    /// `HAPROXY_{n}_BALANCE`, …). JSON: an object of strings, omitted when empty.
+    #[serde(default, skip_serializing_if = "PortOptions::is_empty")]
+    pub options: PortOptions,
     /// Sorted by address. Shared (`Arc<[_]>`): a frontend whose app did not change keeps the same
     /// allocation from table to table, so an incremental build copies no backends, the diff skips
     /// unchanged lists by pointer, and freeing the old table touches no backend.

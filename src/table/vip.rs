@@ -195,6 +195,101 @@ pub fn mangle_label(piece: &str) -> String {
 pub enum VipNameError {
     #[error("name {0:?} mangles to an empty DNS label")]
     Empty(String),
+    #[error("DNS name {name:?} is {octets} octets long; the limit is 255")]
+    TooLong { name: String, octets: usize },
+    #[error("DNS name {name:?} has a label of {len} octets; the limit is 63")]
+    LabelTooLong { name: String, len: usize },
+}
+
+/// The longest DNS name on the wire (RFC 1035 §2.3.4), length octets and root label included.
+pub const MAX_NAME_OCTETS: usize = 255;
+/// The longest DNS label (RFC 1035 §2.3.4).
+pub const MAX_LABEL_OCTETS: usize = 63;
+
+/// Checks a dotted DNS name (no trailing dot) against the RFC 1035 limits: every label at most
+/// 63 octets, the whole name at most 255 octets in wire form (one length octet per label plus
+/// the root, so 253 characters written out).
+pub fn check_dns_name_length(name: &str) -> Result<(), VipNameError> {
+    if let Some(len) = name
+        .split('.')
+        .map(str::len)
+        .find(|&len| len > MAX_LABEL_OCTETS)
+    {
+        return Err(VipNameError::LabelTooLong {
+            name: name.to_string(),
+            len,
+        });
+    }
+    let octets = name.len() + 2;
+    if octets > MAX_NAME_OCTETS {
+        return Err(VipNameError::TooLong {
+            name: name.to_string(),
+            octets,
+        });
+    }
+    Ok(())
+}
+
+/// Why an IP VIP address was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VipAddressError {
+    #[error("{0} is the unspecified address (it would bind every address of the host)")]
+    Unspecified(IpAddr),
+    #[error("{0} is a broadcast address")]
+    Broadcast(IpAddr),
+    #[error("{0} is a multicast address")]
+    Multicast(IpAddr),
+    #[error("{ip} is neither loopback nor in {allowed}")]
+    OutOfScope { ip: IpAddr, allowed: String },
+}
+
+/// Which addresses an IP VIP label may name. Unspecified, broadcast and multicast addresses are
+/// refused in every scope; loopback (127.0.0.0/8, ::1) is always accepted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IpVipScope {
+    /// Any other unicast address (Minuteman's model: an IP VIP may be any address; with
+    /// `--manage-addresses` vipd adds it to `lo`).
+    #[default]
+    AnyUnicast,
+    /// Only addresses inside these ranges (the daemon passes `--vip-cidr` and `--ip-vip-cidr`).
+    Within(Vec<IpNet>),
+}
+
+/// Checks an IP VIP address against `scope`. Pure: the caller decides what is local.
+pub fn check_ip_vip(ip: IpAddr, scope: &IpVipScope) -> Result<(), VipAddressError> {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_unspecified() {
+        return Err(VipAddressError::Unspecified(ip));
+    }
+    if ip.is_multicast() {
+        return Err(VipAddressError::Multicast(ip));
+    }
+    if let IpAddr::V4(v4) = ip {
+        if v4.is_broadcast() {
+            return Err(VipAddressError::Broadcast(ip));
+        }
+    }
+    if ip.is_loopback() {
+        return Ok(());
+    }
+    match scope {
+        IpVipScope::AnyUnicast => Ok(()),
+        IpVipScope::Within(nets) if nets.iter().any(|n| n.contains(&ip)) => Ok(()),
+        IpVipScope::Within(nets) => Err(VipAddressError::OutOfScope {
+            ip,
+            allowed: if nets.is_empty() {
+                "no configured range".to_string()
+            } else {
+                nets.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        }),
+    }
 }
 
 /// The DNS name of a named VIP: `<domain_frag(name)>.marathon.<zone>`, e.g. `/acme` →
@@ -213,6 +308,7 @@ pub fn dns_name(raw: &str, zone: &str) -> Result<String, VipNameError> {
         s.push('.');
         s.push_str(zone);
     }
+    check_dns_name_length(&s)?;
     Ok(s)
 }
 
@@ -444,6 +540,79 @@ mod tests {
         assert!(dns_name("___", "z").is_err());
         assert!(dns_name("/acme./", "z").is_err());
         assert!(dns_name("", "z").is_err());
+    }
+
+    #[test]
+    fn dns_names_over_the_rfc_1035_limits_are_rejected() {
+        let zone = "l4lb.thisdcos.directory";
+        // 6 labels of 40 characters: 6*41 + "marathon." + zone > 253.
+        let long: String = (0..6)
+            .map(|i| format!("{}{}", i, "a".repeat(39)))
+            .collect::<Vec<_>>()
+            .join(".");
+        assert!(matches!(
+            dns_name(&long, zone),
+            Err(VipNameError::TooLong { octets, .. }) if octets > MAX_NAME_OCTETS
+        ));
+        // Exactly at the limit: 253 characters written out (255 octets on the wire).
+        let fill = 253 - ".marathon.".len() - zone.len();
+        let three = ["b", "c", "d"].map(|c| c.repeat(63)).join(".");
+        let at_limit = format!("{three}.{}", "e".repeat(fill - three.len() - 1));
+        assert_eq!(dns_name(&at_limit, zone).unwrap().len(), 253);
+        let over = format!("{three}.{}", "e".repeat(fill - three.len()));
+        assert!(matches!(
+            dns_name(&over, zone),
+            Err(VipNameError::TooLong { octets: 256, .. })
+        ));
+        // A zone label over 63 octets.
+        assert!(matches!(
+            dns_name("/acme", &format!("{}.directory", "z".repeat(64))),
+            Err(VipNameError::LabelTooLong { len: 64, .. })
+        ));
+        assert!(check_dns_name_length(&format!("{}.x", "y".repeat(63))).is_ok());
+        assert!(check_dns_name_length(&"a.".repeat(126)[..251]).is_ok());
+        assert!(check_dns_name_length(&"a".repeat(254)).is_err());
+    }
+
+    #[test]
+    fn ip_vips_refuse_unspecified_broadcast_multicast_and_out_of_scope() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let any = IpVipScope::AnyUnicast;
+        for bad in ["0.0.0.0", "::", "::ffff:0.0.0.0"] {
+            assert!(
+                matches!(
+                    check_ip_vip(ip(bad), &any),
+                    Err(VipAddressError::Unspecified(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(matches!(
+            check_ip_vip(ip("255.255.255.255"), &any),
+            Err(VipAddressError::Broadcast(_))
+        ));
+        for bad in ["224.0.0.1", "239.1.2.3", "ff02::1"] {
+            assert!(
+                matches!(
+                    check_ip_vip(ip(bad), &any),
+                    Err(VipAddressError::Multicast(_))
+                ),
+                "{bad}"
+            );
+        }
+        for good in ["10.10.0.1", "127.1.0.1", "fd00::10", "::1"] {
+            assert_eq!(check_ip_vip(ip(good), &any), Ok(()), "{good}");
+        }
+        let scoped = IpVipScope::Within(vec!["11.0.0.0/8".parse().unwrap()]);
+        assert_eq!(check_ip_vip(ip("11.1.2.3"), &scoped), Ok(()));
+        assert_eq!(check_ip_vip(ip("127.1.0.1"), &scoped), Ok(()), "loopback");
+        assert_eq!(check_ip_vip(ip("::1"), &scoped), Ok(()), "loopback");
+        let err = check_ip_vip(ip("10.10.0.1"), &scoped).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "10.10.0.1 is neither loopback nor in 11.0.0.0/8"
+        );
+        assert!(check_ip_vip(ip("0.0.0.0"), &scoped).is_err());
     }
 
     #[test]

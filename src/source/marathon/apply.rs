@@ -43,7 +43,7 @@
 
 use super::events::{InstanceChanged, MarathonEvent, StatusUpdate};
 use crate::model::ids::{instance_key, InstanceKey};
-use crate::model::{App, AppsSnapshot, HealthResult, Task};
+use crate::model::{App, AppsSnapshot, HealthResult, Task, TaskState};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -186,29 +186,31 @@ fn app_mut(snapshot: &mut Arc<AppsSnapshot>, i: usize) -> &mut App {
 
 enum StatusKind {
     Upsert,
-    Mark(&'static str),
+    Mark(TaskState),
     Remove,
 }
 
-fn status_kind(status: &str) -> Option<StatusKind> {
+fn status_kind(status: &TaskState) -> Option<StatusKind> {
+    use TaskState as S;
     Some(match status {
-        "TASK_STAGING" | "TASK_STARTING" | "TASK_RUNNING" => StatusKind::Upsert,
-        "TASK_KILLING" => StatusKind::Mark("TASK_KILLING"),
-        "TASK_UNREACHABLE" | "TASK_LOST" => StatusKind::Mark("TASK_UNREACHABLE"),
-        "TASK_FINISHED"
-        | "TASK_FAILED"
-        | "TASK_KILLED"
-        | "TASK_ERROR"
-        | "TASK_DROPPED"
-        | "TASK_GONE"
-        | "TASK_GONE_BY_OPERATOR"
-        | "TASK_UNKNOWN" => StatusKind::Remove,
-        _ => return None,
+        S::Staging | S::Starting | S::Running => StatusKind::Upsert,
+        S::Killing => StatusKind::Mark(S::Killing),
+        S::Unreachable | S::Lost => StatusKind::Mark(S::Unreachable),
+        S::Finished
+        | S::Failed
+        | S::Killed
+        | S::Error
+        | S::Dropped
+        | S::Gone
+        | S::GoneByOperator
+        | S::Unknown => StatusKind::Remove,
+        S::Other(_) => return None,
     })
 }
 
 fn status_update(snapshot: &mut Arc<AppsSnapshot>, s: &StatusUpdate) -> Effects {
-    let Some(kind) = status_kind(&s.task_status) else {
+    let status = TaskState::parse(&s.task_status);
+    let Some(kind) = status_kind(&status) else {
         return Effects::app(&s.app_id);
     };
     let Some(ai) = find_app(snapshot, &s.app_id) else {
@@ -219,7 +221,7 @@ fn status_update(snapshot: &mut Arc<AppsSnapshot>, s: &StatusUpdate) -> Effects 
     };
     let app = &snapshot.apps[ai];
     let ti = find_task(app, &s.task_id);
-    let lost = s.task_status == "TASK_LOST";
+    let lost = status == TaskState::Lost;
     match kind {
         StatusKind::Upsert => {
             let version_moved = matches!((&s.version, &app.version), (Some(a), Some(b)) if a != b);
@@ -235,7 +237,7 @@ fn status_update(snapshot: &mut Arc<AppsSnapshot>, s: &StatusUpdate) -> Effects 
                     if !s.ip_addresses.is_empty() {
                         t.ip_addresses.clone_from(&s.ip_addresses);
                     }
-                    t.state = Some(s.task_status.clone());
+                    t.state = Some(status.clone());
                     if s.version.is_some() {
                         t.version.clone_from(&s.version);
                     }
@@ -253,7 +255,7 @@ fn status_update(snapshot: &mut Arc<AppsSnapshot>, s: &StatusUpdate) -> Effects 
                         host: s.host.clone(),
                         ports: s.ports.clone(),
                         ip_addresses: s.ip_addresses.clone(),
-                        state: Some(s.task_status.clone()),
+                        state: Some(status.clone()),
                         health_check_results: Some(Vec::new()),
                         version: s.version.clone(),
                         started_at: None,
@@ -271,8 +273,8 @@ fn status_update(snapshot: &mut Arc<AppsSnapshot>, s: &StatusUpdate) -> Effects 
         }
         StatusKind::Mark(state) => {
             let effects = match ti {
-                Some(ti) if app.tasks[ti].state.as_deref() != Some(state) => {
-                    app_mut(snapshot, ai).tasks[ti].state = Some(state.to_string());
+                Some(ti) if app.tasks[ti].state.as_ref() != Some(&state) => {
+                    app_mut(snapshot, ai).tasks[ti].state = Some(state);
                     Effects::changed()
                 }
                 _ => Effects::ignored(),
@@ -305,16 +307,16 @@ fn instance_changed(snapshot: &mut Arc<AppsSnapshot>, e: &InstanceChanged) -> Ef
         };
     };
     enum Op {
-        State(&'static str, bool),
+        State(TaskState, bool),
         Remove,
     }
     let op = match e.condition.as_str() {
-        "Running" => Op::State("TASK_RUNNING", false),
-        "Killing" => Op::State("TASK_KILLING", false),
-        "Unreachable" => Op::State("TASK_UNREACHABLE", false),
+        "Running" => Op::State(TaskState::Running, false),
+        "Killing" => Op::State(TaskState::Killing, false),
+        "Unreachable" => Op::State(TaskState::Unreachable, false),
         // Not active: Marathon reports it with `ports: []` (../shared/reference/marathon/FACTS.md
         // §2).
-        "UnreachableInactive" => Op::State("TASK_UNREACHABLE", true),
+        "UnreachableInactive" => Op::State(TaskState::Unreachable, true),
         "Killed" | "Finished" | "Failed" | "Error" | "Gone" | "Dropped" | "Unknown" => Op::Remove,
         "Staging" | "Starting" | "Provisioned" | "Scheduled" => return Effects::ignored(),
         _ => return Effects::app(&snapshot.apps[ai].id.clone()),
@@ -331,7 +333,7 @@ fn instance_changed(snapshot: &mut Arc<AppsSnapshot>, e: &InstanceChanged) -> Ef
             let app = &snapshot.apps[ai];
             let needs = tis.iter().any(|&ti| {
                 let t = &app.tasks[ti];
-                t.state.as_deref() != Some(state) || (clear_ports && !t.ports.is_empty())
+                t.state.as_ref() != Some(&state) || (clear_ports && !t.ports.is_empty())
             });
             if !needs {
                 return Effects::ignored();
@@ -339,7 +341,7 @@ fn instance_changed(snapshot: &mut Arc<AppsSnapshot>, e: &InstanceChanged) -> Ef
             let app = app_mut(snapshot, ai);
             for ti in tis {
                 let t = &mut app.tasks[ti];
-                t.state = Some(state.to_string());
+                t.state = Some(state.clone());
                 if clear_ports {
                     t.ports.clear();
                 }
@@ -600,7 +602,11 @@ mod tests {
         assert_eq!(s.apps[0].tasks.len(), 2);
         let t = &s.apps[0].tasks[1];
         assert_eq!(
-            (t.host.as_deref(), &t.ports[..], t.state.as_deref()),
+            (
+                t.host.as_deref(),
+                &t.ports[..],
+                t.state.as_ref().map(TaskState::as_str)
+            ),
             (Some("h2"), &[31001][..], Some("TASK_RUNNING"))
         );
         assert_eq!(t.ip_addresses[0].ip_address, "10.0.0.2");
@@ -629,11 +635,14 @@ mod tests {
         let id = format!("web.instance-{U1}._app.1");
         let mut s = base();
         assert!(apply_event(&mut s, &status(&id, "/web", "TASK_KILLING")).changed);
-        assert_eq!(s.apps[0].tasks[0].state.as_deref(), Some("TASK_KILLING"));
+        assert_eq!(
+            s.apps[0].tasks[0].state.as_ref().map(TaskState::as_str),
+            Some("TASK_KILLING")
+        );
         let mut s = base();
         assert!(apply_event(&mut s, &status(&id, "/web", "TASK_UNREACHABLE")).changed);
         assert_eq!(
-            s.apps[0].tasks[0].state.as_deref(),
+            s.apps[0].tasks[0].state.as_ref().map(TaskState::as_str),
             Some("TASK_UNREACHABLE")
         );
         let mut s = base();
@@ -641,7 +650,7 @@ mod tests {
         assert!(e.changed);
         assert_eq!(e.refetch, Refetch::Apps(vec!["/web".into()]));
         assert_eq!(
-            s.apps[0].tasks[0].state.as_deref(),
+            s.apps[0].tasks[0].state.as_ref().map(TaskState::as_str),
             Some("TASK_UNREACHABLE")
         );
     }
@@ -761,10 +770,13 @@ mod tests {
         };
         let mut s = base();
         assert!(apply_event(&mut s, &ev("Killing")).changed);
-        assert_eq!(s.apps[0].tasks[0].state.as_deref(), Some("TASK_KILLING"));
+        assert_eq!(
+            s.apps[0].tasks[0].state.as_ref().map(TaskState::as_str),
+            Some("TASK_KILLING")
+        );
         assert!(apply_event(&mut s, &ev("UnreachableInactive")).changed);
         assert_eq!(
-            s.apps[0].tasks[0].state.as_deref(),
+            s.apps[0].tasks[0].state.as_ref().map(TaskState::as_str),
             Some("TASK_UNREACHABLE")
         );
         assert!(s.apps[0].tasks[0].ports.is_empty());
