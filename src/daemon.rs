@@ -128,6 +128,7 @@ impl Daemon {
             shutdown.clone(),
         );
         let listeners = dataplane.listener_status();
+        crate::notify::spawn_ready(tables.clone(), listeners.clone(), shutdown.clone());
 
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(DataplaneCollector::new(
@@ -206,6 +207,7 @@ impl Daemon {
                 _ = hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); }
             }
         }
+        crate::notify::stopping();
         self.stop().await;
         Ok(())
     }

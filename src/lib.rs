@@ -22,6 +22,7 @@ pub mod dns;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod published;
 pub mod source;
 pub mod table;
