@@ -141,6 +141,7 @@ impl Daemon {
             shutdown.clone(),
         );
         let listeners = dataplane.listener_status();
+        crate::notify::spawn_ready(tables.clone(), listeners.clone(), shutdown.clone());
 
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(crate::metrics::ResourceCollector::new(
@@ -229,6 +230,7 @@ impl Daemon {
                 _ = signals.hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); }
             }
         }
+        crate::notify::stopping();
         let cut = CancellationToken::new();
         let stop = self.stop_or_cut(cut.clone());
         tokio::pin!(stop);

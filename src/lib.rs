@@ -28,6 +28,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod published;
 pub mod signals;
 pub mod source;

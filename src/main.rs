@@ -124,6 +124,18 @@ fn run() -> anyhow::Result<()> {
                 anyhow::Ok(())
             })
         }
+        Command::Status(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the runtime")?;
+            let mut stdout = std::io::stdout().lock();
+            if let Err(e) = rt.block_on(vipd::commands::status::run(&args, &mut stdout)) {
+                eprintln!("vipd status: {}", e.to_string().replace(['\n', '\r'], " "));
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Demo(args) => {
             vipd::signals::unblock_shutdown_signals();
             init_logging(&cli.log)?;

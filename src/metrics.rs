@@ -23,6 +23,16 @@ use prometheus::{Encoder, Histogram, HistogramOpts, IntGauge, Opts, Registry};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// The version `vipd_build_info` reports (the crate's).
+pub const BUILD_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The commit `vipd_build_info` reports: set by `build.rs` (`git rev-parse --short HEAD`, or
+/// `$VIPD_BUILD_COMMIT`), `unknown` when the build had neither.
+pub const BUILD_COMMIT: &str = match option_env!("VIPD_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 /// Everything vipd exports.
 pub struct Metrics {
     pub registry: Registry,
@@ -110,6 +120,18 @@ impl Metrics {
             "From the source seeing a change (event received, file changed, fetch done) to the new table being published and followed.",
             vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
         );
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "vipd_build_info",
+                "Always 1; the labels say which build runs (crate version, git commit).",
+            ),
+            &["version", "commit"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[BUILD_VERSION, BUILD_COMMIT])
+            .set(1);
+        registry.register(Box::new(build_info)).expect("unique");
         #[cfg(target_os = "linux")]
         registry
             .register(Box::new(
@@ -615,5 +637,21 @@ impl ScrapeFamilies for ResourceCollector {
             .count();
         failed.add(&[], n as f64);
         vec![dropped, nofile, budget, refused, failed]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_is_one_labelled_with_version_and_commit() {
+        let text = Metrics::new().encode();
+        let line = format!(
+            "vipd_build_info{{commit=\"{BUILD_COMMIT}\",version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(text.lines().any(|l| l == line), "{line} not in:\n{text}");
+        assert!(!BUILD_COMMIT.is_empty());
     }
 }

@@ -16,12 +16,14 @@ pub mod dns;
 pub mod duration;
 pub mod health;
 pub mod marathon;
+pub mod status;
 
 pub use addresses::AddressArgs;
 pub use dataplane::DataplaneArgs;
 pub use dns::DnsArgs;
 pub use health::HealthArgs;
 pub use marathon::MarathonArgs;
+pub use status::StatusArgs;
 
 use crate::table::vip::IpVipScope;
 use crate::table::BuildOptions;
@@ -60,6 +62,9 @@ pub enum Command {
     Table(TableArgs),
     /// One-command demo: example backends, an example apps file, and vipd serving them.
     Demo(DemoArgs),
+    /// Show a running vipd's frontends and backends (state, connections, bytes), read from its
+    /// admin API, in the manner of `ipvsadm -Ln`.
+    Status(StatusArgs),
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -5,4 +5,5 @@
 //! Must not: call `std::process::exit` or print errors itself (main does), or hold logic that
 //! belongs to the library modules.
 
+pub mod status;
 pub mod table;
