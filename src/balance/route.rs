@@ -1,8 +1,7 @@
 //! Building every frontend's [`Route`] for a new table: the selection half of a published
 //! snapshot.
 //!
-//! Owns: the [`Router`] (the health policy, the per-backend [`BackendRegistry`], and the option
-//! warnings already logged) and [`Routes`] (one [`Route`] per frontend, index-aligned with the
+//! Owns: the [`Router`] (the health policy and the per-backend [`BackendRegistry`]) and [`Routes`] (one [`Route`] per frontend, index-aligned with the
 //! table's frontends). [`Router::routes`] resolves each frontend's policy, reuses the previous
 //! route when nothing it depends on changed (settings and backend addresses), otherwise builds a
 //! new one that keeps the frontend's round-robin cursor and, when the backend set is unchanged,
@@ -10,8 +9,8 @@
 //! uses, so per-backend state survives every swap while the backend stays.
 //!
 //! Must not: do I/O or read the clock. It runs on the control plane's publish path (once per
-//! table), never per connection. Bad option values are warned about once per frontend while they
-//! persist.
+//! table), never per connection. Bad option values never reach it: `table::build` reports them
+//! among its warnings and leaves the option unset.
 
 use super::backend::{BackendKey, BackendRegistry};
 use super::policy::HealthConfig;
@@ -50,8 +49,6 @@ impl Routes {
 pub struct Router {
     cfg: HealthConfig,
     registry: Arc<BackendRegistry>,
-    /// The option warnings logged last per frontend, so each is logged once while it persists.
-    warned: HashMap<FrontendKey, Vec<String>>,
 }
 
 impl Default for Router {
@@ -66,7 +63,6 @@ impl Router {
         Router {
             cfg,
             registry: Arc::new(BackendRegistry::with_outlier(cfg.outlier)),
-            warned: HashMap::new(),
         }
     }
 
@@ -88,17 +84,12 @@ impl Router {
             .zip(previous.iter())
             .map(|(f, r)| (f.key(), r))
             .collect();
-        let mut warned = HashMap::new();
         let routes = table
             .frontends
             .iter()
             .map(|frontend| {
                 let key = frontend.key();
-                let (settings, warnings) = SelectorSettings::resolve(frontend, &self.cfg);
-                self.warn_once(frontend, &warnings);
-                if !warnings.is_empty() {
-                    warned.insert(key, warnings);
-                }
+                let settings = SelectorSettings::resolve(frontend, &self.cfg);
                 let prev = old.get(&key).copied();
                 match prev {
                     Some(p) if p.matches(frontend, &settings) => p.clone(),
@@ -124,7 +115,6 @@ impl Router {
                 }
             })
             .collect();
-        self.warned = warned;
         let keys: HashSet<_> = table
             .frontends
             .iter()
@@ -139,16 +129,6 @@ impl Router {
             tracing::debug!(pruned, "backend runtime entries pruned");
         }
         Routes { routes }
-    }
-
-    fn warn_once(&self, frontend: &crate::table::Frontend, warnings: &[String]) {
-        let key = frontend.key();
-        let before = self.warned.get(&key).map_or(&[][..], Vec::as_slice);
-        if before != warnings {
-            for w in warnings {
-                tracing::warn!(frontend = %key, app = %frontend.app, "{w}");
-            }
-        }
     }
 }
 

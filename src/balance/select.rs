@@ -167,22 +167,15 @@ pub struct SelectorSettings {
 }
 
 impl SelectorSettings {
-    /// Resolves `frontend`'s options against `cfg`. The warnings are always empty: the builder
-    /// validates options and reports bad values among its warnings.
-    pub fn resolve(frontend: &Frontend, cfg: &HealthConfig) -> (SelectorSettings, Vec<String>) {
-        let warnings = Vec::new();
-        // The builder validated the options; an unset one takes the flag.
-        let balance = frontend.options.balance().unwrap_or(cfg.balance);
-        let checked = policy::probe_for_frontend(frontend, &cfg.active).is_some();
-        (
-            SelectorSettings {
-                balance,
-                checked,
-                fail_open: cfg.fail_open,
-                max_ejection_percent: cfg.max_ejection_percent.min(100),
-            },
-            warnings,
-        )
+    /// Resolves `frontend`'s options against `cfg`. The builder has validated the options (a bad
+    /// value is a build warning and leaves the option unset); an unset option takes the flag.
+    pub fn resolve(frontend: &Frontend, cfg: &HealthConfig) -> SelectorSettings {
+        SelectorSettings {
+            balance: frontend.options.balance().unwrap_or(cfg.balance),
+            checked: policy::probe_for_frontend(frontend, &cfg.active).is_some(),
+            fail_open: cfg.fail_open,
+            max_ejection_percent: cfg.max_ejection_percent.min(100),
+        }
     }
 }
 
@@ -254,8 +247,12 @@ impl Route {
         registry: &BackendRegistry,
         cfg: &HealthConfig,
     ) -> Self {
-        let (settings, _) = SelectorSettings::resolve(frontend, cfg);
-        Route::new(frontend, settings, registry, None)
+        Route::new(
+            frontend,
+            SelectorSettings::resolve(frontend, cfg),
+            registry,
+            None,
+        )
     }
 
     pub fn key(&self) -> FrontendKey {

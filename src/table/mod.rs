@@ -9,6 +9,7 @@
 
 pub mod build;
 pub mod diff;
+pub mod marathon;
 pub mod options;
 pub mod service;
 pub mod vip;

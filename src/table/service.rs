@@ -2,7 +2,7 @@
 //! endpoints.
 //!
 //! Owns: the types every source translates into ([`Service`], [`ServicePort`], [`Endpoint`]).
-//! Marathon apps reach it through `table::build::marathon_service` (networking modes, port
+//! Marathon apps reach it through `table::marathon::marathon_service` (networking modes, port
 //! declarations, legacy fields, task state and health); pods and Mesos tasks are meant to add
 //! one translation each and nothing else.
 //!
