@@ -50,7 +50,7 @@ fn labels_for(i: usize, port: usize) -> Value {
 }
 
 fn task(i: usize, t: usize, ports: &[u16], ip: Option<String>, health: bool) -> Value {
-    let uuid = format!("{:08x}-0000-4000-8000-{:012x}", i, t);
+    let uuid = format!("{i:08x}-0000-4000-8000-{t:012x}");
     let app = format!("svc_app{i}");
     let host = agent((i * 7 + t * 13) % AGENTS);
     json!({

@@ -45,7 +45,7 @@ pub enum AdminError {
 }
 
 /// What the admin server reads. Everything is shared, read-only from here.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub tables: TableReader,
@@ -136,6 +136,7 @@ impl ScrapeFamilies for Arc<AdminStats> {
 }
 
 /// A running admin server.
+#[derive(Debug)]
 pub struct AdminServer {
     pub local_addr: SocketAddr,
     pub stats: Arc<AdminStats>,

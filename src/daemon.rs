@@ -94,6 +94,7 @@ impl ServingCheck for ListenersServing {
 type Followers = (Option<AddressManager>, Dataplane);
 
 /// A running daemon, for `run` and `demo`.
+#[derive(Debug)]
 pub struct Daemon {
     pub tables: TableReader,
     pub shutdown: CancellationToken,

@@ -4,12 +4,14 @@
 //! - [`model`]: Marathon's JSON (apps, tasks, legacy fields), parsed with per-app fault isolation.
 //! - [`table`]: the routing table and the pure builder `table::build` (no I/O, no clock).
 //! - [`published`]: the one `ArcSwap` that holds the current table, and its single writer.
-//! - [`source`], [`control`]: the control plane (file/Marathon sources, the control loop).
-//! - [`balance`]: who gets the next connection: policy, health tiers, algorithms, per-backend
-//!   runtime state. [`health`]: the passive/active health state machines, probes and checker.
+//! - [`source`], [`control`]: the control plane (file/Marathon sources, the control loop, the
+//!   active health checker).
+//! - [`balance`]: who gets the next connection: policy, health tiers, algorithms, routes,
+//!   per-backend runtime state. [`health`]: the pure passive/active health state machines and
+//!   probes.
+//! - [`cli`]: every flag and its defaults. docs/architecture.md draws the layers.
 //! - [`dataplane`]: listeners, TCP and UDP forwarding.
 //! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`.
-#![deny(rust_2018_idioms)]
 
 pub mod addresses;
 pub mod admin;

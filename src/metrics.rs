@@ -34,13 +34,14 @@ pub const BUILD_COMMIT: &str = match option_env!("VIPD_GIT_COMMIT") {
 };
 
 /// Everything vipd exports.
+#[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
     pub control: ControlMetrics,
 }
 
 /// Recorded by the control loop at each pass.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct ControlMetrics {
     pub generation: IntGauge,
     pub last_publish: prometheus::Gauge,
@@ -173,6 +174,7 @@ impl Metrics {
 // === Building families by hand (scrape-time collectors) ===
 
 /// One metric family under construction.
+#[derive(Debug)]
 pub struct Family {
     name: &'static str,
     help: &'static str,
@@ -207,8 +209,8 @@ impl Family {
                 .iter()
                 .map(|(k, v)| {
                     let mut l = proto::LabelPair::default();
-                    l.set_name(k.to_string());
-                    l.set_value(v.to_string());
+                    l.set_name((*k).to_string());
+                    l.set_value((*v).to_string());
                     l
                 })
                 .collect(),
@@ -258,6 +260,7 @@ pub trait ScrapeFamilies: Send + Sync {
 
 /// A Prometheus collector over a [`ScrapeFamilies`]: the descriptions are taken once, the
 /// samples at every scrape.
+#[derive(Debug)]
 pub struct Scraped<T> {
     source: T,
     descs: Vec<Desc>,
@@ -285,6 +288,7 @@ impl<T: ScrapeFamilies> Collector for Scraped<T> {
 }
 
 /// Exports the data plane's runtime registries at scrape time.
+#[derive(Debug)]
 pub struct DataplaneCollector {
     backends: Arc<BackendRegistry>,
     frontends: Arc<FrontendRegistry>,
@@ -528,6 +532,7 @@ impl ScrapeFamilies for DataplaneCollector {
 }
 
 /// Exports the Marathon source's status at scrape time.
+#[derive(Debug)]
 pub struct MarathonCollector {
     status: crate::source::marathon::MarathonStatusHandle,
 }
@@ -583,6 +588,7 @@ impl ScrapeFamilies for MarathonCollector {
 
 /// Process resources vipd bounds: log lines it could not write, the descriptor limit, the UDP
 /// flow budget, and the listeners that failed to bind.
+#[derive(Debug)]
 pub struct ResourceCollector {
     flow_budget: Arc<crate::dataplane::udp::FlowBudget>,
     listeners: ListenerStatusHandle,

@@ -36,6 +36,7 @@ pub fn unblock_shutdown_signals() {
 
 /// The daemon's signal streams. Installing them replaces the default actions (SIGHUP no longer
 /// terminates the process).
+#[derive(Debug)]
 pub struct ShutdownSignals {
     pub term: Signal,
     pub int: Signal,

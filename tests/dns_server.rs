@@ -93,7 +93,7 @@ async fn tcp_read(stream: &mut TcpStream) -> Message {
 async fn closed_by_server(stream: &mut TcpStream) -> bool {
     let mut buf = [0u8; 64];
     match tokio::time::timeout(BOUND, stream.read(&mut buf)).await {
-        Ok(Ok(0)) | Ok(Err(_)) => true,
+        Ok(Ok(0) | Err(_)) => true,
         Ok(Ok(_)) => false,
         Err(_) => false,
     }

@@ -39,7 +39,7 @@ fn backends(b: &Built, port: u16) -> Vec<(String, BackendState)> {
 fn up(addrs: &[&str]) -> Vec<(String, BackendState)> {
     addrs
         .iter()
-        .map(|a| (a.to_string(), BackendState::Up))
+        .map(|a| ((*a).to_string(), BackendState::Up))
         .collect()
 }
 

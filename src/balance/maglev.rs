@@ -16,6 +16,7 @@ const SEED_SKIP: u64 = 0x6d61_676c_6576_3032;
 const SEED_KEY: u64 = 0x6d61_676c_6576_3033;
 
 /// A lookup table: position → backend index (into the address list it was built from).
+#[derive(Debug)]
 pub struct Maglev {
     table: Box<[u16]>,
 }

@@ -69,6 +69,7 @@ pub struct PassTimings {
 }
 
 /// The control loop. There is exactly one, and it owns the only [`TablePublisher`].
+#[derive(Debug)]
 pub struct ControlLoop<R, F> {
     publisher: TablePublisher,
     resolver: R,

@@ -275,7 +275,7 @@ mod tests {
         Fake {
             answers: answers
                 .iter()
-                .map(|(h, ips)| (h.to_string(), Ok(ips.iter().map(|s| ip(s)).collect())))
+                .map(|(h, ips)| ((*h).to_string(), Ok(ips.iter().map(|s| ip(s)).collect())))
                 .collect(),
             ..Fake::default()
         }

@@ -84,6 +84,7 @@ pub struct ShutdownReport {
 }
 
 /// A frontend the data plane is serving (or trying to bind).
+#[derive(Debug)]
 struct ListenerEntry {
     /// Stops binding/accepting.
     stop: CancellationToken,
@@ -96,6 +97,7 @@ struct ListenerEntry {
 }
 
 /// The listener manager. Create it inside a tokio runtime; [`Dataplane::reconcile`] spawns tasks.
+#[derive(Debug)]
 pub struct Dataplane {
     config: DataplaneConfig,
     tables: TableReader,

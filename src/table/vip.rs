@@ -328,7 +328,7 @@ impl VipPool {
     pub fn new(cidr: IpNet) -> VipPool {
         match cidr.trunc() {
             IpNet::V4(n) => {
-                let net = u32::from(n.network()) as u128;
+                let net = u128::from(u32::from(n.network()));
                 let total: u128 = 1u128 << (32 - u32::from(n.prefix_len()));
                 let (base, size) = if n.prefix_len() <= 30 {
                     (net + 1, total - 2)
@@ -380,7 +380,7 @@ impl VipPool {
 
     fn offset_of(&self, ip: IpAddr) -> Option<u128> {
         let n = match (ip, self.v4) {
-            (IpAddr::V4(a), true) => u32::from(a) as u128,
+            (IpAddr::V4(a), true) => u128::from(u32::from(a)),
             (IpAddr::V6(a), false) => u128::from(a),
             _ => return None,
         };

@@ -273,9 +273,9 @@ pub type LocalStats = Rc<RefCell<Stats>>;
 pub fn io_kind(e: &io::Error) -> &'static str {
     use io::ErrorKind as K;
     match e.raw_os_error() {
-        Some(libc::EMFILE) | Some(libc::ENFILE) => return "too_many_open_files",
+        Some(libc::EMFILE | libc::ENFILE) => return "too_many_open_files",
         Some(libc::EADDRNOTAVAIL) => return "addr_not_available",
-        Some(libc::ENETUNREACH) | Some(libc::EHOSTUNREACH) => return "unreachable",
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH) => return "unreachable",
         _ => {}
     }
     match e.kind() {

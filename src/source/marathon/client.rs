@@ -205,6 +205,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// A full apps document as fetched.
+#[derive(Debug)]
 pub struct FullFetch {
     pub body: Bytes,
     pub snapshot: AppsSnapshot,
@@ -217,6 +218,7 @@ pub struct FullFetch {
 }
 
 /// One app as fetched.
+#[derive(Debug)]
 pub enum AppFetch {
     Found(Box<App>),
     /// 404: the app is gone.
@@ -282,6 +284,7 @@ fn authority(url: &Url) -> Option<(String, u16)> {
     Some((url.host_str()?.to_string(), url.port_or_known_default()?))
 }
 
+#[derive(Debug)]
 pub struct MarathonClient {
     http: reqwest::Client,
     endpoints: Vec<MarathonEndpoint>,

@@ -58,6 +58,7 @@ pub enum StreamRecord {
 pub type AppOutcome = (String, Result<(AppFetch, Instant), FetchError>);
 
 /// What a fetch returned.
+#[derive(Debug)]
 pub enum FetchOutcome {
     Full(Result<FullFetch, FetchError>),
     /// The apps fetched one by one; `url` is the endpoint they were fetched from (redacted).
@@ -68,6 +69,7 @@ pub enum FetchOutcome {
 }
 
 /// What the driver is told.
+#[derive(Debug)]
 pub enum Input {
     /// Once, first.
     Start,
@@ -223,6 +225,7 @@ impl From<&MarathonConfig> for DriverConfig {
 }
 
 /// The state machine. See the module docs.
+#[derive(Debug)]
 pub struct Driver<R> {
     cfg: DriverConfig,
     status: MarathonStatusHandle,
