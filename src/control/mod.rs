@@ -71,7 +71,8 @@ pub struct PassTimings {
 /// The control loop. There is exactly one, and it owns the only [`TablePublisher`].
 #[derive(Debug)]
 pub struct ControlLoop<R, F> {
-    publisher: TablePublisher,
+    /// `None` only while a publish runs on the blocking pool.
+    publisher: Option<TablePublisher>,
     resolver: R,
     options: BuildOptions,
     followers: F,
@@ -93,7 +94,7 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         followers: F,
     ) -> Self {
         ControlLoop {
-            publisher,
+            publisher: Some(publisher),
             resolver,
             options,
             followers,
@@ -184,10 +185,28 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
         }
         self.log_new_warnings(warnings);
 
-        let current = self.publisher.current();
-        // One pass over both tables: the diff is empty exactly when they are equal.
-        let diff = TableDiff::between(&current.table, &new_table);
-        if current.generation > 0 && diff.is_empty() {
+        // Diffing and building the routes (a Maglev table per changed frontend) are CPU work
+        // too: they run on the blocking pool with the publisher, never on a data-plane worker.
+        let mut publisher = self
+            .publisher
+            .take()
+            .expect("the publisher is back after each pass");
+        let passed = tokio::task::spawn_blocking(move || {
+            let current = publisher.current();
+            // One pass over both tables: the diff is empty exactly when they are equal.
+            let diff = TableDiff::between(&current.table, &new_table);
+            let published =
+                (current.generation == 0 || !diff.is_empty()).then(|| publisher.publish(new_table));
+            (publisher, current, diff, published)
+        })
+        .await;
+        let Ok((publisher, current, diff, published)) = passed else {
+            // Neither the diff nor the publish panics; if one ever does, the publisher is lost
+            // with the task and vipd cannot publish again: stop loudly rather than serve stale.
+            panic!("the publish pass panicked; the table publisher is gone");
+        };
+        self.publisher = Some(publisher);
+        let Some(published) = published else {
             tracing::debug!(origin = ?snapshot.origin, "table unchanged; nothing published");
             self.last_timings = PassTimings {
                 resolve: resolve_time,
@@ -195,8 +214,7 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
                 input_to_publish: snapshot.observed_at.elapsed(),
             };
             return Outcome::Unchanged;
-        }
-        let published = self.publisher.publish(new_table);
+        };
         self.followers.follow(&published).await;
         // Freeing a table of 50,000 backends takes milliseconds: not on the publish path. (If a
         // reader still holds it, this only drops our reference.)
