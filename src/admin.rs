@@ -13,7 +13,7 @@
 
 use crate::balance::{BackendKey, BackendRegistry};
 use crate::conn_slots::{Admission, ConnSlots, Slot};
-use crate::dataplane::listener::{AcceptBackoff, AcceptErrorClass, AcceptLog};
+use crate::dataplane::listener::{AcceptBackoff, AcceptErrorCounts, AcceptLog};
 use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use crate::metrics::{Family, Metrics, ScrapeFamilies, Scraped};
 use crate::published::TableReader;
@@ -91,8 +91,7 @@ impl Default for AdminLimits {
 #[derive(Debug)]
 pub struct AdminStats {
     pub slots: Arc<ConnSlots>,
-    pub accept_errors_resource: AtomicU64,
-    pub accept_errors_other: AtomicU64,
+    pub accept_errors: AcceptErrorCounts,
     /// Connections closed by the idle timeout.
     pub idle_closed: AtomicU64,
 }
@@ -101,8 +100,7 @@ impl AdminStats {
     fn new(limits: &AdminLimits) -> Self {
         AdminStats {
             slots: ConnSlots::new(limits.max_connections),
-            accept_errors_resource: AtomicU64::new(0),
-            accept_errors_other: AtomicU64::new(0),
+            accept_errors: AcceptErrorCounts::default(),
             idle_closed: AtomicU64::new(0),
         }
     }
@@ -119,17 +117,10 @@ impl ScrapeFamilies for Arc<AdminStats> {
         closed.add(&[("reason", "evicted")], self.slots.evicted() as f64);
         closed.add(&[("reason", "refused")], self.slots.refused() as f64);
         closed.add(&[("reason", "idle")], self.idle_closed.load(Relaxed) as f64);
-        let mut errors = Family::counter(
+        let errors = crate::metrics::accept_errors_family(
             "vipd_admin_accept_errors_total",
             "accept(2) errors of the admin server, by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
-        );
-        errors.add(
-            &[("kind", "resource")],
-            self.accept_errors_resource.load(Relaxed) as f64,
-        );
-        errors.add(
-            &[("kind", "other")],
-            self.accept_errors_other.load(Relaxed) as f64,
+            &self.accept_errors,
         );
         vec![open, closed, errors]
     }
@@ -244,11 +235,7 @@ async fn serve(
             }
             Err(error) => {
                 let (class, log) = backoff.on_error(&error);
-                let counter = match class {
-                    AcceptErrorClass::ResourceExhausted => &stats.accept_errors_resource,
-                    _ => &stats.accept_errors_other,
-                };
-                counter.fetch_add(1, Relaxed);
+                stats.accept_errors.count(class);
                 if log == AcceptLog::Exhausted {
                     tracing::warn!(local = ?local, %error, "admin server out of descriptors; accepts paused and retried");
                 } else {

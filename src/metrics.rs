@@ -173,6 +173,19 @@ impl Metrics {
 
 // === Building families by hand (scrape-time collectors) ===
 
+/// The `{kind="resource"|"other"}` counter family of a side server's accept errors.
+pub fn accept_errors_family(
+    name: &'static str,
+    help: &'static str,
+    counts: &crate::dataplane::listener::AcceptErrorCounts,
+) -> Family {
+    let (resource, other) = counts.get();
+    let mut errors = Family::counter(name, help);
+    errors.add(&[("kind", "resource")], resource as f64);
+    errors.add(&[("kind", "other")], other as f64);
+    errors
+}
+
 /// One metric family under construction.
 #[derive(Debug)]
 pub struct Family {

@@ -109,8 +109,9 @@ fn unit_is_notify_unprivileged_hardened_and_reloads_with_sighup() {
     assert!(nofile >= 65536, "{nofile}");
     // vipd handles SIGHUP (re-read the source) but not SIGUSR2 (its default action kills): the
     // reload must send what vipd handles.
+    // The handlers are installed in src/signals.rs.
     let daemon =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/daemon.rs")).unwrap();
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/signals.rs")).unwrap();
     assert!(daemon.contains("SignalKind::hangup()"));
     let reload = value(&unit, "ExecReload");
     if daemon.contains("SignalKind::user_defined2()") {

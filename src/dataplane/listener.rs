@@ -162,6 +162,29 @@ pub enum AcceptErrorClass {
     Other,
 }
 
+/// Accept errors of a side server (admin, DNS over TCP), by class, for its metrics.
+#[derive(Debug, Default)]
+pub struct AcceptErrorCounts {
+    resource: std::sync::atomic::AtomicU64,
+    other: std::sync::atomic::AtomicU64,
+}
+
+impl AcceptErrorCounts {
+    pub fn count(&self, class: AcceptErrorClass) {
+        let counter = match class {
+            AcceptErrorClass::ResourceExhausted => &self.resource,
+            AcceptErrorClass::Connection | AcceptErrorClass::Other => &self.other,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// (resource exhaustion, other) so far.
+    pub fn get(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.resource.load(Relaxed), self.other.load(Relaxed))
+    }
+}
+
 /// Pause after a resource-exhaustion accept error.
 pub const ACCEPT_RESOURCE_PAUSE: Duration = Duration::from_millis(50);
 /// Pause after an unexpected accept error.

@@ -13,7 +13,7 @@
 
 use super::{parse_zone, respond, DnsError, ServingCheck, Transport, ZoneIndex};
 use crate::conn_slots::{Admission, ConnSlots, Slot};
-use crate::dataplane::listener::{AcceptBackoff, AcceptErrorClass, AcceptLog};
+use crate::dataplane::listener::{AcceptBackoff, AcceptErrorCounts, AcceptLog};
 use crate::metrics::{Family, ScrapeFamilies};
 use crate::published::{PublishedTable, TableReader};
 use crate::table::Protocol;
@@ -54,8 +54,7 @@ impl Default for ServerLimits {
 pub struct DnsStats {
     /// The TCP connections (open, evicted, refused).
     pub tcp: Arc<ConnSlots>,
-    pub accept_errors_resource: AtomicU64,
-    pub accept_errors_other: AtomicU64,
+    pub accept_errors: AcceptErrorCounts,
     /// TCP connections closed because their length prefix exceeded `max_tcp_query`.
     pub tcp_oversized: AtomicU64,
     /// TCP connections closed by the idle timeout.
@@ -66,8 +65,7 @@ impl DnsStats {
     fn new(limits: &ServerLimits) -> Arc<Self> {
         Arc::new(DnsStats {
             tcp: ConnSlots::new(limits.max_tcp_connections),
-            accept_errors_resource: AtomicU64::new(0),
-            accept_errors_other: AtomicU64::new(0),
+            accept_errors: AcceptErrorCounts::default(),
             tcp_oversized: AtomicU64::new(0),
             tcp_idle_closed: AtomicU64::new(0),
         })
@@ -95,17 +93,10 @@ impl ScrapeFamilies for Arc<DnsStats> {
             &[("reason", "oversized")],
             self.tcp_oversized.load(Relaxed) as f64,
         );
-        let mut errors = Family::counter(
+        let errors = crate::metrics::accept_errors_family(
             "vipd_dns_accept_errors_total",
             "accept(2) errors of the DNS TCP listener, by kind (resource: EMFILE/ENFILE/ENOBUFS/ENOMEM).",
-        );
-        errors.add(
-            &[("kind", "resource")],
-            self.accept_errors_resource.load(Relaxed) as f64,
-        );
-        errors.add(
-            &[("kind", "other")],
-            self.accept_errors_other.load(Relaxed) as f64,
+            &self.accept_errors,
         );
         vec![open, dropped, errors]
     }
@@ -361,11 +352,7 @@ async fn tcp_loop(
             }
             Err(error) => {
                 let (class, log) = backoff.on_error(&error);
-                let counter = match class {
-                    AcceptErrorClass::ResourceExhausted => &stats.accept_errors_resource,
-                    _ => &stats.accept_errors_other,
-                };
-                counter.fetch_add(1, Relaxed);
+                stats.accept_errors.count(class);
                 if log == AcceptLog::Exhausted {
                     tracing::warn!(listen = %local, %error, "DNS TCP out of descriptors; accepts paused and retried");
                 } else {

@@ -207,7 +207,7 @@ pub fn task_state(
     match &task.state {
         None | Some(S::Running) => {}
         Some(S::Killing) => return Ok(Some(BackendState::Draining)),
-        // Partitioned: kept as `unknown` (README.table.md).
+        // Partitioned: kept as `unknown` (docs/routing.md).
         Some(S::Unreachable | S::Lost) => return Ok(Some(BackendState::Unknown)),
         Some(
             S::Staging
