@@ -25,7 +25,9 @@ async fn ready_after_the_first_publish_and_stopping_on_sigterm() {
     let socket_path = dir.path().join("notify.sock");
     let manager = UnixDatagram::bind(&socket_path).unwrap();
     let apps = dir.path().join("apps.json");
-    // No apps file yet: vipd runs but publishes nothing, so it must not say READY.
+    // An apps file that does not parse yet (a missing one is a startup error): vipd runs but
+    // publishes nothing, so it must not say READY.
+    std::fs::write(&apps, "not yet").unwrap();
     let mut vipd = VipdProcess::start_with_env(
         &[
             "run",

@@ -62,7 +62,7 @@ async fn status_lists_the_frontend_and_its_backend_with_their_counts() {
         support::eventually_async(PATIENCE, || async {
             let (_, m) = http_get(&format!("http://{admin}/metrics")).await;
             m.contains(&format!(
-                "vipd_backend_connections_total{{backend=\"{}\"}} 2",
+                "vipd_backend_connections_total{{backend=\"{}\",protocol=\"tcp\"}} 2",
                 backend.addr
             ))
         })
