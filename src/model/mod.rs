@@ -455,6 +455,23 @@ impl TaskState {
         ("TASK_UNKNOWN", TaskState::Unknown),
     ];
 
+    /// A state of a task that is gone for good (finished, failed, killed, dropped, gone,
+    /// unknown): it is no backend and never will be.
+    pub fn is_terminal(&self) -> bool {
+        use TaskState as S;
+        matches!(
+            self,
+            S::Finished
+                | S::Failed
+                | S::Killed
+                | S::Error
+                | S::Dropped
+                | S::Gone
+                | S::GoneByOperator
+                | S::Unknown
+        )
+    }
+
     /// Reads a state string. Exact spellings (what Marathon sends) take the fast path.
     pub fn parse(raw: &str) -> TaskState {
         if let Some((_, state)) = Self::KNOWN.iter().find(|(k, _)| *k == raw) {

@@ -209,18 +209,6 @@ pub fn task_state(
         Some(S::Killing) => return Ok(Some(BackendState::Draining)),
         // Partitioned: kept as `unknown` (docs/routing.md).
         Some(S::Unreachable | S::Lost) => return Ok(Some(BackendState::Unknown)),
-        Some(
-            S::Staging
-            | S::Starting
-            | S::Finished
-            | S::Failed
-            | S::Killed
-            | S::Error
-            | S::Dropped
-            | S::Gone
-            | S::GoneByOperator
-            | S::Unknown,
-        ) => return Ok(None),
         Some(S::Other(other)) => {
             return Err(format!(
                 "task {}: unknown state {:?}; task skipped",
@@ -228,6 +216,8 @@ pub fn task_state(
                 other.trim()
             ))
         }
+        // Not started yet, or gone for good (`TaskState::is_terminal`): no backend.
+        Some(_) => return Ok(None),
     }
     Ok(Some(if !app_has_health_checks {
         BackendState::Up

@@ -196,15 +196,11 @@ fn status_kind(status: &TaskState) -> Option<StatusKind> {
         S::Staging | S::Starting | S::Running => StatusKind::Upsert,
         S::Killing => StatusKind::Mark(S::Killing),
         S::Unreachable | S::Lost => StatusKind::Mark(S::Unreachable),
-        S::Finished
-        | S::Failed
-        | S::Killed
-        | S::Error
-        | S::Dropped
-        | S::Gone
-        | S::GoneByOperator
-        | S::Unknown => StatusKind::Remove,
         S::Other(_) => return None,
+        terminal => {
+            debug_assert!(terminal.is_terminal(), "{terminal:?}");
+            StatusKind::Remove
+        }
     })
 }
 
