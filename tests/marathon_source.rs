@@ -20,15 +20,7 @@ fn task(app: &str, u: &str) -> String {
 }
 
 fn config(urls: &[&str]) -> MarathonConfig {
-    let mut c = MarathonConfig::new(urls).unwrap();
-    c.connect_timeout = Duration::from_secs(1);
-    c.request_timeout = Duration::from_secs(5);
-    c.stream_timeout = Duration::from_secs(5);
-    c.event_debounce = Duration::from_millis(50);
-    c.backoff_initial = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c.resync_interval = Duration::from_secs(3600);
-    c
+    support::fake_marathon::fast_config(urls)
 }
 
 fn two_apps() -> serde_json::Value {

@@ -812,6 +812,20 @@ pub async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
 }
 
 /// An app in the 1.10 shape with host-mode tasks `(task_id, host, port)`.
+/// A source configuration for `urls` with test timings: short timeouts and backoff, no periodic
+/// resync (tests drive fetches through events and reconnects).
+pub fn fast_config(urls: &[&str]) -> vipd::source::marathon::MarathonConfig {
+    let mut c = vipd::source::marathon::MarathonConfig::new(urls).unwrap();
+    c.connect_timeout = Duration::from_secs(1);
+    c.request_timeout = Duration::from_secs(5);
+    c.stream_timeout = Duration::from_secs(5);
+    c.event_debounce = Duration::from_millis(50);
+    c.backoff_initial = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c.resync_interval = Duration::from_secs(3600);
+    c
+}
+
 pub fn app(id: &str, tasks: &[(&str, &str, u16)]) -> serde_json::Value {
     serde_json::json!({
         "id": id,
