@@ -11,7 +11,8 @@
 //!   probes.
 //! - [`cli`]: every flag and its defaults. docs/architecture.md draws the layers.
 //! - [`dataplane`]: listeners, TCP and UDP forwarding.
-//! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`.
+//! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`;
+//!   [`admin`] and [`status_page`]: the admin API and the status page.
 
 pub mod addresses;
 pub mod admin;
@@ -34,4 +35,5 @@ pub mod notify;
 pub mod published;
 pub mod signals;
 pub mod source;
+pub mod status_page;
 pub mod table;
