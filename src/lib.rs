@@ -18,6 +18,7 @@ pub mod addresses;
 pub mod admin;
 pub mod backoff;
 pub mod balance;
+pub mod capabilities;
 pub mod cli;
 pub mod commands;
 pub mod conn_slots;
