@@ -323,12 +323,7 @@ fn render_frontend(h: &mut String, f: &FrontendRow) {
     if let Some(name) = &f.vip_name {
         let _ = write!(h, " <code>{}</code>", escape(name));
     }
-    let _ = write!(
-        h,
-        " · {} {} ",
-        f.owner_kind,
-        escape(&f.owners.join(", "))
-    );
+    let _ = write!(h, " · {} {} ", f.owner_kind, escape(&f.owners.join(", ")));
     if let Some(name) = &f.port_name {
         let _ = write!(h, "· port {} ", escape(name));
     }
