@@ -129,7 +129,18 @@ impl Daemon {
         let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
         let health = HealthConfig::from(&args.health);
         let (publisher, tables) = published::channel_with(crate::balance::Router::new(health));
-        let options = BuildOptions::from(&args.table);
+        let mut options = BuildOptions::from(&args.table);
+        let local = if args.addresses.manage_addresses {
+            Vec::new()
+        } else {
+            crate::interfaces::local_addresses().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot list this agent's addresses; IP VIPs must be loopback or in --vip-cidr/--ip-vip-cidr");
+                Vec::new()
+            })
+        };
+        options.ip_vip_scope = args
+            .table
+            .run_ip_vip_scope(args.addresses.manage_addresses, local);
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let active = health.active;

@@ -29,6 +29,7 @@ pub mod demo;
 pub mod dns;
 pub mod fd_budget;
 pub mod health;
+pub mod interfaces;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -108,8 +108,10 @@ pub struct TableOptionArgs {
     /// DNS zone of named VIPs.
     #[arg(long, env = "VIPD_ZONE", default_value = "l4lb.thisdcos.directory")]
     pub zone: String,
-    /// Restrict IP VIP labels to loopback, --vip-cidr and these CIDRs (comma-separated). Unset:
-    /// any unicast address. Unspecified, broadcast and multicast addresses are always refused.
+    /// Ranges IP VIP labels may name (comma-separated), beside loopback and --vip-cidr. With
+    /// --manage-addresses an IP VIP must be in one of them (vipd adds it to lo); without, it may
+    /// also be an address of this agent. `vipd table` accepts any unicast address unless this is
+    /// set. Unspecified, broadcast and multicast addresses are always refused.
     #[arg(long, env = "VIPD_IP_VIP_CIDR", value_delimiter = ',')]
     pub ip_vip_cidr: Vec<ipnet::IpNet>,
 }
@@ -156,6 +158,26 @@ impl From<&TableOptionArgs> for BuildOptions {
                         .collect(),
                 )
             },
+        }
+    }
+}
+
+impl TableOptionArgs {
+    /// The IP VIP scope of `vipd run`: only `--vip-cidr` and `--ip-vip-cidr` when vipd manages
+    /// addresses (it would add any other address to `lo`), else also this agent's own addresses
+    /// (`local`, read from its interfaces).
+    pub fn run_ip_vip_scope(
+        &self,
+        manage_addresses: bool,
+        local: Vec<std::net::IpAddr>,
+    ) -> IpVipScope {
+        let nets: Vec<ipnet::IpNet> = std::iter::once(self.vip_cidr)
+            .chain(self.ip_vip_cidr.iter().copied())
+            .collect();
+        if manage_addresses {
+            IpVipScope::Within(nets)
+        } else {
+            IpVipScope::LocalOrWithin { local, nets }
         }
     }
 }
@@ -230,4 +252,34 @@ pub struct DemoArgs {
     /// Port of the example IP VIP on 127.1.0.1.
     #[arg(long, default_value_t = 8080)]
     pub vip_port: u16,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ip_vip_scope_is_the_named_ranges_when_managing_addresses_else_also_local() {
+        let mut args = defaults::<TableOptionArgs>();
+        args.ip_vip_cidr = vec!["10.10.0.0/24".parse().unwrap()];
+        let nets: Vec<ipnet::IpNet> = vec![
+            "11.0.0.0/8".parse().unwrap(),
+            "10.10.0.0/24".parse().unwrap(),
+        ];
+        let local: Vec<std::net::IpAddr> = vec!["10.0.1.5".parse().unwrap()];
+        assert_eq!(
+            args.run_ip_vip_scope(true, local.clone()),
+            IpVipScope::Within(nets.clone()),
+            "vipd adds IP VIP addresses to lo: never one outside the named ranges"
+        );
+        assert_eq!(
+            args.run_ip_vip_scope(false, local.clone()),
+            IpVipScope::LocalOrWithin { local, nets }
+        );
+        // `vipd table` (a preview) keeps accepting any unicast address unless ranges are given.
+        assert_eq!(
+            BuildOptions::from(&defaults::<TableOptionArgs>()).ip_vip_scope,
+            IpVipScope::AnyUnicast
+        );
+    }
 }

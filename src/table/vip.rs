@@ -241,18 +241,40 @@ pub enum VipAddressError {
     Multicast(IpAddr),
     #[error("{ip} is neither loopback nor in {allowed}")]
     OutOfScope { ip: IpAddr, allowed: String },
+    #[error("{ip} is not an address of this agent, nor in {allowed} (--ip-vip-cidr)")]
+    NotLocal { ip: IpAddr, allowed: String },
 }
 
 /// Which addresses an IP VIP label may name. Unspecified, broadcast and multicast addresses are
 /// refused in every scope; loopback (127.0.0.0/8, ::1) is always accepted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum IpVipScope {
-    /// Any other unicast address (Minuteman's model: an IP VIP may be any address; with
-    /// `--manage-addresses` vipd adds it to `lo`).
+    /// Any other unicast address: `vipd table`, a preview with no agent to check against.
     #[default]
     AnyUnicast,
-    /// Only addresses inside these ranges (the daemon passes `--vip-cidr` and `--ip-vip-cidr`).
+    /// Only addresses inside these ranges: `vipd run --manage-addresses` (`--vip-cidr` and
+    /// `--ip-vip-cidr`). vipd adds every IP VIP address to `lo`, so an address outside the ranges
+    /// the operator named would let an app capture traffic to any host (Minuteman's
+    /// `10.0.0.1:80`-style VIPs need their range in `--ip-vip-cidr`).
     Within(Vec<IpNet>),
+    /// An address of this agent (read from its interfaces at start), or one inside these ranges:
+    /// `vipd run` without `--manage-addresses`, where an address that is neither could never be
+    /// bound.
+    LocalOrWithin {
+        local: Vec<IpAddr>,
+        nets: Vec<IpNet>,
+    },
+}
+
+fn ranges(nets: &[IpNet]) -> String {
+    if nets.is_empty() {
+        "no configured range".to_string()
+    } else {
+        nets.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Checks an IP VIP address against `scope`. Pure: the caller decides what is local.
@@ -280,14 +302,16 @@ pub fn check_ip_vip(ip: IpAddr, scope: &IpVipScope) -> Result<(), VipAddressErro
         IpVipScope::Within(nets) if nets.iter().any(|n| n.contains(&ip)) => Ok(()),
         IpVipScope::Within(nets) => Err(VipAddressError::OutOfScope {
             ip,
-            allowed: if nets.is_empty() {
-                "no configured range".to_string()
-            } else {
-                nets.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            },
+            allowed: ranges(nets),
+        }),
+        IpVipScope::LocalOrWithin { local, nets }
+            if local.contains(&ip) || nets.iter().any(|n| n.contains(&ip)) =>
+        {
+            Ok(())
+        }
+        IpVipScope::LocalOrWithin { nets, .. } => Err(VipAddressError::NotLocal {
+            ip,
+            allowed: ranges(nets),
         }),
     }
 }
@@ -613,6 +637,40 @@ mod tests {
             "10.10.0.1 is neither loopback nor in 11.0.0.0/8"
         );
         assert!(check_ip_vip(ip("0.0.0.0"), &scoped).is_err());
+    }
+
+    #[test]
+    fn without_address_management_an_ip_vip_must_be_local_or_in_a_named_range() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let scope = IpVipScope::LocalOrWithin {
+            local: vec![ip("10.0.1.5"), ip("fd00::5")],
+            nets: vec![
+                "11.0.0.0/8".parse().unwrap(),
+                "10.10.0.0/24".parse().unwrap(),
+            ],
+        };
+        for good in [
+            "10.0.1.5",
+            "fd00::5",
+            "11.2.3.4",
+            "10.10.0.7",
+            "127.1.0.1",
+            "::1",
+        ] {
+            assert_eq!(check_ip_vip(ip(good), &scope), Ok(()), "{good}");
+        }
+        let err = check_ip_vip(ip("192.0.2.10"), &scope).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "192.0.2.10 is not an address of this agent, nor in 11.0.0.0/8, 10.10.0.0/24 (--ip-vip-cidr)"
+        );
+        // Being local never admits the unspecified, broadcast or multicast addresses.
+        let odd = IpVipScope::LocalOrWithin {
+            local: vec![ip("0.0.0.0"), ip("224.0.0.1")],
+            nets: vec![],
+        };
+        assert!(check_ip_vip(ip("0.0.0.0"), &odd).is_err());
+        assert!(check_ip_vip(ip("224.0.0.1"), &odd).is_err());
     }
 
     #[test]
