@@ -774,6 +774,35 @@ async fn udp_flows_cannot_exhaust_descriptors() {
             flood.push(s);
         }
     }
+    // The flood goes on while TCP, /metrics and the existing flow are checked (bounded: at most
+    // 2,000 rounds of 1,200 datagrams, and it stops when the checks are done).
+    let flood = std::sync::Arc::new(flood);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (first_round, first_round_sent) = tokio::sync::oneshot::channel();
+    let flooding = {
+        let (flood, stop) = (flood.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut sent = 0u64;
+            let mut first_round = Some(first_round);
+            for _ in 0..2000 {
+                for s in flood.iter() {
+                    if s.send_to(b"flood", frontend).await.is_ok() {
+                        sent += 1;
+                    }
+                }
+                if let Some(tx) = first_round.take() {
+                    let _ = tx.send(());
+                }
+                if stop.is_cancelled() {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            sent
+        })
+    };
+    // The checks start once the flood is under way; it finishes at least one more round.
+    first_round_sent.await.unwrap();
     // TCP and /metrics keep answering; the existing flow too.
     for _ in 0..20 {
         roundtrip(tcp, b"still").await.expect("TCP keeps working");
@@ -794,6 +823,12 @@ async fn udp_flows_cannot_exhaust_descriptors() {
         .expect("the existing flow keeps working")
         .unwrap();
     assert_eq!(&buf[..n], b"again");
+    stop.cancel();
+    let sent = flooding.await.unwrap();
+    assert!(
+        sent >= 2 * 1200,
+        "the flood ran during the checks ({sent} datagrams)"
+    );
     let logged = log.lock().unwrap().clone();
     assert!(
         !logged.iter().any(|l| l.contains("Too many open files")),
