@@ -695,3 +695,20 @@ async fn vips(State(state): State<AdminState>) -> Json<Value> {
 async fn config(State(state): State<AdminState>) -> Json<Value> {
     Json((*state.config).clone())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::AdminLimits;
+
+    #[test]
+    fn the_admin_and_dns_caps_fit_in_the_fixed_descriptor_reserve() {
+        let admin = AdminLimits::default().max_connections as u64;
+        let dns = crate::dns::ServerLimits::default().max_tcp_connections as u64;
+        // At least half the reserve stays for files, epoll, eventfds, sources and probes.
+        assert!(
+            admin + dns <= crate::fd_budget::FIXED_RESERVE / 2,
+            "admin {admin} + DNS {dns} > half of {}",
+            crate::fd_budget::FIXED_RESERVE
+        );
+    }
+}

@@ -16,8 +16,10 @@ pub struct NofileLimits {
     pub hard: u64,
 }
 
-/// Descriptors kept for everything that is not a UDP flow or a TCP connection: listeners, the
-/// admin server's connection cap, DNS over TCP's cap, files, epoll, eventfds, the source.
+/// Descriptors kept for everything that is not a UDP flow, a TCP connection or a listener: the
+/// admin server's connection cap (64), DNS over TCP's cap (128), and the rest (files, epoll,
+/// eventfds, the source's connections, the checker's probes). A test checks that the two caps
+/// fit. Listeners are counted as they open (`udp::FlowBudget::set_listeners`).
 pub const FIXED_RESERVE: u64 = 512;
 
 fn get() -> Option<libc::rlimit> {

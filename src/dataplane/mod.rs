@@ -191,6 +191,9 @@ impl Dataplane {
             }
         }
 
+        // Every listening socket is a descriptor the UDP flows cannot have.
+        self.flow_budget.set_listeners(self.listeners.len());
+
         // Per-frontend counters: drop the unused rest. (Per-backend entries follow the routes;
         // the publisher prunes them.)
         let addrs: HashSet<_> = table

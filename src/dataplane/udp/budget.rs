@@ -2,7 +2,10 @@
 //! together may hold, derived from the descriptor limit ([`crate::fd_budget::udp_flow_budget`]).
 //!
 //! Owns: [`FlowBudget`] (the limit, the count in use, the refusals) and [`FlowPermit`] (one
-//! unit, returned on drop). A new flow takes a permit before its socket is opened; a flow that
+//! unit, returned on drop). The limit follows the listeners: each listening socket is one
+//! descriptor less for flows and TCP, so [`FlowBudget::set_listeners`] lowers the limit by half
+//! of them (the other half comes out of TCP's share); a lower limit refuses new flows only, the
+//! flows over it keep working until they end. A new flow takes a permit before its socket is opened; a flow that
 //! cannot get one is not created (its datagram is dropped and counted), while existing flows keep
 //! working.
 //!
@@ -14,7 +17,9 @@ use std::sync::Arc;
 
 #[derive(Debug)]
 pub struct FlowBudget {
-    limit: usize,
+    /// The limit with no listener ([`crate::fd_budget::udp_flow_budget`]).
+    base: usize,
+    limit: AtomicUsize,
     used: AtomicUsize,
     refused: AtomicU64,
 }
@@ -33,7 +38,8 @@ impl FlowBudget {
     /// At least 1.
     pub fn new(limit: usize) -> Arc<FlowBudget> {
         Arc::new(FlowBudget {
-            limit: limit.max(1),
+            base: limit.max(1),
+            limit: AtomicUsize::new(limit.max(1)),
             used: AtomicUsize::new(0),
             refused: AtomicU64::new(0),
         })
@@ -43,7 +49,7 @@ impl FlowBudget {
     pub fn try_acquire(self: &Arc<Self>) -> Option<FlowPermit> {
         let mut used = self.used.load(Relaxed);
         loop {
-            if used >= self.limit {
+            if used >= self.limit.load(Relaxed) {
                 self.refused.fetch_add(1, Relaxed);
                 return None;
             }
@@ -58,7 +64,14 @@ impl FlowBudget {
     }
 
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Relaxed)
+    }
+
+    /// `listeners` listening sockets are open: the limit is the base less half of them (at
+    /// least 1).
+    pub fn set_listeners(&self, listeners: usize) {
+        let limit = self.base.saturating_sub(listeners.div_ceil(2)).max(1);
+        self.limit.store(limit, Relaxed);
     }
 
     pub fn used(&self) -> usize {
@@ -85,5 +98,22 @@ mod tests {
         drop(one);
         assert!(b.try_acquire().is_some());
         assert_eq!(b.used(), 1, "the temporary permit was returned");
+    }
+
+    #[test]
+    fn listeners_lower_the_limit_and_flows_over_it_keep_their_permits() {
+        let b = FlowBudget::new(10);
+        let held: Vec<_> = (0..8).map(|_| b.try_acquire().unwrap()).collect();
+        // 6 listeners: 3 descriptors less for flows.
+        b.set_listeners(6);
+        assert_eq!(b.limit(), 7);
+        assert!(b.try_acquire().is_none(), "8 in use, limit 7: refused");
+        assert_eq!(b.used(), 8, "the flows over the limit keep their permits");
+        drop(held);
+        assert!(b.try_acquire().is_some());
+        b.set_listeners(1_000);
+        assert_eq!(b.limit(), 1, "never below 1");
+        b.set_listeners(0);
+        assert_eq!(b.limit(), 10);
     }
 }
