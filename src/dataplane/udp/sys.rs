@@ -8,8 +8,11 @@
 //!
 //! Why: a frontend receives up to [`BATCH`] datagrams per syscall instead of one, and learns how
 //! many datagrams the kernel dropped because the socket's receive queue was full (otherwise
-//! invisible to vipd). Memory: the slots are one zeroed allocation (`calloc` → fresh pages), so
-//! only the bytes datagrams actually touch become resident.
+//! invisible to vipd). Memory: the slots are an anonymous mapping (`mmap`), so only the pages
+//! datagrams actually touch become resident. With `calloc` they came from malloc's arenas once
+//! glibc's dynamic mmap threshold had risen past 512 KiB (after a large document buffer is
+//! freed), and vipd at Marathon's ceiling (1,000 UDP frontends) held 280 MB instead of 138 MB
+//! (BENCHMARKS.md, `benches/scale/memory_after_shrink.sh`).
 //!
 //! Must not: know about flows, backends or tokio (the caller wraps [`RecvBatch::recv`] in
 //! `UdpSocket::try_io`, which clears readiness on `WouldBlock`).
@@ -58,7 +61,8 @@ pub(crate) struct Received {
 
 /// The receive buffers of one frontend, reused for every batch.
 pub(crate) struct RecvBatch {
-    bufs: Box<[u8]>,
+    /// [`BATCH`] slots of [`MAX_DATAGRAM`] bytes, resident only where written.
+    bufs: SlotMemory,
     addrs: [libc::sockaddr_storage; BATCH],
     controls: [[u64; CONTROL_WORDS]; BATCH],
     received: [Option<Received>; BATCH],
@@ -67,10 +71,45 @@ pub(crate) struct RecvBatch {
     kernel_drops: u32,
 }
 
+/// Zeroed memory for the receive slots: an anonymous mapping, or (if the kernel refuses one, e.g.
+/// at `vm.max_map_count`) a heap allocation.
+enum SlotMemory {
+    Mapped(memmap2::MmapMut),
+    Heap(Box<[u8]>),
+}
+
+impl SlotMemory {
+    fn new(len: usize) -> Self {
+        match memmap2::MmapMut::map_anon(len) {
+            Ok(map) => SlotMemory::Mapped(map),
+            Err(_) => SlotMemory::Heap(vec![0u8; len].into_boxed_slice()),
+        }
+    }
+}
+
+impl std::ops::Deref for SlotMemory {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            SlotMemory::Mapped(m) => m,
+            SlotMemory::Heap(h) => h,
+        }
+    }
+}
+
+impl std::ops::DerefMut for SlotMemory {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            SlotMemory::Mapped(m) => m,
+            SlotMemory::Heap(h) => h,
+        }
+    }
+}
+
 impl RecvBatch {
     pub fn new() -> Self {
         RecvBatch {
-            bufs: vec![0u8; BATCH * MAX_DATAGRAM].into_boxed_slice(),
+            bufs: SlotMemory::new(BATCH * MAX_DATAGRAM),
             // SAFETY: sockaddr_storage is plain old data; all-zero is a valid value.
             addrs: unsafe { MaybeUninit::zeroed().assume_init() },
             controls: [[0; CONTROL_WORDS]; BATCH],
