@@ -1,0 +1,1222 @@
+//! Handing the listening sockets of a running vipd to its successor, so an upgrade neither
+//! refuses nor loses a connection: the sockets themselves move (SCM_RIGHTS), nothing is bound
+//! anew, and a connection waiting in an accept backlog is accepted by whichever process is
+//! accepting.
+//!
+//! Owns: the wire protocol ([`Message`], one JSON message per `SOCK_SEQPACKET` packet, the
+//! descriptors of a `sockets` batch attached to it), both ends of the conversation (the
+//! predecessor's [`offer`], the successor's [`take`] and [`Taken::serving`]), the peer-uid check
+//! (`SO_PEERCRED`, on both ends: only the same effective uid may take or give sockets), the
+//! SIGUSR2 re-exec ([`spawn_successor`]: the binary at its own path, same arguments, one end of
+//! a socket pair inherited as [`HANDOVER_FD_ENV`]) and the `--handover-socket` listener
+//! ([`HandoverListener`]) and client ([`connect`]).
+//!
+//! The conversation (successor → S, predecessor → P):
+//! 1. S: `hello {version, pid}`. P checks the version and S's uid (S checks P's uid too).
+//! 2. P: `sockets {entries, last}` batches, each with at most [`MAX_FDS_PER_MESSAGE`]
+//!    descriptors in entry order: every bound frontend, the admin listener, the DNS sockets.
+//!    Or `refused {reason}`.
+//! 3. S adopts them, reads its source, publishes, and once ready sends `serving {pid}`.
+//! 4. P stops accepting and answers `draining {addresses}`: the VIP addresses it added, which S
+//!    now owns. P drains and exits 0. If P gives up waiting first, it sends `abort {reason}`.
+//!
+//! Any failure before `serving` leaves the predecessor serving as before.
+//!
+//! Must not: decide when to drain or what to serve (the daemon does), bind a frontend, or read
+//! the table. Blocking calls here are bounded by timeouts; callers run them off the runtime.
+
+use crate::table::{FrontendKey, Protocol};
+use nix::sys::socket::{
+    getsockopt, recvmsg, sendmsg, sockopt, ControlMessage, ControlMessageOwned, MsgFlags,
+};
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, SockAddr, Socket, Type};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The protocol version both ends must speak.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Descriptors per message (the kernel's `SCM_MAX_FD` is 253).
+pub const MAX_FDS_PER_MESSAGE: usize = 200;
+/// Largest message accepted (a batch of entries is a few dozen kilobytes).
+const MAX_MESSAGE: usize = 256 * 1024;
+/// Set by [`spawn_successor`] in the new process's environment: the number of its end of the
+/// handover socket pair.
+pub const HANDOVER_FD_ENV: &str = "VIPD_HANDOVER_FD";
+/// How long either end waits for the other's next step, except for `serving`, which waits for
+/// the successor's whole start (`--handover-timeout`).
+pub const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handed-over socket is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "role", rename_all = "snake_case")]
+pub enum SocketRole {
+    Frontend { key: FrontendKey },
+    Admin,
+    DnsUdp,
+    DnsTcp,
+}
+
+/// One socket of a `sockets` batch; its descriptor travels at the same index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SocketEntry {
+    pub role: SocketRole,
+    /// The address it is bound to.
+    pub local: SocketAddr,
+}
+
+/// One packet of the conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Message {
+    Hello {
+        version: u32,
+        pid: u32,
+    },
+    Sockets {
+        entries: Vec<SocketEntry>,
+        last: bool,
+    },
+    Refused {
+        reason: String,
+    },
+    Serving {
+        pid: u32,
+    },
+    Draining {
+        addresses: Vec<IpAddr>,
+    },
+    Abort {
+        reason: String,
+    },
+}
+
+impl Message {
+    fn name(&self) -> &'static str {
+        match self {
+            Message::Hello { .. } => "hello",
+            Message::Sockets { .. } => "sockets",
+            Message::Refused { .. } => "refused",
+            Message::Serving { .. } => "serving",
+            Message::Draining { .. } => "draining",
+            Message::Abort { .. } => "abort",
+        }
+    }
+}
+
+/// Why a handover did not happen. The predecessor keeps serving after each of them.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoverError {
+    #[error("handover socket {path}: {source}")]
+    Path {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("handover I/O: {0}")]
+    Io(#[from] io::Error),
+    #[error("the peer closed the handover before sending {expected}")]
+    Closed { expected: &'static str },
+    #[error("no {expected} from the peer within {timeout:?}")]
+    Timeout {
+        expected: &'static str,
+        timeout: Duration,
+    },
+    #[error("handover protocol: {0}")]
+    Protocol(String),
+    #[error("the peer runs as uid {peer}, this process as uid {own}: refused")]
+    PeerUid { peer: u32, own: u32 },
+    #[error("the running vipd refused the handover: {0}")]
+    Refused(String),
+    #[error("the running vipd aborted the handover: {0}")]
+    Aborted(String),
+    #[error("{HANDOVER_FD_ENV}={value:?} does not name an inherited handover socket: {reason}")]
+    BadInheritedFd { value: String, reason: String },
+    #[error("cannot start the new binary {}: {source}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl From<nix::Error> for HandoverError {
+    fn from(e: nix::Error) -> Self {
+        HandoverError::Io(io::Error::from(e))
+    }
+}
+
+// === the wire format (pure) ===
+
+pub fn encode(message: &Message) -> Vec<u8> {
+    serde_json::to_vec(message).expect("a handover message always serializes")
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Message, HandoverError> {
+    serde_json::from_slice(bytes).map_err(|e| HandoverError::Protocol(format!("bad message: {e}")))
+}
+
+/// Splits `n` entries into the `(start, end, last)` ranges of the `sockets` messages (always at
+/// least one message, so an empty offer still ends with `last`).
+pub fn batches(n: usize) -> Vec<(usize, usize, bool)> {
+    if n == 0 {
+        return vec![(0, 0, true)];
+    }
+    (0..n)
+        .step_by(MAX_FDS_PER_MESSAGE)
+        .map(|start| {
+            let end = (start + MAX_FDS_PER_MESSAGE).min(n);
+            (start, end, end == n)
+        })
+        .collect()
+}
+
+/// Checks that a received socket is what its entry says: the right type, bound to `local`, and
+/// listening for TCP.
+pub fn check_socket(entry: &SocketEntry, fd: &OwnedFd) -> Result<(), String> {
+    let sock = socket2::SockRef::from(fd);
+    let want = match entry.role {
+        SocketRole::Frontend { key } => match key.protocol {
+            Protocol::Tcp => Type::STREAM,
+            Protocol::Udp => Type::DGRAM,
+        },
+        SocketRole::Admin | SocketRole::DnsTcp => Type::STREAM,
+        SocketRole::DnsUdp => Type::DGRAM,
+    };
+    let ty = sock.r#type().map_err(|e| e.to_string())?;
+    if ty != want {
+        return Err(format!("socket type {ty:?}, expected {want:?}"));
+    }
+    let local = sock
+        .local_addr()
+        .map_err(|e| e.to_string())?
+        .as_socket()
+        .ok_or("not an IP socket")?;
+    if local != entry.local {
+        return Err(format!("bound to {local}, expected {}", entry.local));
+    }
+    if want == Type::STREAM && !sock.is_listener().map_err(|e| e.to_string())? {
+        return Err("not listening".into());
+    }
+    Ok(())
+}
+
+// === the channel (one connected SOCK_SEQPACKET socket) ===
+
+/// One end of a handover conversation.
+#[derive(Debug)]
+pub struct Channel {
+    socket: Socket,
+}
+
+fn own_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+impl Channel {
+    fn new(socket: Socket) -> io::Result<Channel> {
+        socket.set_nonblocking(false)?;
+        socket.set_write_timeout(Some(STEP_TIMEOUT))?;
+        Ok(Channel { socket })
+    }
+
+    /// The peer's (pid, uid), from `SO_PEERCRED`.
+    pub fn peer(&self) -> Result<(i32, u32), HandoverError> {
+        let cred = getsockopt(&self.socket, sockopt::PeerCredentials)?;
+        Ok((cred.pid(), cred.uid()))
+    }
+
+    /// Fails unless the peer runs with this process's effective uid.
+    pub fn check_peer_uid(&self) -> Result<i32, HandoverError> {
+        let (pid, peer) = self.peer()?;
+        let own = own_uid();
+        if peer != own {
+            return Err(HandoverError::PeerUid { peer, own });
+        }
+        Ok(pid)
+    }
+
+    pub fn send(&self, message: &Message, fds: &[BorrowedFd<'_>]) -> Result<(), HandoverError> {
+        let bytes = encode(message);
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let rights = [ControlMessage::ScmRights(&raw)];
+        let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &rights };
+        let sent = sendmsg::<()>(
+            self.socket.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            cmsgs,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )?;
+        if sent != bytes.len() {
+            return Err(HandoverError::Protocol(format!(
+                "short send: {sent} of {} bytes",
+                bytes.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Receives the next message and the descriptors that came with it, waiting up to `timeout`.
+    pub fn recv(
+        &self,
+        timeout: Duration,
+        expected: &'static str,
+    ) -> Result<(Message, Vec<OwnedFd>), HandoverError> {
+        self.socket.set_read_timeout(Some(timeout))?;
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS_PER_MESSAGE]);
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let (len, flags, fds) = loop {
+            match recvmsg::<()>(
+                self.socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Ok(msg) => {
+                    let mut fds = Vec::new();
+                    // The control data is complete unless MSG_CTRUNC, checked below; an error
+                    // here is that case.
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for cmsg in cmsgs {
+                            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                                for fd in received {
+                                    // SAFETY: the kernel has just installed `fd` in this
+                                    // process's table for this message (SCM_RIGHTS); nothing
+                                    // else knows the number, so this is its only owner.
+                                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                                }
+                            }
+                        }
+                    }
+                    break (msg.bytes, msg.flags, fds);
+                }
+                Err(nix::Error::EINTR) => continue,
+                Err(nix::Error::EAGAIN) => {
+                    return Err(HandoverError::Timeout { expected, timeout })
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(HandoverError::Protocol(format!(
+                "a message larger than {MAX_MESSAGE} bytes or {MAX_FDS_PER_MESSAGE} descriptors"
+            )));
+        }
+        if len == 0 {
+            return Err(HandoverError::Closed { expected });
+        }
+        Ok((decode(&buf[..len])?, fds))
+    }
+}
+
+// === the predecessor's end ===
+
+/// The sockets a predecessor hands over (its own duplicates; closed once sent).
+#[derive(Debug, Default)]
+pub struct Offer {
+    pub sockets: Vec<(SocketEntry, OwnedFd)>,
+}
+
+/// The predecessor's conversation up to `serving`: checks the peer, sends every socket, waits
+/// up to `serving_timeout` for the successor to serve. Returns the successor's pid. On any error
+/// the caller keeps serving (and should send [`Message::Abort`] if the channel still works).
+pub fn offer(
+    channel: &Channel,
+    offer: Offer,
+    serving_timeout: Duration,
+) -> Result<u32, HandoverError> {
+    if let Err(e) = channel.check_peer_uid() {
+        let _ = channel.send(
+            &Message::Refused {
+                reason: e.to_string(),
+            },
+            &[],
+        );
+        return Err(e);
+    }
+    let pid = match channel.recv(STEP_TIMEOUT, "hello")?.0 {
+        Message::Hello { version, pid } if version == PROTOCOL_VERSION => pid,
+        Message::Hello { version, .. } => {
+            let reason = format!("protocol version {version}; this vipd speaks {PROTOCOL_VERSION}");
+            let _ = channel.send(
+                &Message::Refused {
+                    reason: reason.clone(),
+                },
+                &[],
+            );
+            return Err(HandoverError::Protocol(reason));
+        }
+        other => return Err(unexpected("hello", &other)),
+    };
+    for (start, end, last) in batches(offer.sockets.len()) {
+        let part = &offer.sockets[start..end];
+        let entries = part.iter().map(|(e, _)| *e).collect();
+        let fds: Vec<BorrowedFd<'_>> = part.iter().map(|(_, fd)| fd.as_fd()).collect();
+        channel.send(&Message::Sockets { entries, last }, &fds)?;
+    }
+    drop(offer);
+    match channel.recv(serving_timeout, "serving")?.0 {
+        Message::Serving { pid: serving } if serving == pid => Ok(pid),
+        other => Err(unexpected("serving", &other)),
+    }
+}
+
+fn unexpected(expected: &str, got: &Message) -> HandoverError {
+    match got {
+        Message::Refused { reason } => HandoverError::Refused(reason.clone()),
+        Message::Abort { reason } => HandoverError::Aborted(reason.clone()),
+        other => HandoverError::Protocol(format!(
+            "expected {expected}, got {} ({other:?})",
+            other.name()
+        )),
+    }
+}
+
+// === the successor's end ===
+
+/// Sockets received from a predecessor, by role, each checked against its entry.
+#[derive(Debug, Default)]
+pub struct Inherited {
+    pub frontends: HashMap<FrontendKey, OwnedFd>,
+    pub admin: Option<(SocketAddr, OwnedFd)>,
+    pub dns_udp: Option<(SocketAddr, OwnedFd)>,
+    pub dns_tcp: Option<(SocketAddr, OwnedFd)>,
+}
+
+impl Inherited {
+    /// Files `fds` under `entries` (same order); a socket that is not what its entry says is
+    /// logged and closed.
+    pub fn add(
+        &mut self,
+        entries: Vec<SocketEntry>,
+        fds: Vec<OwnedFd>,
+    ) -> Result<(), HandoverError> {
+        if entries.len() != fds.len() {
+            return Err(HandoverError::Protocol(format!(
+                "{} entries but {} descriptors",
+                entries.len(),
+                fds.len()
+            )));
+        }
+        for (entry, fd) in entries.into_iter().zip(fds) {
+            if let Err(reason) = check_socket(&entry, &fd) {
+                tracing::warn!(socket = ?entry.role, %reason, "handed-over socket unusable; closed");
+                continue;
+            }
+            match entry.role {
+                SocketRole::Frontend { key } => {
+                    self.frontends.insert(key, fd);
+                }
+                SocketRole::Admin => self.admin = Some((entry.local, fd)),
+                SocketRole::DnsUdp => self.dns_udp = Some((entry.local, fd)),
+                SocketRole::DnsTcp => self.dns_tcp = Some((entry.local, fd)),
+            }
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.frontends.len()
+            + usize::from(self.admin.is_some())
+            + usize::from(self.dns_udp.is_some())
+            + usize::from(self.dns_tcp.is_some())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The admin listener, if the predecessor's is usable for `listen` (the same address, or the
+    /// same IP when `listen` asks for any port).
+    pub fn take_admin(&mut self, listen: SocketAddr) -> Option<std::net::TcpListener> {
+        take_matching(&mut self.admin, listen).map(std::net::TcpListener::from)
+    }
+
+    /// The DNS sockets (UDP, TCP), if both match `listen`.
+    pub fn take_dns(
+        &mut self,
+        listen: SocketAddr,
+    ) -> Option<(std::net::UdpSocket, std::net::TcpListener)> {
+        let both = self.dns_udp.as_ref().map(|(a, _)| *a) == self.dns_tcp.as_ref().map(|(a, _)| *a);
+        if !both {
+            return None;
+        }
+        let udp = take_matching(&mut self.dns_udp, listen)?;
+        let tcp = take_matching(&mut self.dns_tcp, listen)?;
+        Some((udp.into(), tcp.into()))
+    }
+}
+
+fn take_matching(slot: &mut Option<(SocketAddr, OwnedFd)>, listen: SocketAddr) -> Option<OwnedFd> {
+    let (local, _) = slot.as_ref()?;
+    let fits = *local == listen || (listen.port() == 0 && local.ip() == listen.ip());
+    fits.then(|| slot.take().map(|(_, fd)| fd)).flatten()
+}
+
+/// A successor that has its sockets and still owes the predecessor its `serving`.
+#[derive(Debug)]
+pub struct Taken {
+    pub sockets: Inherited,
+    pub predecessor: u32,
+    channel: Channel,
+}
+
+/// The successor's conversation up to the sockets: checks the peer, says hello, receives every
+/// batch.
+pub fn take(channel: Channel) -> Result<Taken, HandoverError> {
+    let predecessor = channel.check_peer_uid()?;
+    channel.send(
+        &Message::Hello {
+            version: PROTOCOL_VERSION,
+            pid: std::process::id(),
+        },
+        &[],
+    )?;
+    let mut sockets = Inherited::default();
+    loop {
+        match channel.recv(STEP_TIMEOUT, "sockets")? {
+            (Message::Sockets { entries, last }, fds) => {
+                sockets.add(entries, fds)?;
+                if last {
+                    break;
+                }
+            }
+            (other, _) => return Err(unexpected("sockets", &other)),
+        }
+    }
+    Ok(Taken {
+        sockets,
+        predecessor: u32::try_from(predecessor).unwrap_or(0),
+        channel,
+    })
+}
+
+/// The rest of a successor's conversation, after its sockets were taken out of [`Taken`].
+#[derive(Debug)]
+pub struct Successor {
+    pub predecessor: u32,
+    channel: Channel,
+}
+
+impl Taken {
+    pub fn into_parts(self) -> (Inherited, Successor) {
+        (
+            self.sockets,
+            Successor {
+                predecessor: self.predecessor,
+                channel: self.channel,
+            },
+        )
+    }
+}
+
+impl Successor {
+    /// Tells the predecessor this process serves; returns the VIP addresses it hands over.
+    pub fn serving(self) -> Result<Vec<IpAddr>, HandoverError> {
+        let sent = self.channel.send(
+            &Message::Serving {
+                pid: std::process::id(),
+            },
+            &[],
+        );
+        // Even when the send failed, an `abort` may be waiting.
+        match self.channel.recv(STEP_TIMEOUT, "draining") {
+            Ok((Message::Draining { addresses }, _)) if sent.is_ok() => Ok(addresses),
+            Ok((other, _)) => Err(unexpected("draining", &other)),
+            Err(e) => Err(sent.err().unwrap_or(e)),
+        }
+    }
+}
+
+/// The channel to the predecessor of a re-exec'd vipd, if this process is one
+/// ([`HANDOVER_FD_ENV`] is set). Call once: the descriptor is taken over.
+pub fn inherited_channel() -> Result<Option<Channel>, HandoverError> {
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let Some(value) = std::env::var_os(HANDOVER_FD_ENV) else {
+        return Ok(None);
+    };
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let value = value.to_string_lossy().into_owned();
+    let bad = |reason: &str| HandoverError::BadInheritedFd {
+        value: value.clone(),
+        reason: reason.into(),
+    };
+    let fd: RawFd = value.parse().map_err(|_| bad("not a number"))?;
+    if fd <= 2 {
+        return Err(bad("a standard stream"));
+    }
+    // SAFETY: the variable is set only by `spawn_successor` in the environment of the process it
+    // starts, naming the end of a socket pair it left open across exec for it; the guard above
+    // takes it once, so this is the descriptor's only owner in this process.
+    let socket = unsafe { Socket::from_raw_fd(fd) };
+    match socket.r#type() {
+        Ok(ty) if ty == Type::SEQPACKET => {}
+        Ok(_) => {
+            std::mem::forget(socket); // not ours to close: some other descriptor
+            return Err(bad("not a SOCK_SEQPACKET socket"));
+        }
+        Err(e) => {
+            std::mem::forget(socket);
+            return Err(bad(&e.to_string()));
+        }
+    }
+    Ok(Some(Channel::new(socket)?))
+}
+
+/// Connects to a running vipd's `--handover-socket`. `None` if nothing listens there (no file,
+/// or a stale one).
+pub fn connect(path: &Path) -> Result<Option<Channel>, HandoverError> {
+    let err = |source| HandoverError::Path {
+        path: path.to_path_buf(),
+        source,
+    };
+    let addr = SockAddr::unix(path).map_err(err)?;
+    let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(err)?;
+    match socket.connect(&addr) {
+        Ok(()) => Ok(Some(Channel::new(socket).map_err(err)?)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ECONNREFUSED)) => Ok(None),
+        Err(e) => Err(err(e)),
+    }
+}
+
+// === re-exec (SIGUSR2) ===
+
+/// The binary an upgrade re-executes: `argv[0]` as started if it names a path (so replacing
+/// that file, or the symlink, upgrades), else the resolved executable at start.
+pub fn own_binary() -> io::Result<PathBuf> {
+    match std::env::args_os().next() {
+        Some(arg0) if Path::new(&arg0).components().count() > 1 => Ok(PathBuf::from(arg0)),
+        _ => std::env::current_exe(),
+    }
+}
+
+/// A started successor and the predecessor's end of its channel.
+#[derive(Debug)]
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub channel: Channel,
+}
+
+/// Starts `program` with `args` (stdio inherited), giving it one end of a fresh socket pair as
+/// [`HANDOVER_FD_ENV`].
+pub fn spawn_successor(program: &Path, args: &[OsString]) -> Result<Spawned, HandoverError> {
+    let (ours, theirs) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None)?;
+    // Both ends are close-on-exec; the child's end must survive exec: dup(2) returns a
+    // duplicate without the flag, closed again here once the child has it. (vipd starts no
+    // other process meanwhile, so no other child inherits it.)
+    let inheritable = nix::unistd::dup(&theirs)?;
+    let child = std::process::Command::new(program)
+        .args(args)
+        .env(HANDOVER_FD_ENV, inheritable.as_raw_fd().to_string())
+        .spawn()
+        .map_err(|source| HandoverError::Spawn {
+            path: program.to_path_buf(),
+            source,
+        })?;
+    drop(inheritable);
+    drop(theirs);
+    Ok(Spawned {
+        child,
+        channel: Channel::new(ours)?,
+    })
+}
+
+// === --handover-socket ===
+
+/// The listening `--handover-socket` of a running vipd.
+#[derive(Debug)]
+pub struct HandoverListener {
+    socket: tokio::io::unix::AsyncFd<Socket>,
+    path: PathBuf,
+    /// (dev, inode) of the path when this process bound it: removed on exit only if unchanged.
+    identity: (u64, u64),
+}
+
+fn identity(path: &Path) -> io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    Ok((m.dev(), m.ino()))
+}
+
+impl HandoverListener {
+    /// Listens on `path`, replacing whatever file is there in one `rename(2)` (bound on a
+    /// temporary name first, so the path never points at nothing). Inside a tokio runtime.
+    pub fn bind(path: &Path) -> Result<HandoverListener, HandoverError> {
+        let err = |source| HandoverError::Path {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".{}.tmp", std::process::id()));
+        let tmp = PathBuf::from(tmp);
+        let _ = std::fs::remove_file(&tmp);
+        let socket = Socket::new(Domain::UNIX, Type::SEQPACKET, None).map_err(err)?;
+        socket
+            .bind(&SockAddr::unix(&tmp).map_err(err)?)
+            .map_err(err)?;
+        let listening = socket
+            .listen(16)
+            .and_then(|()| socket.set_nonblocking(true))
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .and_then(|()| identity(path));
+        let identity = match listening {
+            Ok(id) => id,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(err(e));
+            }
+        };
+        // SAFETY: `socket` is an open socket that the AsyncFd owns from here on: it stays open
+        // and keeps its descriptor number until the AsyncFd is dropped.
+        let socket = unsafe { tokio::io::unix::AsyncFd::register(socket) }
+            .map_err(|e| err(io::Error::other(e.to_string())))?;
+        tracing::info!(path = %path.display(), "handover socket listening");
+        Ok(HandoverListener {
+            socket,
+            path: path.to_path_buf(),
+            identity,
+        })
+    }
+
+    /// The next connection (blocking mode, for [`offer`]).
+    pub async fn accept(&self) -> io::Result<Channel> {
+        loop {
+            let mut guard = self.socket.readable().await?;
+            match guard.try_io(|s| s.get_ref().accept()) {
+                Ok(Ok((socket, _))) => return Channel::new(socket),
+                Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// Closes the listener and removes the path if it is still this listener's (a normal exit;
+    /// after a handover the successor owns the path).
+    pub fn remove(self) {
+        if identity(&self.path).ok() == Some(self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+// === the daemon's shell: attempts, the successor's finish ===
+
+/// What the daemon's run loop saw.
+#[derive(Debug)]
+pub enum Event {
+    Stop(&'static str),
+    /// SIGUSR2.
+    Reexec,
+    /// A peer connected to `--handover-socket`.
+    Accepted(io::Result<Channel>),
+    /// An attempt (re-exec or takeover) ended.
+    Attempt(Result<Handed, String>),
+    /// This process (a successor) finished its own handover and listens on the path now.
+    Listening(HandoverListener),
+    /// This process (a successor) finished its own handover.
+    Finished,
+    /// The predecessor aborted this process's takeover: it goes on serving, so this one stops.
+    SuccessorAborted(String),
+}
+
+/// What the run loop does next.
+#[derive(Debug)]
+pub enum Next {
+    Serve,
+    Stop(String),
+    HandedOver(Handed),
+}
+
+/// A successor serves; the predecessor still owes it `draining`.
+#[derive(Debug)]
+pub struct Handed {
+    channel: Channel,
+    pub successor: u32,
+}
+
+impl Handed {
+    /// Sends `draining {addresses}`: the successor owns these VIP addresses now.
+    pub async fn draining(self, addresses: Vec<IpAddr>) {
+        let successor = self.successor;
+        tracing::info!(
+            successor,
+            "handover accepted: the successor serves; stopped accepting, draining"
+        );
+        let sent = tokio::task::spawn_blocking(move || {
+            self.channel.send(&Message::Draining { addresses }, &[])
+        })
+        .await;
+        if let Ok(Err(e)) = sent {
+            tracing::warn!(successor, error = %e, "could not tell the successor its VIP addresses");
+        }
+    }
+}
+
+/// A successor that has taken its sockets, until it tells its predecessor it serves.
+#[derive(Debug)]
+pub struct Pending {
+    successor: Successor,
+    /// Started by the predecessor's SIGUSR2 (under systemd: becomes the main PID).
+    reexec: bool,
+}
+
+/// The predecessor's sockets, if this process is a successor: the inherited channel of a
+/// re-exec, or a live vipd on `--handover-socket`. Runs before anything binds.
+pub async fn take_predecessor(
+    args: &crate::cli::HandoverArgs,
+) -> Result<(Inherited, Option<Pending>), HandoverError> {
+    let path = args.handover_socket.clone();
+    let taken = tokio::task::spawn_blocking(move || -> Result<_, HandoverError> {
+        if let Some(channel) = inherited_channel()? {
+            return Ok(Some((take(channel)?, true)));
+        }
+        match path.as_deref().map(connect).transpose()?.flatten() {
+            Some(channel) => Ok(Some((take(channel)?, false))),
+            None => Ok(None),
+        }
+    })
+    .await
+    .map_err(|e| HandoverError::Io(io::Error::other(e.to_string())))??;
+    let Some((taken, reexec)) = taken else {
+        return Ok((Inherited::default(), None));
+    };
+    let (sockets, successor) = taken.into_parts();
+    tracing::info!(
+        predecessor = successor.predecessor,
+        sockets = sockets.len(),
+        how = if reexec { "re-exec" } else { "takeover" },
+        "took over the listening sockets"
+    );
+    Ok((sockets, Some(Pending { successor, reexec })))
+}
+
+type Finishing = tokio::task::JoinHandle<Result<Option<HandoverListener>, String>>;
+
+impl Pending {
+    /// Once ready (the `/readyz` rule): `READY=1` (with `MAINPID=` after a re-exec, before the
+    /// predecessor can exit), then `serving` to the predecessor, the VIP addresses it hands back
+    /// into `adoption`, and, with `--handover-socket`, this process's own listener on `path`.
+    pub fn finish(
+        self,
+        tables: crate::published::TableReader,
+        listeners: crate::dataplane::ListenerStatusHandle,
+        shutdown: tokio_util::sync::CancellationToken,
+        adoption: Option<crate::addresses::AddressAdoption>,
+        path: Option<PathBuf>,
+    ) -> Finishing {
+        tokio::spawn(async move {
+            if !crate::notify::wait_ready(&tables, &listeners, &shutdown).await {
+                return Ok(None);
+            }
+            crate::notify::ready(&tables, self.reexec);
+            let predecessor = self.successor.predecessor;
+            let successor = self.successor;
+            match tokio::task::spawn_blocking(move || successor.serving()).await {
+                Ok(Ok(addresses)) => {
+                    tracing::info!(
+                        predecessor,
+                        pid = std::process::id(),
+                        addresses = addresses.len(),
+                        "upgrade complete: serving; the predecessor drains and exits"
+                    );
+                    if let Some(adoption) = adoption {
+                        adoption.adopt(addresses);
+                    }
+                }
+                Ok(Err(HandoverError::Aborted(reason))) => {
+                    return Err(format!(
+                        "the predecessor (pid {predecessor}) aborted the handover: {reason}"
+                    ))
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(predecessor, error = %e, "the predecessor did not confirm the handover; serving anyway")
+                }
+                Err(e) => tracing::warn!(predecessor, error = %e, "handover task failed"),
+            }
+            match path.map(|p| HandoverListener::bind(&p)).transpose() {
+                Ok(listener) => Ok(listener),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen on --handover-socket; no takeover possible until restart");
+                    Ok(None)
+                }
+            }
+        })
+    }
+}
+
+/// The daemon's upgrade state: what it can hand over, the attempt in flight, its listener.
+#[derive(Debug)]
+pub struct UpgradeState {
+    listeners: crate::dataplane::ListenerStatusHandle,
+    dns: Option<(SocketAddr, (OwnedFd, OwnedFd))>,
+    program: io::Result<PathBuf>,
+    args: Vec<OsString>,
+    timeout: Duration,
+    listener: Option<HandoverListener>,
+    attempt: Option<tokio::task::JoinHandle<Result<Handed, String>>>,
+    /// A duplicate of the attempt's channel: shut down to end a blocked attempt at exit.
+    attempt_channel: Option<Socket>,
+    finishing: Option<Finishing>,
+}
+
+impl UpgradeState {
+    /// With `--handover-socket` and no handover of its own to finish, listens on the path now.
+    pub fn new(
+        args: &crate::cli::HandoverArgs,
+        listeners: crate::dataplane::ListenerStatusHandle,
+        dns: Option<(SocketAddr, (OwnedFd, OwnedFd))>,
+        finishing: Option<Finishing>,
+    ) -> Result<UpgradeState, HandoverError> {
+        let listener = match (&args.handover_socket, &finishing) {
+            (Some(path), None) => Some(HandoverListener::bind(path)?),
+            _ => None,
+        };
+        Ok(UpgradeState {
+            listeners,
+            dns,
+            program: own_binary(),
+            args: std::env::args_os().skip(1).collect(),
+            timeout: args.handover_timeout,
+            listener,
+            attempt: None,
+            attempt_channel: None,
+            finishing,
+        })
+    }
+
+    /// Every socket to hand over: the bound frontends, `admin`, DNS.
+    pub fn offer(&self, admin: Option<(SocketAddr, OwnedFd)>) -> Offer {
+        let mut sockets: Vec<(SocketEntry, OwnedFd)> = self
+            .listeners
+            .handover_sockets()
+            .into_iter()
+            .map(|(key, local, fd)| {
+                let role = SocketRole::Frontend { key };
+                (SocketEntry { role, local }, fd)
+            })
+            .collect();
+        if let Some((local, fd)) = admin {
+            sockets.push((
+                SocketEntry {
+                    role: SocketRole::Admin,
+                    local,
+                },
+                fd,
+            ));
+        }
+        if let Some((local, (udp, tcp))) = &self.dns {
+            if let (Ok(udp), Ok(tcp)) = (udp.try_clone(), tcp.try_clone()) {
+                for (role, fd) in [(SocketRole::DnsUdp, udp), (SocketRole::DnsTcp, tcp)] {
+                    sockets.push((
+                        SocketEntry {
+                            role,
+                            local: *local,
+                        },
+                        fd,
+                    ));
+                }
+            }
+        }
+        Offer { sockets }
+    }
+
+    /// The next upgrade event (never resolves while there is nothing to wait for).
+    pub async fn next_event(&mut self) -> Event {
+        tokio::select! {
+            r = async {
+                match self.attempt.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                self.attempt = None;
+                self.attempt_channel = None;
+                Event::Attempt(r.unwrap_or_else(|e| Err(format!("upgrade task failed: {e}"))))
+            }
+            r = async {
+                match self.finishing.as_mut() {
+                    Some(h) => h.await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                self.finishing = None;
+                match r {
+                    Ok(Ok(Some(listener))) => Event::Listening(listener),
+                    Ok(Ok(None)) => Event::Finished,
+                    Ok(Err(reason)) => Event::SuccessorAborted(reason),
+                    Err(e) => Event::SuccessorAborted(format!("handover task failed: {e}")),
+                }
+            }
+            r = async {
+                match self.listener.as_ref() {
+                    Some(l) => {
+                        let r = l.accept().await;
+                        if r.is_err() {
+                            // No busy loop on a persistent accept error (EMFILE).
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                        r
+                    }
+                    None => std::future::pending().await,
+                }
+            } => Event::Accepted(r),
+        }
+    }
+
+    /// Acts on `event`; `admin` (a duplicate of the admin listener and its address) is called
+    /// only when a successor is to get the sockets.
+    pub fn handle(
+        &mut self,
+        event: Event,
+        admin: impl FnOnce() -> Option<(SocketAddr, OwnedFd)>,
+    ) -> Next {
+        match event {
+            Event::Stop(why) => return Next::Stop(why.into()),
+            Event::Reexec if self.attempt.is_some() || self.finishing.is_some() => {
+                tracing::info!("SIGUSR2 ignored: an upgrade is already in progress");
+            }
+            Event::Reexec => match &self.program {
+                Err(e) => {
+                    tracing::warn!(error = %e, "SIGUSR2: cannot find this binary's path; still serving")
+                }
+                Ok(program) => match spawn_successor(program, &self.args) {
+                    Err(e) => tracing::warn!(error = %e, "upgrade failed; still serving"),
+                    Ok(spawned) => {
+                        tracing::info!(binary = %program.display(), pid = spawned.child.id(), "SIGUSR2: started the new binary; it takes the sockets once it serves");
+                        self.attempt_channel = spawned.channel.socket.try_clone().ok();
+                        let (offer, timeout) = (self.offer(admin()), self.timeout);
+                        self.attempt = Some(tokio::task::spawn_blocking(move || {
+                            reexec(spawned, offer, timeout)
+                        }));
+                    }
+                },
+            },
+            Event::Accepted(Err(e)) => {
+                tracing::warn!(error = %e, "handover socket: accept failed");
+            }
+            Event::Accepted(Ok(channel)) if self.attempt.is_some() || self.finishing.is_some() => {
+                tokio::task::spawn_blocking(move || {
+                    let reason = "an upgrade is already in progress".to_string();
+                    let _ = channel.send(&Message::Refused { reason }, &[]);
+                });
+            }
+            Event::Accepted(Ok(channel)) => {
+                let peer = channel.peer().map(|(pid, _)| pid).unwrap_or(0);
+                tracing::info!(peer, "handover socket: a takeover begins");
+                self.attempt_channel = channel.socket.try_clone().ok();
+                let (offer, timeout) = (self.offer(admin()), self.timeout);
+                self.attempt = Some(tokio::task::spawn_blocking(move || {
+                    takeover(channel, peer, offer, timeout)
+                }));
+            }
+            Event::Attempt(Ok(handed)) => return Next::HandedOver(handed),
+            Event::Attempt(Err(reason)) => {
+                tracing::warn!(%reason, "upgrade failed; still serving");
+            }
+            Event::Listening(listener) => self.listener = Some(listener),
+            Event::Finished => {}
+            Event::SuccessorAborted(reason) => {
+                tracing::error!(%reason, "the predecessor goes on serving; stopping");
+                return Next::Stop("stopping after an aborted takeover".into());
+            }
+        }
+        Next::Serve
+    }
+
+    /// A normal exit: ends an attempt in flight, removes the handover path if still ours.
+    pub fn stop(&mut self) {
+        if let Some(socket) = self.attempt_channel.take() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+        if let Some(listener) = self.listener.take() {
+            listener.remove();
+        }
+    }
+
+    /// After a handover: closes the listener but leaves the path (the successor's now).
+    pub fn stop_after_handover(&mut self) {
+        self.listener = None;
+    }
+}
+
+fn reexec(spawned: Spawned, offer: Offer, timeout: Duration) -> Result<Handed, String> {
+    let Spawned { mut child, channel } = spawned;
+    let pid = child.id();
+    match self::offer(&channel, offer, timeout) {
+        Ok(successor) => Ok(Handed { channel, successor }),
+        Err(e) => {
+            let _ = channel.send(
+                &Message::Abort {
+                    reason: e.to_string(),
+                },
+                &[],
+            );
+            drop(channel);
+            // Our child: stop it if it still runs, and say how it ended.
+            let status = match child.try_wait() {
+                Ok(Some(status)) => status,
+                _ => {
+                    let _ = child.kill();
+                    match child.wait() {
+                        Ok(status) => status,
+                        Err(w) => return Err(format!("the new process (pid {pid}): {e}; {w}")),
+                    }
+                }
+            };
+            Err(format!(
+                "the new process (pid {pid}) did not take over: {e}; it ended with {status}"
+            ))
+        }
+    }
+}
+
+fn takeover(
+    channel: Channel,
+    peer: i32,
+    offer: Offer,
+    timeout: Duration,
+) -> Result<Handed, String> {
+    match self::offer(&channel, offer, timeout) {
+        Ok(successor) => Ok(Handed { channel, successor }),
+        Err(e) => {
+            if !matches!(e, HandoverError::PeerUid { .. }) {
+                let _ = channel.send(
+                    &Message::Abort {
+                        reason: e.to_string(),
+                    },
+                    &[],
+                );
+            }
+            Err(format!("a takeover by pid {peer} failed: {e}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(listen: &str) -> SocketEntry {
+        SocketEntry {
+            role: SocketRole::Frontend {
+                key: FrontendKey {
+                    protocol: Protocol::Tcp,
+                    listen: listen.parse().unwrap(),
+                },
+            },
+            local: listen.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        for m in [
+            Message::Hello {
+                version: PROTOCOL_VERSION,
+                pid: 7,
+            },
+            Message::Sockets {
+                entries: vec![entry("127.0.0.1:80")],
+                last: true,
+            },
+            Message::Draining {
+                addresses: vec!["11.0.0.1".parse().unwrap()],
+            },
+            Message::Abort {
+                reason: "timeout".into(),
+            },
+        ] {
+            assert_eq!(decode(&encode(&m)).unwrap(), m);
+        }
+        assert!(matches!(
+            decode(b"{\"type\":\"launch\"}"),
+            Err(HandoverError::Protocol(_))
+        ));
+    }
+
+    #[test]
+    fn batches_cover_every_entry_and_end_with_last() {
+        assert_eq!(batches(0), vec![(0, 0, true)]);
+        assert_eq!(batches(3), vec![(0, 3, true)]);
+        let b = batches(2 * MAX_FDS_PER_MESSAGE + 1);
+        assert_eq!(b.len(), 3);
+        assert_eq!(
+            b[2],
+            (2 * MAX_FDS_PER_MESSAGE, 2 * MAX_FDS_PER_MESSAGE + 1, true)
+        );
+        assert!(!b[0].2 && !b[1].2);
+    }
+
+    #[test]
+    fn a_socket_is_checked_against_its_entry() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = l.local_addr().unwrap();
+        let fd = OwnedFd::from(l);
+        assert_eq!(check_socket(&entry(&local.to_string()), &fd), Ok(()));
+        let other = entry("127.0.0.1:1");
+        assert!(check_socket(&other, &fd).unwrap_err().contains("bound to"));
+        let udp = OwnedFd::from(std::net::UdpSocket::bind("127.0.0.1:0").unwrap());
+        assert!(check_socket(&entry(&local.to_string()), &udp)
+            .unwrap_err()
+            .contains("socket type"));
+    }
+
+    /// The whole conversation over a socket pair: the successor gets a working listener, the
+    /// predecessor the successor's pid, and the addresses travel back.
+    #[test]
+    fn a_listener_is_handed_over_and_accepts_in_the_successor() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        let (old, new) = (Channel::new(a).unwrap(), Channel::new(b).unwrap());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = listener.local_addr().unwrap();
+        // A connection queued in the backlog before the handover.
+        let client = std::net::TcpStream::connect(local).unwrap();
+        let sockets = vec![(entry(&local.to_string()), OwnedFd::from(listener))];
+        let predecessor = std::thread::spawn(move || {
+            let pid = offer(&old, Offer { sockets }, STEP_TIMEOUT).unwrap();
+            old.send(
+                &Message::Draining {
+                    addresses: vec!["11.0.0.9".parse().unwrap()],
+                },
+                &[],
+            )
+            .unwrap();
+            pid
+        });
+        let (mut inherited, successor) = take(new).unwrap().into_parts();
+        let key = FrontendKey {
+            protocol: Protocol::Tcp,
+            listen: local,
+        };
+        let fd = inherited.frontends.remove(&key).expect("the listener came");
+        let adopted = std::net::TcpListener::from(fd);
+        let (accepted, peer) = adopted.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap(), "the queued connection");
+        drop(accepted);
+        let addresses = successor.serving().unwrap();
+        assert_eq!(addresses, vec!["11.0.0.9".parse::<IpAddr>().unwrap()]);
+        assert_eq!(predecessor.join().unwrap(), std::process::id());
+    }
+
+    #[test]
+    fn a_peer_that_closes_early_is_an_error_not_a_hang() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        let old = Channel::new(a).unwrap();
+        drop(b);
+        let err = offer(&old, Offer::default(), STEP_TIMEOUT).unwrap_err();
+        assert!(
+            matches!(err, HandoverError::Closed { expected: "hello" }),
+            "{err}"
+        );
+    }
+}
