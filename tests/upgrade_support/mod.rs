@@ -406,6 +406,12 @@ pub async fn upgrades_under_load(how: How, rounds: usize) {
     let mut current_pid = processes[0].pid() as i32;
     let mut replaced: Vec<i32> = Vec::new();
     for round in 0..rounds {
+        // Each vipd serves some of the churn before it is replaced.
+        let before = churn.ok.load(Ordering::Relaxed);
+        wait_count("churn progress", 3, PATIENCE, || {
+            (churn.ok.load(Ordering::Relaxed) - before) as usize
+        })
+        .await;
         let token = CancellationToken::new();
         streams.push((token.clone(), spawn_stream(tcp, token)));
         // Each stream lives through two upgrades.
