@@ -120,3 +120,79 @@ async fn a_new_binary_that_exits_at_once_leaves_the_old_one_serving() {
     signal(successor, libc::SIGTERM);
     assert_eq!(wait_pid(successor, PATIENCE), Some(0));
 }
+
+/// Under systemd (a fake service manager: a datagram socket named in `$NOTIFY_SOCKET`): the
+/// re-executed process sends `MAINPID=<its pid>` with `READY=1`, and the old one exits without
+/// `STOPPING=1` (the service is not stopping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_the_new_process_becomes_the_main_pid() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::Duration;
+    use support::daemon::VipdProcess;
+    use support::{free_port, roundtrip, TaggedEchoServer, LOCALHOST, PATIENCE};
+    use upgrade_support::*;
+
+    fn next(socket: &UnixDatagram, timeout: Duration) -> Option<String> {
+        socket.set_read_timeout(Some(timeout)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = socket.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    }
+
+    become_subreaper();
+    let backend = TaggedEchoServer::start("b1").await;
+    let udp_backend = udp_support::UdpServer::start("u1", udp_support::Reply::Echo).await;
+    let tcp: std::net::SocketAddr = (LOCALHOST, free_port(LOCALHOST)).into();
+    let udp = udp_support::free_udp_addr(LOCALHOST);
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.json");
+    std::fs::write(
+        &apps,
+        apps_doc(tcp.port(), udp.port(), backend.addr, udp_backend.addr),
+    )
+    .unwrap();
+    let notify = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&notify).unwrap();
+    let args = vipd_args(&apps, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vipd =
+        VipdProcess::start_with_env(&args, &[("NOTIFY_SOCKET", notify.to_str().unwrap())]);
+    let ready = next(&manager, PATIENCE).expect("READY=1");
+    assert_eq!(ready.lines().next(), Some("READY=1"), "{ready}");
+
+    vipd.signal(libc::SIGUSR2);
+    let upgraded = next(&manager, PATIENCE)
+        .unwrap_or_else(|| panic!("no notification after SIGUSR2: {:#?}", vipd.log()));
+    let lines: Vec<&str> = upgraded.lines().collect();
+    let main_pid: i32 = lines[0]
+        .strip_prefix("MAINPID=")
+        .unwrap_or_else(|| panic!("{upgraded}"))
+        .parse()
+        .unwrap();
+    assert_ne!(main_pid, vipd.pid() as i32);
+    assert_eq!(lines[1], "READY=1", "{upgraded}");
+    assert!(vipd.wait_for_log("upgrade complete: serving", PATIENCE));
+    let line = vipd
+        .log()
+        .into_iter()
+        .find(|l| l.contains("upgrade complete: serving"))
+        .unwrap();
+    assert_eq!(
+        field(&line, "pid"),
+        Some(main_pid),
+        "MAINPID is the new process"
+    );
+    assert_eq!(vipd.wait_exit(PATIENCE).and_then(|s| s.code()), Some(0));
+    assert_eq!(
+        next(&manager, Duration::from_millis(100)),
+        None,
+        "no STOPPING=1 from the old one"
+    );
+    roundtrip(tcp, b"after").await.unwrap();
+
+    // The new main process stops like any: STOPPING=1, exit 0.
+    signal(main_pid, libc::SIGTERM);
+    let stopping = next(&manager, PATIENCE).expect("STOPPING=1");
+    assert_eq!(stopping.lines().next(), Some("STOPPING=1"));
+    assert_eq!(wait_pid(main_pid, PATIENCE), Some(0));
+}
