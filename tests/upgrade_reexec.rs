@@ -196,3 +196,60 @@ async fn under_systemd_the_new_process_becomes_the_main_pid() {
     assert_eq!(stopping.lines().next(), Some("STOPPING=1"));
     assert_eq!(wait_pid(main_pid, PATIENCE), Some(0));
 }
+
+/// The new process starts but never serves (the apps file it reads no longer parses, so it never
+/// publishes): after `--handover-timeout` the old vipd stops it, logs why, and goes on serving
+/// its last good table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_process_that_never_serves_is_stopped_after_the_handover_timeout() {
+    use support::daemon::VipdProcess;
+    use support::{free_port, roundtrip, TaggedEchoServer, LOCALHOST, PATIENCE};
+    use upgrade_support::*;
+
+    become_subreaper();
+    let backend = TaggedEchoServer::start("b1").await;
+    let udp_backend = udp_support::UdpServer::start("u1", udp_support::Reply::Echo).await;
+    let tcp: std::net::SocketAddr = (LOCALHOST, free_port(LOCALHOST)).into();
+    let udp = udp_support::free_udp_addr(LOCALHOST);
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.json");
+    std::fs::write(
+        &apps,
+        apps_doc(tcp.port(), udp.port(), backend.addr, udp_backend.addr),
+    )
+    .unwrap();
+    let args = vipd_args(&apps, &["--handover-timeout".to_string(), "1s".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut vipd = VipdProcess::start(&args);
+    let served =
+        support::poll_until(PATIENCE, || async { roundtrip(tcp, b"ping").await.ok() }).await;
+    assert!(served.is_some(), "vipd never served: {:#?}", vipd.log());
+    support::daemon::write_atomically(&apps, "not json");
+
+    vipd.signal(libc::SIGUSR2);
+    assert!(
+        vipd.wait_for_log("upgrade failed; still serving", PATIENCE),
+        "{:#?}",
+        vipd.log()
+    );
+    let line = vipd
+        .log()
+        .into_iter()
+        .find(|l| l.contains("upgrade failed; still serving"))
+        .unwrap();
+    assert!(
+        line.contains("no serving from the peer within 1s"),
+        "{line}"
+    );
+    assert!(
+        line.contains("signal: 9"),
+        "the old vipd stopped its child: {line}"
+    );
+    assert!(vipd.wait_exit(std::time::Duration::ZERO).is_none());
+    roundtrip(tcp, b"still")
+        .await
+        .expect("the old vipd still serves");
+    assert_eq!(vipd.count_log("upgrade complete"), 0);
+    vipd.signal(libc::SIGTERM);
+    assert_eq!(vipd.wait_exit(PATIENCE).and_then(|s| s.code()), Some(0));
+}
