@@ -1209,6 +1209,27 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_listener_is_adopted_for_its_address_or_any_port_on_its_ip() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let local = l.local_addr().unwrap();
+        let mut inherited = Inherited {
+            admin: Some((local, OwnedFd::from(l))),
+            ..Inherited::default()
+        };
+        assert!(inherited
+            .take_admin("127.0.0.2:0".parse().unwrap())
+            .is_none());
+        assert!(inherited
+            .take_admin("127.0.0.1:1".parse().unwrap())
+            .is_none());
+        let taken = inherited
+            .take_admin("127.0.0.1:0".parse().unwrap())
+            .unwrap();
+        assert_eq!(taken.local_addr().unwrap(), local);
+        assert!(inherited.is_empty());
+    }
+
+    #[test]
     fn a_peer_that_closes_early_is_an_error_not_a_hang() {
         let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
         let old = Channel::new(a).unwrap();

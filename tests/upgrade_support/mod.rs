@@ -321,6 +321,8 @@ pub fn vipd_args(apps: &std::path::Path, extra: &[String]) -> Vec<String> {
         // Tests run in parallel: never the fixed default admin port.
         "--admin-listen",
         "127.0.0.1:0",
+        "--dns-listen",
+        "127.0.0.1:0",
     ]
     .iter()
     .map(|s| (*s).to_string())
@@ -541,6 +543,20 @@ pub async fn upgrades_under_load(how: How, rounds: usize) {
         2 * rounds,
         "each successor adopts both frontend sockets"
     );
+    // The admin and DNS sockets moved too: every process served on the first one's addresses.
+    for (needle, key) in [
+        ("admin server listening", "local="),
+        ("DNS server listening", "listen="),
+    ] {
+        let addrs: HashSet<&str> = all
+            .iter()
+            .filter(|l| l.contains(needle))
+            .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix(key)))
+            .collect();
+        let n = all.iter().filter(|l| l.contains(needle)).count();
+        assert_eq!(n, rounds + 1, "{needle}: one line per process");
+        assert_eq!(addrs.len(), 1, "{needle}: one address for all: {addrs:?}");
+    }
     let rebinds: Vec<_> = all.iter().filter(|l| l.contains("bind failed")).collect();
     assert!(
         rebinds.is_empty(),
