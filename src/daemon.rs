@@ -147,7 +147,7 @@ impl Daemon {
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let active = health.active;
-        let dataplane = Dataplane::new(dataplane_config, tables.clone());
+        let mut dataplane = Dataplane::new(dataplane_config, tables.clone());
         // Always running: a port label can turn active checks on without the global flag.
         let checker = crate::control::checker::spawn(
             tables.clone(),
@@ -155,7 +155,6 @@ impl Daemon {
             active,
             shutdown.clone(),
         );
-        let mut dataplane = dataplane;
         dataplane.adopt(std::mem::take(&mut inherited.frontends));
         let listeners = dataplane.listener_status();
         if successor.is_none() {
