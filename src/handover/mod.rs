@@ -840,6 +840,50 @@ mod tests {
         assert!(inherited.is_empty());
     }
 
+    /// More sockets than one message may carry: they travel in batches and all arrive, each
+    /// filed under its own frontend.
+    #[test]
+    fn more_sockets_than_one_message_carries_arrive_in_batches() {
+        let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
+        let (old, new) = (Channel::new(a).unwrap(), Channel::new(b).unwrap());
+        let n = MAX_FDS_PER_MESSAGE + 50;
+        let sockets: Vec<(SocketEntry, OwnedFd)> = (0..n)
+            .map(|_| {
+                let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+                let local = s.local_addr().unwrap();
+                let key = FrontendKey {
+                    protocol: Protocol::Udp,
+                    listen: local,
+                };
+                let role = SocketRole::Frontend { key };
+                (SocketEntry { role, local }, OwnedFd::from(s))
+            })
+            .collect();
+        let keys: Vec<FrontendKey> = sockets
+            .iter()
+            .map(|(e, _)| match e.role {
+                SocketRole::Frontend { key } => key,
+                _ => unreachable!(),
+            })
+            .collect();
+        let predecessor =
+            std::thread::spawn(move || offer(&old, Offer { sockets }, STEP_TIMEOUT).map(|_| old));
+        let (inherited, successor) = take(new).unwrap().into_parts();
+        assert_eq!(inherited.frontends.len(), n);
+        for key in &keys {
+            let fd = &inherited.frontends[key];
+            let local = socket2::SockRef::from(fd).local_addr().unwrap();
+            assert_eq!(local.as_socket(), Some(key.listen));
+        }
+        drop(successor); // closes before `serving`: the predecessor sees an error, not a hang
+        assert!(matches!(
+            predecessor.join().unwrap(),
+            Err(HandoverError::Closed {
+                expected: "serving"
+            })
+        ));
+    }
+
     #[test]
     fn a_peer_that_closes_early_is_an_error_not_a_hang() {
         let (a, b) = Socket::pair(Domain::UNIX, Type::SEQPACKET, None).unwrap();
