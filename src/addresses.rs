@@ -12,6 +12,10 @@
 //! or let one failing address stop the others: each failure is logged with the address and the
 //! kernel's reason, reported, and retried on the next reconcile.
 //!
+//! Upgrades: a successor vipd adopts the addresses its predecessor added
+//! ([`AddressManager::adoption`]): they count as added by this process from then on, and the
+//! predecessor, exiting after a handover, removes none.
+//!
 //! Ordering is the caller's: reconcile addresses before the data plane binds the table's
 //! listeners (a VIP listener cannot bind an address that is not local yet). Dropping the manager
 //! does not remove anything (removal is async); call [`AddressManager::cleanup`] first.
@@ -192,6 +196,27 @@ pub struct AddressManager {
     added: BTreeSet<IpAddr>,
     /// Wanted, but already there when vipd first wanted it: never removed.
     pre_existing: BTreeSet<IpAddr>,
+    /// Addresses a predecessor handed over, taken into `added` at the next reconcile or cleanup.
+    adopted: AddressAdoption,
+}
+
+/// Hands a predecessor's addresses to a running [`AddressManager`] (from another task).
+#[derive(Debug, Clone, Default)]
+pub struct AddressAdoption(std::sync::Arc<std::sync::Mutex<Vec<IpAddr>>>);
+
+impl AddressAdoption {
+    /// From now on these addresses are this process's to remove (when the table stops wanting
+    /// them, or on exit), even if it found them already present.
+    pub fn adopt(&self, addresses: Vec<IpAddr>) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(addresses.into_iter().filter(|ip| manageable(*ip)));
+    }
+
+    fn take(&self) -> Vec<IpAddr> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 impl AddressManager {
@@ -236,7 +261,22 @@ impl AddressManager {
             index,
             added: BTreeSet::new(),
             pre_existing: BTreeSet::new(),
+            adopted: AddressAdoption::default(),
         })
+    }
+
+    /// Where a predecessor's addresses are handed to this manager.
+    pub fn adoption(&self) -> AddressAdoption {
+        self.adopted.clone()
+    }
+
+    fn take_adopted(&mut self) {
+        for ip in self.adopted.take() {
+            self.pre_existing.remove(&ip);
+            if self.added.insert(ip) {
+                tracing::info!(interface = %self.interface, address = %ip, "VIP address adopted from the predecessor");
+            }
+        }
     }
 
     /// Addresses vipd added and has not removed yet.
@@ -324,6 +364,7 @@ impl AddressManager {
     /// Makes the interface hold exactly the VIP addresses `table` needs, among those vipd
     /// manages. Never panics; one failing address does not stop the others.
     pub async fn reconcile(&mut self, table: &Table) -> ReconcileReport {
+        self.take_adopted();
         let wanted = wanted_addresses(table);
         let mut report = ReconcileReport::default();
         let present = match self.present().await {
@@ -389,6 +430,7 @@ impl AddressManager {
     /// Removes every address vipd added (never a pre-existing one). Keeps going past failures;
     /// what could not be removed stays in [`Self::added`] and in the report's errors. Idempotent.
     pub async fn cleanup(&mut self) -> ReconcileReport {
+        self.take_adopted();
         let mut report = ReconcileReport::default();
         let ours: Vec<IpAddr> = self.added.iter().copied().collect();
         for ip in ours {

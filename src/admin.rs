@@ -162,6 +162,8 @@ pub struct AdminServer {
     pub stats: Arc<AdminStats>,
     thread: Option<std::thread::JoinHandle<()>>,
     shutdown: CancellationToken,
+    /// The listener's socket (kept for [`AdminServer::handover_socket`]).
+    handover: std::os::fd::OwnedFd,
 }
 
 impl AdminServer {
@@ -176,13 +178,31 @@ impl AdminServer {
         state: AdminState,
         limits: AdminLimits,
     ) -> Result<AdminServer, AdminError> {
+        let listener = std::net::TcpListener::bind(listen).map_err(|source| AdminError::Bind {
+            addr: listen,
+            source,
+        })?;
+        Self::start_on(listener, state, limits)
+    }
+
+    /// Serves on a listener already bound (one handed over by a predecessor vipd).
+    pub fn start_on(
+        listener: std::net::TcpListener,
+        state: AdminState,
+        limits: AdminLimits,
+    ) -> Result<AdminServer, AdminError> {
+        let listen = listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         let bind_err = |source| AdminError::Bind {
             addr: listen,
             source,
         };
-        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
         listener.set_nonblocking(true).map_err(bind_err)?;
         let local_addr = listener.local_addr().map_err(bind_err)?;
+        let handover = std::os::fd::AsFd::as_fd(&listener)
+            .try_clone_to_owned()
+            .map_err(bind_err)?;
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let stats = Arc::new(AdminStats::new(&limits));
@@ -221,7 +241,13 @@ impl AdminServer {
             stats,
             thread: Some(thread),
             shutdown,
+            handover,
         })
+    }
+
+    /// A duplicate of the listening socket, for a successor vipd.
+    pub fn handover_socket(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        self.handover.try_clone()
     }
 
     pub fn stop(mut self) {

@@ -5,7 +5,15 @@
 //! on its own thread, DNS), the signal handling
 //! (SIGTERM/SIGINT: stop accepting, drain up to the grace period, remove the VIP addresses vipd
 //! added, exit 0; a second SIGTERM/SIGINT during the drain cuts the remaining connections at once
-//! and the shutdown goes on; SIGHUP: re-read the source now), and the order of shutdown.
+//! and the shutdown goes on; SIGHUP: re-read the source now; SIGUSR2: upgrade in place), and the
+//! order of shutdown.
+//!
+//! Upgrades ([`crate::handover`] does the socket passing): at start, a predecessor's sockets are
+//! taken (re-exec'd child, or `--handover-socket` takeover) before anything binds, and adopted by
+//! the admin server, DNS and the data plane. A running daemon offers its sockets on SIGUSR2 (to
+//! the re-executed binary) or to a peer on `--handover-socket`; once the successor serves, it
+//! stops accepting, drains (TCP up to the grace period, UDP flows until idle), leaves its VIP
+//! addresses to the successor and exits 0. A failed attempt changes nothing: it keeps serving.
 //!
 //! Must not: contain routing, forwarding or Marathon logic of its own; every decision lives in the
 //! module that owns it.
@@ -18,6 +26,7 @@ use crate::control::resolve::HostResolver;
 use crate::control::{ControlLoop, FollowTable, ResolveHosts};
 use crate::dataplane::{Dataplane, DataplaneConfig, ListenerStatusHandle};
 use crate::dns::{DnsError, DnsServer, ServingCheck};
+use crate::handover::{self, HandoverError};
 use crate::metrics::{DataplaneCollector, Metrics};
 use crate::published::{self, PublishedTable, TableReader};
 use crate::signals::ShutdownSignals;
@@ -49,6 +58,8 @@ pub enum StartError {
     Admin(#[from] AdminError),
     #[error("DNS server: {0}")]
     Dns(#[from] DnsError),
+    #[error("upgrade: {0}")]
+    Handover(#[from] HandoverError),
 }
 
 impl ResolveHosts for HostResolver {
@@ -106,6 +117,7 @@ pub struct Daemon {
     admin: Option<AdminServer>,
     checker: tokio::task::JoinHandle<()>,
     grace: std::time::Duration,
+    upgrade: handover::UpgradeState,
 }
 
 impl Daemon {
@@ -125,6 +137,8 @@ impl Daemon {
         } else {
             None
         };
+        // An upgrade: the predecessor's sockets, before anything binds.
+        let (mut inherited, successor) = handover::take_predecessor(&args.handover).await?;
         let shutdown = CancellationToken::new();
         let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
         let health = HealthConfig::from(&args.health);
@@ -144,7 +158,7 @@ impl Daemon {
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let active = health.active;
-        let dataplane = Dataplane::new(dataplane_config, tables.clone());
+        let mut dataplane = Dataplane::new(dataplane_config, tables.clone());
         // Always running: a port label can turn active checks on without the global flag.
         let checker = crate::control::checker::spawn(
             tables.clone(),
@@ -152,8 +166,11 @@ impl Daemon {
             active,
             shutdown.clone(),
         );
+        dataplane.adopt(std::mem::take(&mut inherited.frontends));
         let listeners = dataplane.listener_status();
-        crate::notify::spawn_ready(tables.clone(), listeners.clone(), shutdown.clone());
+        if successor.is_none() {
+            crate::notify::spawn_ready(tables.clone(), listeners.clone(), shutdown.clone());
+        }
 
         let metrics = Arc::new(Metrics::new());
         metrics.register(Box::new(crate::metrics::ResourceCollector::new(
@@ -173,9 +190,8 @@ impl Daemon {
         let warnings = Arc::default();
         let changes = crate::control::history::ChangeLog::default();
         let admin = match args.admin.admin_listen {
-            Some(listen) if !args.admin.no_admin => Some(AdminServer::start(
-                listen,
-                AdminState {
+            Some(listen) if !args.admin.no_admin => {
+                let state = AdminState {
                     metrics: metrics.clone(),
                     tables: tables.clone(),
                     listeners: listeners.clone(),
@@ -185,16 +201,25 @@ impl Daemon {
                     config: Arc::new(config),
                     changes: changes.clone(),
                     source_status,
-                },
-            )?),
+                };
+                Some(match inherited.take_admin(listen) {
+                    Some(listener) => AdminServer::start_on(listener, state, Default::default())?,
+                    None => AdminServer::start(listen, state)?,
+                })
+            }
             _ => None,
         };
 
+        let mut dns_sockets = None;
         let (dns, dns_addr) = match args.dns.dns_listen {
             Some(listen) => {
                 let zone = crate::dns::parse_zone(&args.table.zone)?;
-                let server = DnsServer::bind(listen).await?;
+                let server = match inherited.take_dns(listen) {
+                    Some((udp, tcp)) => DnsServer::from_std(udp, tcp)?,
+                    None => DnsServer::bind(listen).await?,
+                };
                 let local = server.local_addr();
+                dns_sockets = server.handover_sockets().ok().map(|s| (local, s));
                 metrics.register(Box::new(crate::metrics::Scraped::new(server.stats())));
                 let serving: Arc<dyn ServingCheck + Send + Sync> =
                     Arc::new(ListenersServing(listeners.clone()));
@@ -205,6 +230,7 @@ impl Daemon {
             None => (None, None),
         };
 
+        let adoption = addresses.as_ref().map(AddressManager::adoption);
         let followers: Followers = (addresses, dataplane);
         let control = ControlLoop::new(
             publisher,
@@ -215,6 +241,20 @@ impl Daemon {
         .with_observability(metrics.control.clone(), warnings)
         .with_change_log(changes);
         let control = tokio::spawn(control.run(source.clone(), shutdown.clone()));
+        let upgrade = handover::UpgradeState::new(
+            &args.handover,
+            listeners.clone(),
+            dns_sockets,
+            successor.map(|s| {
+                s.finish(
+                    tables.clone(),
+                    listeners.clone(),
+                    shutdown.clone(),
+                    adoption,
+                    args.handover.handover_socket.clone(),
+                )
+            }),
+        )?;
         Ok(Daemon {
             tables,
             shutdown,
@@ -226,6 +266,7 @@ impl Daemon {
             admin,
             checker,
             grace,
+            upgrade,
         })
     }
 
@@ -239,17 +280,41 @@ impl Daemon {
     /// Runs until SIGTERM or SIGINT, then drains and returns. A second SIGTERM or SIGINT during
     /// the drain cuts the remaining connections at once (the rest of the shutdown, VIP address
     /// removal included, still runs).
-    pub async fn run_until(self, mut signals: ShutdownSignals) {
-        loop {
-            tokio::select! {
-                _ = signals.term.recv() => { tracing::info!("SIGTERM: draining (send SIGTERM or SIGINT again to cut connections now)"); break; }
-                _ = signals.int.recv() => { tracing::info!("SIGINT: draining (press Ctrl-C again to cut connections now)"); break; }
-                _ = signals.hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); }
+    ///
+    /// SIGUSR2 upgrades in place, and a peer on `--handover-socket` takes over: once the
+    /// successor serves, this daemon drains as after SIGTERM, but leaves its VIP addresses to the
+    /// successor and sends no `STOPPING=1`. A failed upgrade is logged and changes nothing.
+    pub async fn run_until(mut self, mut signals: ShutdownSignals) {
+        let handed_over = loop {
+            let event = tokio::select! {
+                _ = signals.term.recv() => handover::Event::Stop("SIGTERM: draining (send SIGTERM or SIGINT again to cut connections now)"),
+                _ = signals.int.recv() => handover::Event::Stop("SIGINT: draining (press Ctrl-C again to cut connections now)"),
+                _ = signals.hup.recv() => { tracing::info!("SIGHUP: re-reading the source"); self.source.resync(); continue; }
+                _ = signals.usr2.recv() => handover::Event::Reexec,
+                event = self.upgrade.next_event() => event,
+            };
+            let admin = || {
+                let admin = self.admin.as_ref()?;
+                Some((admin.local_addr, admin.handover_socket().ok()?))
+            };
+            match self.upgrade.handle(event, admin) {
+                handover::Next::Serve => {}
+                handover::Next::Stop(why) => {
+                    tracing::info!("{why}");
+                    break None;
+                }
+                handover::Next::HandedOver(successor) => break Some(successor),
             }
-        }
-        crate::notify::stopping();
+        };
         let cut = CancellationToken::new();
-        let stop = self.stop_or_cut(cut.clone());
+        let stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+            match handed_over {
+                None => {
+                    crate::notify::stopping();
+                    Box::pin(self.stop_or_cut(cut.clone()))
+                }
+                Some(successor) => Box::pin(self.drain_after_handover(successor, cut.clone())),
+            };
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -257,6 +322,7 @@ impl Daemon {
                 _ = signals.term.recv() => {}
                 _ = signals.int.recv() => {}
                 _ = signals.hup.recv() => continue,
+                _ = signals.usr2.recv() => { tracing::info!("SIGUSR2 ignored: draining"); continue; }
             }
             if !cut.is_cancelled() {
                 tracing::warn!("second signal: cutting the remaining connections now");
@@ -274,7 +340,8 @@ impl Daemon {
     /// [`Daemon::stop`], cutting the live connections at once when `cut` is cancelled.
     pub async fn stop_or_cut(mut self, cut: CancellationToken) {
         self.shutdown.cancel();
-        match self.control.await {
+        self.upgrade.stop();
+        match (&mut self.control).await {
             Ok((mut addresses, dataplane)) => {
                 // The data plane logs its own report ("data plane stopped").
                 let _report = dataplane.shutdown_or_cut(self.grace, cut).await;
@@ -285,6 +352,37 @@ impl Daemon {
             }
             Err(e) => tracing::error!(error = %e, "control loop ended abnormally"),
         }
+        self.stop_side_servers().await;
+    }
+
+    /// After a handover: the successor answers on the admin port and the handover path now; this
+    /// daemon stops accepting, tells the successor which VIP addresses are its own, drains, and
+    /// returns without removing an address.
+    async fn drain_after_handover(mut self, successor: handover::Handed, cut: CancellationToken) {
+        if let Some(admin) = self.admin.take() {
+            admin.stop();
+        }
+        self.shutdown.cancel();
+        self.upgrade.stop_after_handover();
+        match (&mut self.control).await {
+            Ok((addresses, dataplane)) => {
+                let owned: Vec<std::net::IpAddr> = addresses
+                    .as_ref()
+                    .map(|a| a.added().iter().copied().collect())
+                    .unwrap_or_default();
+                successor.draining(owned.clone()).await;
+                let _report = dataplane.drain_after_handover(self.grace, cut).await;
+                if !owned.is_empty() {
+                    tracing::info!(addresses = ?owned, "VIP addresses left to the successor");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "control loop ended abnormally"),
+        }
+        self.stop_side_servers().await;
+        tracing::info!("handed over and drained; exiting");
+    }
+
+    async fn stop_side_servers(&mut self) {
         if let Err(e) = (&mut self.checker).await {
             tracing::warn!(error = %e, "health checker task failed");
         }

@@ -28,6 +28,7 @@ pub mod dataplane;
 pub mod demo;
 pub mod dns;
 pub mod fd_budget;
+pub mod handover;
 pub mod health;
 pub mod interfaces;
 pub mod logging;

@@ -1,5 +1,6 @@
-//! Process signals of `vipd run`: holding SIGHUP/SIGINT/SIGTERM from the first instruction of
-//! `main` until the daemon's handlers exist, and the handlers themselves.
+//! Process signals of `vipd run`: holding SIGHUP/SIGINT/SIGTERM/SIGUSR2 from the first
+//! instruction of `main` until the daemon's handlers exist, and the handlers themselves. (SIGUSR2,
+//! the upgrade signal, would otherwise kill a vipd that is just starting: its default action.)
 //!
 //! Owns: [`block_shutdown_signals`] / [`unblock_shutdown_signals`] (the calling thread's signal
 //! mask; threads started in between inherit the blocked mask, so once the main thread unblocks,
@@ -9,7 +10,7 @@
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
-const HELD: [libc::c_int; 3] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM];
+const HELD: [libc::c_int; 4] = [libc::SIGHUP, libc::SIGINT, libc::SIGTERM, libc::SIGUSR2];
 
 fn set_mask(how: libc::c_int) {
     // SAFETY: sigemptyset/sigaddset initialise a local sigset_t we own; pthread_sigmask only
@@ -24,7 +25,7 @@ fn set_mask(how: libc::c_int) {
     }
 }
 
-/// Holds SIGHUP, SIGINT and SIGTERM pending on this thread (and on threads it starts).
+/// Holds SIGHUP, SIGINT, SIGTERM and SIGUSR2 pending on this thread (and on threads it starts).
 pub fn block_shutdown_signals() {
     set_mask(libc::SIG_BLOCK);
 }
@@ -34,13 +35,14 @@ pub fn unblock_shutdown_signals() {
     set_mask(libc::SIG_UNBLOCK);
 }
 
-/// The daemon's signal streams. Installing them replaces the default actions (SIGHUP no longer
-/// terminates the process).
+/// The daemon's signal streams. Installing them replaces the default actions (SIGHUP and SIGUSR2
+/// no longer terminate the process).
 #[derive(Debug)]
 pub struct ShutdownSignals {
     pub term: Signal,
     pub int: Signal,
     pub hup: Signal,
+    pub usr2: Signal,
 }
 
 impl ShutdownSignals {
@@ -50,6 +52,7 @@ impl ShutdownSignals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
+            usr2: signal(SignalKind::user_defined2())?,
         })
     }
 }

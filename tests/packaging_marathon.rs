@@ -130,3 +130,19 @@ fn every_variable_is_a_flag_of_vipd_run_and_vipd_reads_the_app_cleanly() {
     assert_eq!(table["frontends"], serde_json::json!([]));
     assert_eq!(table["warnings"], serde_json::json!([]));
 }
+
+#[test]
+fn the_takeover_socket_is_on_the_host_volume_both_versions_see() {
+    let app = app();
+    let socket = app["env"]["VIPD_HANDOVER_SOCKET"].as_str().unwrap();
+    let volumes = app["container"]["volumes"].as_array().unwrap();
+    assert!(
+        volumes.iter().any(|v| {
+            let path = v["containerPath"].as_str().unwrap();
+            socket.starts_with(&format!("{path}/"))
+                && v["hostPath"] == v["containerPath"]
+                && v["mode"] == "RW"
+        }),
+        "{socket} must be on a read-write host volume"
+    );
+}

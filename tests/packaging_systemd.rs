@@ -1,6 +1,6 @@
 //! `packaging/systemd/`: the unit passes `systemd-analyze verify` with no warning and has what
 //! the operations docs promise (Type=notify, capabilities for a non-root user, hardening, a
-//! reload that vipd handles); every variable of the example environment file is a flag of
+//! reload that upgrades in place by SIGUSR2); every variable of the example environment file is a flag of
 //! `vipd run`.
 
 use std::path::{Path, PathBuf};
@@ -92,9 +92,11 @@ fn unit_passes_systemd_analyze_verify_without_warnings() {
 }
 
 #[test]
-fn unit_is_notify_unprivileged_hardened_and_reloads_with_sighup() {
+fn unit_is_notify_unprivileged_hardened_and_reloads_by_upgrading_with_sigusr2() {
     let unit = std::fs::read_to_string(packaging("vipd.service")).unwrap();
     assert_eq!(value(&unit, "Type"), "notify");
+    // The upgraded process (a child of the main one) notifies MAINPID= and READY=1.
+    assert_eq!(value(&unit, "NotifyAccess"), "all");
     assert_eq!(value(&unit, "EnvironmentFile"), "/etc/default/vipd");
     let user = value(&unit, "User");
     assert!(!user.is_empty() && user != "root" && user != "0", "{user}");
@@ -107,18 +109,13 @@ fn unit_is_notify_unprivileged_hardened_and_reloads_with_sighup() {
     assert_eq!(value(&unit, "NoNewPrivileges"), "yes");
     let nofile: u64 = value(&unit, "LimitNOFILE").parse().unwrap();
     assert!(nofile >= 65536, "{nofile}");
-    // vipd handles SIGHUP (re-read the source) but not SIGUSR2 (its default action kills): the
-    // reload must send what vipd handles.
-    // The handlers are installed in src/signals.rs.
-    let daemon =
+    // Reload is the in-place upgrade (SIGUSR2); vipd handles it and SIGHUP (resync), installed in
+    // src/signals.rs.
+    let signals =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/signals.rs")).unwrap();
-    assert!(daemon.contains("SignalKind::hangup()"));
-    let reload = value(&unit, "ExecReload");
-    if daemon.contains("SignalKind::user_defined2()") {
-        assert!(reload.contains("USR2"), "{reload}");
-    } else {
-        assert_eq!(reload, "/bin/kill -HUP $MAINPID");
-    }
+    assert!(signals.contains("SignalKind::hangup()"));
+    assert!(signals.contains("SignalKind::user_defined2()"));
+    assert_eq!(value(&unit, "ExecReload"), "/bin/kill -USR2 $MAINPID");
 }
 
 #[test]

@@ -14,6 +14,7 @@ pub mod config;
 pub mod dataplane;
 pub mod dns;
 pub mod duration;
+pub mod handover;
 pub mod health;
 pub mod marathon;
 pub mod status;
@@ -21,6 +22,7 @@ pub mod status;
 pub use addresses::AddressArgs;
 pub use dataplane::DataplaneArgs;
 pub use dns::DnsArgs;
+pub use handover::HandoverArgs;
 pub use health::HealthArgs;
 pub use marathon::MarathonArgs;
 pub use status::StatusArgs;
@@ -218,6 +220,8 @@ pub struct RunArgs {
     pub admin: AdminArgs,
     #[command(flatten)]
     pub health: HealthArgs,
+    #[command(flatten)]
+    pub handover: HandoverArgs,
     /// Worker threads of the data plane runtime (default: the number of cores).
     #[arg(long, env = "VIPD_WORKER_THREADS")]
     pub worker_threads: Option<usize>,

@@ -3,7 +3,10 @@
 //!
 //! Owns: [`bind_tcp`] (socket options), the bind retry (delays from [`crate::backoff::Backoff`]),
 //! [`ListenerStatusHandle`], the accept-error classification ([`AcceptErrorClass`]) and a small
-//! log rate limiter, and the bind-with-retry every listener task runs ([`ListenerTask`]).
+//! log rate limiter, and the bind-with-retry every listener task runs ([`ListenerTask`]). A task
+//! given a socket handed over by a predecessor ([`crate::handover`]) adopts it instead of
+//! binding; the status keeps a weak reference to each bound socket so that a handover can
+//! duplicate it ([`ListenerStatusHandle::handover_sockets`]) without keeping it open.
 //!
 //! Bind errors (port in use, address not local) are logged at `warn` once per change of error for
 //! that frontend and retried forever with backoff until the frontend leaves the table; they never
@@ -18,7 +21,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +65,24 @@ struct StatusEntry {
     /// The listener instance that owns the entry; a stale task cannot overwrite a newer one.
     owner: u64,
     state: ListenerState,
+    /// The bound socket, while its task holds it (for a handover).
+    socket: Option<ListenerSocket>,
+}
+
+/// A listener task's socket, weakly: the task alone keeps it open.
+#[derive(Debug, Clone)]
+pub(crate) enum ListenerSocket {
+    Tcp(Weak<tokio::net::TcpListener>),
+    Udp(Weak<tokio::net::UdpSocket>),
+}
+
+impl ListenerSocket {
+    fn duplicate(&self) -> Option<OwnedFd> {
+        match self {
+            ListenerSocket::Tcp(w) => w.upgrade()?.as_fd().try_clone_to_owned().ok(),
+            ListenerSocket::Udp(w) => w.upgrade()?.as_fd().try_clone_to_owned().ok(),
+        }
+    }
 }
 
 /// Cloneable, thread-safe view of every current frontend's listener state.
@@ -104,7 +126,38 @@ impl ListenerStatusHandle {
 
     pub(crate) fn insert(&self, key: FrontendKey, owner: u64, state: ListenerState) {
         let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        map.insert(key, StatusEntry { owner, state });
+        map.insert(
+            key,
+            StatusEntry {
+                owner,
+                state,
+                socket: None,
+            },
+        );
+    }
+
+    /// Records the socket `owner`'s task serves `key` with (weakly).
+    pub(crate) fn set_socket(&self, key: &FrontendKey, owner: u64, socket: ListenerSocket) {
+        let mut map = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(entry) = map.get_mut(key).filter(|e| e.owner == owner) {
+            entry.socket = Some(socket);
+        }
+    }
+
+    /// A duplicate of every bound frontend's socket, with its local address, for a successor.
+    pub fn handover_sockets(&self) -> Vec<(FrontendKey, SocketAddr, OwnedFd)> {
+        let map = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<_> = map
+            .iter()
+            .filter_map(|(key, e)| match (&e.state, &e.socket) {
+                (ListenerState::Bound { local }, Some(socket)) => {
+                    Some((*key, *local, socket.duplicate()?))
+                }
+                _ => None,
+            })
+            .collect();
+        out.sort_by_key(|(k, _, _)| *k);
+        out
     }
 
     /// Updates the entry only if `owner` still owns it. When this was the last first attempt
@@ -327,16 +380,34 @@ pub(crate) struct ListenerTask {
     pub previous_closed: Option<CancellationToken>,
     /// Cancelled (on drop) when this task's socket is closed.
     pub socket_closed: CancellationToken,
+    /// A socket handed over by a predecessor: adopted instead of binding.
+    pub inherited: Option<OwnedFd>,
 }
 
 impl ListenerTask {
-    /// Waits for a previous socket on the same key to close, then binds with `bind`, retrying
-    /// with backoff and reporting every state in the listener status. A bind error is logged at
-    /// warn once per distinct error (repeats at debug). `None` if stopped before binding.
+    /// Adopts the inherited socket with `adopt` if there is one (never binding that frontend
+    /// anew: the predecessor's socket keeps every queued connection). Otherwise waits for a
+    /// previous socket on the same key to close, then binds with `bind`, retrying with backoff
+    /// and reporting every state in the listener status. A bind error is logged at warn once
+    /// per distinct error (repeats at debug). `None` if stopped before binding.
     pub(crate) async fn bind_with_retry<S>(
         &mut self,
+        adopt: impl FnOnce(OwnedFd) -> io::Result<(S, SocketAddr)>,
         mut bind: impl FnMut(SocketAddr) -> io::Result<(S, SocketAddr)>,
     ) -> Option<S> {
+        if let Some(fd) = self.inherited.take() {
+            match adopt(fd) {
+                Ok((socket, local)) => {
+                    self.status
+                        .update(&self.key, self.owner, ListenerState::Bound { local });
+                    tracing::info!(frontend = %self.key, %local, "listening (socket handed over)");
+                    return Some(socket);
+                }
+                Err(error) => {
+                    tracing::warn!(frontend = %self.key, %error, "handed-over socket unusable; binding anew");
+                }
+            }
+        }
         if let Some(previous) = self.previous_closed.take() {
             tokio::select! {
                 _ = previous.cancelled() => {}

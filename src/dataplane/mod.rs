@@ -22,6 +22,12 @@
 //! UDP frontends ([`udp`]) share the listener status, bind backoff and the routes with TCP. A
 //! removed UDP frontend closes its socket and its flows at once (their replies need that socket;
 //! see [`udp`]); `--drain-timeout` applies to TCP connections only.
+//!
+//! Upgrades ([`crate::handover`]): a successor adopts the sockets its predecessor handed over
+//! ([`Dataplane::adopt`]) for the frontends of its first table, instead of binding them; the
+//! predecessor's [`Dataplane::handover_sockets`] duplicates them, and after the handover it
+//! drains with [`Dataplane::drain_after_handover`] (TCP as at shutdown; UDP flows idle out,
+//! both within `--drain-timeout`).
 
 pub mod frontends;
 pub mod listener;
@@ -37,6 +43,7 @@ use crate::balance::BackendRegistry;
 use crate::published::{PublishedTable, TableReader};
 use crate::table::{FrontendKey, Protocol};
 use std::collections::{HashMap, HashSet};
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -117,8 +124,12 @@ pub struct Dataplane {
     cut_all: CancellationToken,
     /// Listener tasks and drain watchers.
     tasks: TaskTracker,
-    /// Every connection task.
+    /// Every connection task (and, after a handover, every lingering UDP frontend).
     connections: TaskTracker,
+    /// Sockets handed over by a predecessor, until the first reconcile adopts them.
+    inherited: HashMap<FrontendKey, OwnedFd>,
+    /// Cancelled by [`Dataplane::drain_after_handover`]: UDP frontends linger.
+    udp_linger: CancellationToken,
 }
 
 impl Dataplane {
@@ -142,7 +153,20 @@ impl Dataplane {
             cut_all: CancellationToken::new(),
             tasks: TaskTracker::new(),
             connections: TaskTracker::new(),
+            inherited: HashMap::new(),
+            udp_linger: CancellationToken::new(),
         }
+    }
+
+    /// Sockets a predecessor handed over, by frontend: the next reconcile serves each frontend of
+    /// its table that has one on it (never binding it anew) and closes the rest.
+    pub fn adopt(&mut self, sockets: HashMap<FrontendKey, OwnedFd>) {
+        self.inherited.extend(sockets);
+    }
+
+    /// A duplicate of every bound frontend socket, for a successor.
+    pub fn handover_sockets(&self) -> Vec<(FrontendKey, std::net::SocketAddr, OwnedFd)> {
+        self.status.handover_sockets()
     }
 
     pub fn config(&self) -> &DataplaneConfig {
@@ -191,6 +215,11 @@ impl Dataplane {
             }
         }
 
+        if !self.inherited.is_empty() {
+            let unused: Vec<String> = self.inherited.keys().map(|k| k.to_string()).collect();
+            tracing::info!(frontends = ?unused, "handed-over sockets of frontends not in this table closed");
+            self.inherited.clear();
+        }
         // Every listening socket is a descriptor the UDP flows cannot have.
         self.flow_budget.set_listeners(self.listeners.len());
 
@@ -240,6 +269,7 @@ impl Dataplane {
             stop: self.stop_all.child_token(),
             previous_closed: self.closing.remove(&key),
             socket_closed: CancellationToken::new(),
+            inherited: self.inherited.remove(&key),
         }
     }
 
@@ -287,6 +317,11 @@ impl Dataplane {
             udp_stats: self.udp_stats.clone(),
             flow_budget: self.flow_budget.clone(),
             config: self.config.udp.clone(),
+            linger: udp::Linger {
+                enabled: self.udp_linger.clone(),
+                tracker: self.connections.clone(),
+                cut: self.cut_all.child_token(),
+            },
         };
         self.tasks.spawn(udp::run_udp_frontend(task, ctx));
         // Flows are not connections: the frontend task owns and closes them, so the drain of a
@@ -365,6 +400,19 @@ impl Dataplane {
     /// Stops accepting everywhere, waits for live connections up to `grace`, then cuts the rest.
     pub async fn shutdown(self, grace: Duration) -> ShutdownReport {
         self.shutdown_or_cut(grace, CancellationToken::new()).await
+    }
+
+    /// After a handover to a successor that serves the same sockets: stops accepting and
+    /// receiving, waits up to `grace` for live TCP connections to finish and for UDP flows to
+    /// idle out (their replies still go out), then cuts the rest. `cut_now` as in
+    /// [`Dataplane::shutdown_or_cut`].
+    pub async fn drain_after_handover(
+        self,
+        grace: Duration,
+        cut_now: CancellationToken,
+    ) -> ShutdownReport {
+        self.udp_linger.cancel();
+        self.shutdown_or_cut(grace, cut_now).await
     }
 
     /// [`Dataplane::shutdown`], cutting at once when `cut_now` is cancelled (a second signal).

@@ -15,7 +15,7 @@
 //! connection above `debug`.
 
 use super::frontends::{ActiveFrontend, FrontendStats};
-use super::listener::{bind_tcp, AcceptErrorClass, ListenerTask, LogLimiter};
+use super::listener::{bind_tcp, AcceptErrorClass, ListenerSocket, ListenerTask, LogLimiter};
 use super::relay::{self, ByteCounters, CloseReason, RelayConfig};
 use crate::balance::{Candidates, ConnectFailure, Select};
 use crate::health::LocalFault;
@@ -50,23 +50,33 @@ pub(crate) async fn run_tcp_listener(mut task: ListenerTask, ctx: Arc<Connection
     let _closed = task.socket_closed.clone().drop_guard();
     let key = task.key;
     let backlog = task.backlog;
+    let from_std = |l: std::net::TcpListener| {
+        l.set_nonblocking(true)?;
+        let l = tokio::net::TcpListener::from_std(l)?;
+        l.local_addr().map(|a| (l, a))
+    };
     let bound = task
-        .bind_with_retry(|addr| {
-            bind_tcp(addr, backlog)
-                .and_then(tokio::net::TcpListener::from_std)
-                .and_then(|l| l.local_addr().map(|a| (l, a)))
-        })
+        .bind_with_retry(
+            |fd| from_std(std::net::TcpListener::from(fd)),
+            |addr| bind_tcp(addr, backlog).and_then(from_std),
+        )
         .await;
     let Some(listener) = bound else {
         return;
     };
+    let listener = Arc::new(listener);
+    task.status.set_socket(
+        &key,
+        task.owner,
+        ListenerSocket::Tcp(Arc::downgrade(&listener)),
+    );
     accept_loop(listener, ctx, task.stop).await;
     tracing::info!(frontend = %key, "stopped accepting");
 }
 
 /// Accepts until `stop`, spawning one task per connection. Accept errors never end the loop.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     ctx: Arc<ConnectionContext>,
     stop: CancellationToken,
 ) {

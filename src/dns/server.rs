@@ -174,6 +174,54 @@ impl DnsServer {
         }))
     }
 
+    /// Serves on sockets already bound to the same address (handed over by a predecessor vipd).
+    pub fn from_std(
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+    ) -> Result<Self, DnsError> {
+        let local = udp.local_addr().map_err(|source| DnsError::Bind {
+            protocol: Protocol::Udp,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            source,
+        })?;
+        let tcp_err = |source| DnsError::Bind {
+            protocol: Protocol::Tcp,
+            addr: local,
+            source,
+        };
+        udp.set_nonblocking(true).map_err(|source| DnsError::Bind {
+            protocol: Protocol::Udp,
+            addr: local,
+            source,
+        })?;
+        let udp = UdpSocket::from_std(udp).map_err(|source| DnsError::Bind {
+            protocol: Protocol::Udp,
+            addr: local,
+            source,
+        })?;
+        tcp.set_nonblocking(true).map_err(tcp_err)?;
+        let tcp = TcpListener::from_std(tcp).map_err(tcp_err)?;
+        let limits = ServerLimits::default();
+        Ok(DnsServer {
+            udp,
+            tcp,
+            local,
+            stats: DnsStats::new(&limits),
+            limits,
+        })
+    }
+
+    /// Duplicates of the (UDP, TCP) sockets, for a successor vipd.
+    pub fn handover_sockets(
+        &self,
+    ) -> std::io::Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+        use std::os::fd::AsFd;
+        Ok((
+            self.udp.as_fd().try_clone_to_owned()?,
+            self.tcp.as_fd().try_clone_to_owned()?,
+        ))
+    }
+
     pub fn with_limits(mut self, limits: ServerLimits) -> Self {
         self.stats = DnsStats::new(&limits);
         self.limits = limits;

@@ -174,6 +174,30 @@ impl Frontend {
         }
     }
 
+    /// Live flows.
+    pub fn flows(&self) -> usize {
+        self.state.flows.len()
+    }
+
+    /// Without receiving any more (a successor reads the socket), lets each live flow forward
+    /// its replies until it idles out, or until `cut`; then [`Frontend::close`]s.
+    pub async fn linger(mut self, cut: CancellationToken) -> usize {
+        loop {
+            self.state.expire(Instant::now());
+            if self.state.flows.is_empty() {
+                break;
+            }
+            let Some(at) = self.state.flows.poll_timeout() else {
+                break;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                _ = cut.cancelled() => break,
+            }
+        }
+        self.close().await
+    }
+
     /// Closes every flow and waits until every return task has ended (so the frontend socket is
     /// really closed once `self` is dropped). Returns how many flows were closed.
     pub async fn close(mut self) -> usize {

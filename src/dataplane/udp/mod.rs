@@ -35,7 +35,9 @@
 //!
 //! Lifecycle: a removed frontend closes its socket at once, and its flows with it: their replies
 //! would need that socket, and a UDP client has no connection to drain. Shutdown does the same
-//! for every frontend. The frontend task returns only after every return task (each holding the
+//! for every frontend, except after a handover: the successor then receives on the same socket,
+//! and each frontend only stops receiving, forwarding its live flows' replies until they idle
+//! out (bounded by the drain). The frontend task returns only after every return task (each holding the
 //! frontend socket) has ended, so the port is really free when the task reports it closed.
 //!
 //! Socket options: the frontend socket does NOT set `SO_REUSEADDR`. For UDP it has no TIME_WAIT
@@ -60,7 +62,7 @@ pub use stats::{
 };
 
 use super::frontends::FrontendStats;
-use super::listener::ListenerTask;
+use super::listener::{ListenerSocket, ListenerTask};
 use crate::published::TableReader;
 use crate::table::FrontendKey;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -68,6 +70,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// The largest datagram vipd relays, with room to spare: IPv4's maximum UDP payload is 65,507
 /// bytes, IPv6's (without jumbograms) 65,527.
@@ -112,6 +115,18 @@ pub(crate) struct UdpContext {
     pub udp_stats: Arc<UdpStatsRegistry>,
     pub flow_budget: Arc<FlowBudget>,
     pub config: UdpConfig,
+    pub linger: Linger,
+}
+
+/// How a UDP frontend ends after a handover ([`crate::dataplane::Dataplane::drain_after_handover`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Linger {
+    /// Cancelled: stop receiving but let the live flows idle out instead of closing them.
+    pub enabled: CancellationToken,
+    /// Where the lingering runs (the data plane's connections: the drain waits for it).
+    pub tracker: tokio_util::task::TaskTracker,
+    /// Ends the lingering (drain timeout or a second signal).
+    pub cut: CancellationToken,
 }
 
 /// Binds with retry (status and backoff like TCP), then receives until `stop`; then closes the
@@ -120,18 +135,44 @@ pub(crate) async fn run_udp_frontend(mut task: ListenerTask, ctx: UdpContext) {
     let _closed = task.socket_closed.clone().drop_guard();
     let key = task.key;
     let recv_buffer = ctx.config.recv_buffer;
+    let from_std = |s: std::net::UdpSocket| {
+        s.set_nonblocking(true)?;
+        let s = tokio::net::UdpSocket::from_std(s)?;
+        s.local_addr().map(|a| (s, a))
+    };
     let bound = task
-        .bind_with_retry(|addr| {
-            bind_udp(addr, recv_buffer)
-                .and_then(tokio::net::UdpSocket::from_std)
-                .and_then(|s| s.local_addr().map(|a| (s, a)))
-        })
+        .bind_with_retry(
+            |fd| {
+                let socket = Socket::from(fd);
+                sys::enable_rx_overflow_count(&socket)?;
+                from_std(socket.into())
+            },
+            |addr| bind_udp(addr, recv_buffer).and_then(from_std),
+        )
         .await;
     let Some(socket) = bound else {
         return;
     };
-    let mut frontend = frontend::Frontend::new(ctx, Arc::new(socket));
+    let socket = Arc::new(socket);
+    task.status.set_socket(
+        &key,
+        task.owner,
+        ListenerSocket::Udp(Arc::downgrade(&socket)),
+    );
+    let linger = ctx.linger.clone();
+    let mut frontend = frontend::Frontend::new(ctx, socket);
     frontend.run(&task.stop).await;
+    if linger.enabled.is_cancelled() {
+        // After a handover: the successor receives on this socket now; the live flows still
+        // get their replies until they idle out (or the drain is cut).
+        let flows = frontend.flows();
+        tracing::info!(frontend = %key, flows, "stopped receiving (handed over); flows finish as they idle out");
+        linger.tracker.spawn(async move {
+            let closed = frontend.linger(linger.cut).await;
+            tracing::info!(frontend = %key, flows = closed, "handed-over frontend: remaining flows closed");
+        });
+        return;
+    }
     let closed = frontend.close().await;
     tracing::info!(frontend = %key, flows = closed, "stopped receiving; flows closed");
 }
