@@ -9,7 +9,8 @@
 //! Pods: host networking, two containers (`web` with an `["udp","tcp"]` endpoint carrying a named
 //! VIP, `side` with a tcp endpoint carrying an IP VIP every 4th pod), agents as for the apps.
 //!
-//! Run: `cargo bench --bench pods` (a plain timing loop, not criterion).
+//! Run: `cargo bench --bench pods` (a plain timing loop, not criterion). Under `cargo test`
+//! (no `--bench` argument) it runs once at 1/100 of the size, as a smoke test.
 
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -19,14 +20,18 @@ use vipd::source::marathon::apply::apply_event;
 use vipd::source::marathon::events::parse_event;
 use vipd::table::{build, BuildCache, BuildOptions, Resolved};
 
-const APPS: usize = 2_000;
 const TASKS_PER_APP: usize = 25;
 /// `VIPD_BENCH_PODS=0` measures the same apps without pods (the baseline under the same load).
-fn pods_count() -> usize {
+fn pods_count(quick: bool) -> usize {
     std::env::var("VIPD_BENCH_PODS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000)
+        .unwrap_or(if quick { 10 } else { 1_000 })
+}
+
+/// `cargo bench` passes `--bench`; `cargo test` does not.
+fn quick() -> bool {
+    !std::env::args().any(|a| a == "--bench")
 }
 const INSTANCES: usize = 10;
 const AGENTS: usize = 400;
@@ -144,15 +149,18 @@ fn stats(what: &str, mut v: Vec<Duration>) {
 }
 
 fn main() {
-    let apps: Vec<Value> = (0..APPS).map(app).collect();
-    let pods_n = pods_count();
+    let quick = quick();
+    let apps_n: usize = if quick { 20 } else { 2_000 };
+    let runs = if quick { 1 } else { 7 };
+    let apps: Vec<Value> = (0..apps_n).map(app).collect();
+    let pods_n = pods_count(quick);
     let pods: Vec<Value> = (0..pods_n).map(pod).collect();
     let body = serde_json::to_vec(&json!({"apps": apps, "pods": pods})).unwrap();
     drop((apps, pods));
     println!(
-        "document: {} bytes, {APPS} apps / {} tasks, {pods_n} pods / {} container tasks",
+        "document: {} bytes, {apps_n} apps / {} tasks, {pods_n} pods / {} container tasks",
         body.len(),
-        APPS * TASKS_PER_APP,
+        apps_n * TASKS_PER_APP,
         pods_n * INSTANCES * 2
     );
     let opts = BuildOptions::default();
@@ -160,7 +168,7 @@ fn main() {
 
     let mut parse = Vec::new();
     let mut snapshot = None;
-    for _ in 0..7 {
+    for _ in 0..runs {
         let t = Instant::now();
         let s = parse_apps_document(&body).unwrap();
         parse.push(t.elapsed());
@@ -172,7 +180,7 @@ fn main() {
 
     let mut full = Vec::new();
     let mut frontends = 0;
-    for _ in 0..7 {
+    for _ in 0..runs {
         let t = Instant::now();
         let b = build(&snapshot, &r, &opts);
         full.push(t.elapsed());
@@ -185,7 +193,12 @@ fn main() {
     let mut current = Arc::clone(&snapshot);
     cache.build(&current, &r, &opts);
     let mut per_event = Vec::new();
-    for e in 0..if pods_n == 0 { 0 } else { 300 } {
+    let events = match (pods_n, quick) {
+        (0, _) => 0,
+        (_, true) => 5,
+        _ => 300,
+    };
+    for e in 0..events {
         let p = (e * 37) % pods_n;
         let inst = format!("svc_pod{p}.instance-{p:08x}-2222-4000-8000-{e:012x}");
         let data = json!({
