@@ -80,7 +80,7 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         pods: pods.pods,
         rejected_pods: pods.rejected,
     };
-    for parsed in parse_apps_in_parallel(&raw_apps) {
+    for parsed in parse_in_parallel(&raw_apps, parse_app_value) {
         match parsed {
             Ok(app) => snapshot.apps.push(Arc::new(app)),
             Err(rejection) => snapshot.rejected.push(rejection),
@@ -155,25 +155,24 @@ const PARALLEL_PARSE_MIN_APPS: usize = 256;
 /// (Marathon's ceiling is 2,000 apps / 50,000 tasks) is split into contiguous chunks parsed on
 /// up to 4 scoped threads; the result keeps the document's order, so it is the same as a
 /// sequential parse.
-fn parse_apps_in_parallel(raw_apps: &[&RawValue]) -> Vec<Result<App, AppRejection>> {
+///
+/// Pods (`f` = `pod::parse_pod_value`) go the same way.
+fn parse_in_parallel<T: Send>(
+    raw_apps: &[&RawValue],
+    f: fn(&str) -> Result<T, AppRejection>,
+) -> Vec<Result<T, AppRejection>> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .min(4);
     if threads < 2 || raw_apps.len() < PARALLEL_PARSE_MIN_APPS {
-        return raw_apps.iter().map(|r| parse_app_value(r.get())).collect();
+        return raw_apps.iter().map(|r| f(r.get())).collect();
     }
     let chunk = raw_apps.len().div_ceil(threads);
     std::thread::scope(|scope| {
         let handles: Vec<_> = raw_apps
             .chunks(chunk)
-            .map(|apps| {
-                scope.spawn(move || {
-                    apps.iter()
-                        .map(|r| parse_app_value(r.get()))
-                        .collect::<Vec<_>>()
-                })
-            })
+            .map(|apps| scope.spawn(move || apps.iter().map(|r| f(r.get())).collect::<Vec<_>>()))
             .collect();
         handles
             .into_iter()

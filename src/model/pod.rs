@@ -184,16 +184,16 @@ pub struct ParsedPods {
     pub rejected: Vec<AppRejection>,
 }
 
-/// Parses each raw pod on its own.
+/// Parses each raw pod on its own (in parallel for a large document, in document order).
 pub(super) fn parse_pod_values(raw: &[&RawValue]) -> ParsedPods {
     let mut out = ParsedPods {
         pods: Vec::with_capacity(raw.len()),
         rejected: Vec::new(),
     };
-    for r in raw {
-        match parse_pod_value(r.get()) {
+    for r in super::parse_in_parallel(raw, parse_pod_value) {
+        match r {
             Ok(p) => out.pods.push(Arc::new(p)),
-            Err(rej) => out.rejected.push(rej),
+            Err(rejection) => out.rejected.push(rejection),
         }
     }
     out
@@ -285,6 +285,28 @@ mod tests {
         assert!(parse_single_pod_status(b"[]").is_err());
         let one = parse_single_pod_status(br#"{"id":"/x"}"#).unwrap().unwrap();
         assert_eq!(one.id, "/x");
+    }
+
+    #[test]
+    fn a_large_pods_array_parses_in_order_with_rejections_isolated() {
+        let pods: Vec<String> = (0..600)
+            .map(|i| {
+                if i % 97 == 0 {
+                    format!(r#"{{"id":"/pod{i}","instances":"no"}}"#)
+                } else {
+                    format!(r#"{{"id":"/pod{i}"}}"#)
+                }
+            })
+            .collect();
+        let p = parse_pods_status(format!("[{}]", pods.join(",")).as_bytes()).unwrap();
+        let want: Vec<String> = (0..600)
+            .filter(|i| i % 97 != 0)
+            .map(|i| format!("/pod{i}"))
+            .collect();
+        let got: Vec<&str> = p.pods.iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(got, want.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(p.rejected.len(), 7);
+        assert_eq!(p.rejected[1].app.as_deref(), Some("/pod97"));
     }
 
     /// The real payloads in the shared reference parse (ignored without it).

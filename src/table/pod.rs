@@ -232,9 +232,11 @@ pub fn pod_service<'a>(pod: &'a Pod, warnings: &mut Vec<Warning>) -> Option<Serv
     };
     let total: usize = pod.spec.containers.iter().map(|c| c.endpoints.len()).sum();
     let mut ports = Vec::with_capacity(total);
-    let mut has_vip = false;
+    // Per spec container: whether one of its usable endpoints has a VIP label (only those
+    // containers' tasks can back a frontend: pods have no service ports).
+    let mut container_has_vip = vec![false; pod.spec.containers.len()];
     let mut index = 0usize;
-    for container in &pod.spec.containers {
+    for (ci, container) in pod.spec.containers.iter().enumerate() {
         for endpoint in &container.endpoints {
             let n = index;
             index += 1;
@@ -248,7 +250,7 @@ pub fn pod_service<'a>(pod: &'a Pod, warnings: &mut Vec<Warning>) -> Option<Serv
                 ));
                 continue;
             };
-            has_vip |= endpoint.labels.keys().any(|k| vip::is_vip_label_key(k));
+            container_has_vip[ci] |= endpoint.labels.keys().any(|k| vip::is_vip_label_key(k));
             let mut option_warnings = Vec::new();
             let options = port_options(pod, container, endpoint, n, &mut option_warnings);
             ports.push(ServicePort {
@@ -265,7 +267,7 @@ pub fn pod_service<'a>(pod: &'a Pod, warnings: &mut Vec<Warning>) -> Option<Serv
     }
     let mut endpoints = Vec::new();
     let mut endpoint_warnings = Vec::new();
-    if has_vip {
+    if container_has_vip.contains(&true) {
         // Where each spec container's endpoints start in the global index.
         let mut starts = Vec::with_capacity(pod.spec.containers.len());
         let mut at = 0usize;
@@ -284,6 +286,9 @@ pub fn pod_service<'a>(pod: &'a Pod, warnings: &mut Vec<Warning>) -> Option<Serv
                 else {
                     continue;
                 };
+                if !container_has_vip[ci] {
+                    continue;
+                }
                 let state = match container_state(status, spec) {
                     Ok(Some(s)) => s,
                     Ok(None) => continue,

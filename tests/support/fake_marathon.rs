@@ -7,6 +7,10 @@
 //! failure modes (500, 401, garbage), cutting or silencing the streams, and per-path counters.
 //! It can also delay `GET /v2/apps`, stream bodies in chunks without `Content-Length`, and
 //! redirect the API paths (`/v2/apps...`) to another fake.
+//! Pods ([`FakeMarathon::set_pods`]): `HEAD /v2/pods` (200), `GET /v2/pods/::status` (the
+//! settable array), `GET /v2/pods/{id}::status` (one pod, 404 for an unknown id). Until pods
+//! are set the fake is a pre-1.4 Marathon: every `/v2/pods` path answers 404. Counters are per
+//! path, with `HEAD ` in front for HEAD requests.
 //! The same fake also serves HTTPS ([`FakeMarathon::start_tls`], rustls on the ring provider,
 //! optionally requiring a client certificate), with certificates made at test time by
 //! [`TestPki`] (rcgen) and written as PEM files into a temporary directory.
@@ -58,6 +62,8 @@ struct Inner {
     silent: bool,
     counters: HashMap<String, u64>,
     events_requests: Vec<EventsRequest>,
+    /// `GET /v2/pods/::status`; `None`: no pods support (404).
+    pods: Option<serde_json::Value>,
 }
 
 /// What a `/v2/events` request carried.
@@ -133,6 +139,7 @@ impl FakeMarathon {
                 silent: false,
                 counters: HashMap::new(),
                 events_requests: Vec::new(),
+                pods: None,
             }),
             events,
             cut,
@@ -214,6 +221,21 @@ impl FakeMarathon {
 
     pub fn apps(&self) -> serde_json::Value {
         self.lock().apps.clone()
+    }
+
+    /// Serves pods: `pods` is the `GET /v2/pods/::status` array.
+    pub fn set_pods(&self, pods: serde_json::Value) {
+        self.lock().pods = Some(pods);
+    }
+
+    /// Requests on `/v2/pods/{id}::status` (one pod, not `::status` of all).
+    pub fn pod_fetches(&self) -> u64 {
+        self.lock()
+            .counters
+            .iter()
+            .filter(|(p, _)| p.starts_with("/v2/pods/") && *p != "/v2/pods/::status")
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Overrides what `GET /v2/apps/{id}` answers (id without the leading `/`).
@@ -385,8 +407,14 @@ fn handle_now(shared: &Arc<Shared>, req: Request) -> Response {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let headers = req.headers().clone();
+    let head = req.method() == axum::http::Method::HEAD;
     let mut inner = shared.inner.lock().unwrap();
-    *inner.counters.entry(path.clone()).or_default() += 1;
+    let counter = if head {
+        format!("HEAD {path}")
+    } else {
+        path.clone()
+    };
+    *inner.counters.entry(counter).or_default() += 1;
     if path.starts_with("/v2/apps") {
         let auth = headers
             .get(header::AUTHORIZATION)
@@ -426,6 +454,32 @@ fn handle_now(shared: &Arc<Shared>, req: Request) -> Response {
     };
     if path == "/v2/apps" || path == "/v2/apps/" {
         return json(StatusCode::OK, inner.apps_body.clone());
+    }
+    if path == "/v2/pods" || path.starts_with("/v2/pods/") {
+        let Some(pods) = &inner.pods else {
+            return (StatusCode::NOT_FOUND, "not found").into_response();
+        };
+        if path == "/v2/pods" || path == "/v2/pods/" {
+            return json(StatusCode::OK, Bytes::new());
+        }
+        if path == "/v2/pods/::status" {
+            return json(StatusCode::OK, Bytes::from(pods.to_string()));
+        }
+        let id = path
+            .strip_prefix("/v2/pods/")
+            .and_then(|p| p.strip_suffix("::status"))
+            .unwrap_or_default();
+        let found = pods.as_array().and_then(|pods| {
+            pods.iter()
+                .find(|p| p["id"].as_str().map(|s| s.trim_start_matches('/')) == Some(id))
+        });
+        return match found {
+            Some(pod) => json(StatusCode::OK, Bytes::from(pod.to_string())),
+            None => json(
+                StatusCode::NOT_FOUND,
+                Bytes::from(format!("{{\"message\":\"Pod '/{id}' does not exist\"}}")),
+            ),
+        };
     }
     if let Some(id) = path.strip_prefix("/v2/apps/") {
         if let Some((status, body)) = inner.app_overrides.get(id) {

@@ -41,6 +41,15 @@
 //! carried forward, until Marathon reports a result again. Tasks never seen before are not
 //! affected (a new task really has no verdict yet), and apps without health checks never carry.
 
+//!
+//! ## Pods
+//! Events whose run-spec id is a pod (or, for an unknown id, whose task id is a pod container's)
+//! are applied by [`pods`] (its module docs list the rules); they never ask for an app fetch.
+
+mod pods;
+
+pub use pods::{replace_all_pods, replace_pod, split_pod_task_id};
+
 use super::events::{InstanceChanged, MarathonEvent, StatusUpdate};
 use crate::model::ids::{instance_key, InstanceKey};
 use crate::model::{App, AppsSnapshot, HealthResult, Task, TaskState};
@@ -58,12 +67,24 @@ pub enum Refetch {
     Full,
 }
 
+/// What pod fetch an event asks for (beside [`Refetch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PodRefetch {
+    #[default]
+    None,
+    /// Re-fetch these pods (`GET /v2/pods/{id}::status`).
+    Pods(Vec<String>),
+    /// Re-fetch every pod (`GET /v2/pods/::status`).
+    All,
+}
+
 /// The result of applying one event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Effects {
     /// The snapshot changed.
     pub changed: bool,
     pub refetch: Refetch,
+    pub pod_refetch: PodRefetch,
     /// The event carried nothing vipd acts on (unknown type, unknown task, no-op).
     pub ignored: bool,
 }
@@ -108,6 +129,9 @@ pub fn is_task_event(event: &MarathonEvent) -> bool {
 
 /// Applies `event` to `snapshot`, cloning only what it changes.
 pub fn apply_event(snapshot: &mut Arc<AppsSnapshot>, event: &MarathonEvent) -> Effects {
+    if let Some(fx) = pods::apply_pod_event(snapshot, event) {
+        return fx;
+    }
     match event {
         MarathonEvent::StatusUpdate(s) => status_update(snapshot, s),
         MarathonEvent::InstanceChanged(e) => instance_changed(snapshot, e),
@@ -136,8 +160,28 @@ pub fn apply_event(snapshot: &mut Arc<AppsSnapshot>, event: &MarathonEvent) -> E
             refetch: Refetch::Full,
             ..Effects::default()
         },
-        MarathonEvent::DeploymentFinished { app_ids } if !app_ids.is_empty() => Effects {
-            refetch: Refetch::Apps(app_ids.clone()),
+        MarathonEvent::DeploymentFinished { app_ids, pod_ids }
+            if !app_ids.is_empty() || !pod_ids.is_empty() =>
+        {
+            Effects {
+                refetch: if app_ids.is_empty() {
+                    Refetch::None
+                } else {
+                    Refetch::Apps(app_ids.clone())
+                },
+                pod_refetch: if pod_ids.is_empty() {
+                    PodRefetch::None
+                } else {
+                    PodRefetch::Pods(pod_ids.clone())
+                },
+                ..Effects::default()
+            }
+        }
+        MarathonEvent::PodDefinition { pod_id } => Effects {
+            pod_refetch: match pod_id {
+                Some(id) => PodRefetch::Pods(vec![id.clone()]),
+                None => PodRefetch::All,
+            },
             ..Effects::default()
         },
         MarathonEvent::DeploymentFinished { .. } | MarathonEvent::GroupChangeSuccess { .. } => {
@@ -840,7 +884,10 @@ mod tests {
         assert_eq!(
             apply_event(
                 &mut s,
-                &MarathonEvent::DeploymentFinished { app_ids: vec![] }
+                &MarathonEvent::DeploymentFinished {
+                    app_ids: vec![],
+                    pod_ids: vec![]
+                }
             )
             .refetch,
             Refetch::Full

@@ -6,8 +6,15 @@
 //! following with the credentials sent again (reqwest drops `Authorization` on cross-host
 //! redirects, and a non-leader answers `/v2/events` with a redirect to the leader,
 //! ../shared/reference/marathon/FACTS.md §1),
-//! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}` and opening `GET /v2/events`, and the
-//! size cap on response bodies (`--max-document-size`, enforced while the body streams in).
+//! `GET /v2/apps?embed=apps.tasks`, `GET /v2/apps/{id}`, the pods calls (`HEAD /v2/pods`, the
+//! probe; `GET /v2/pods/::status`; `GET /v2/pods/{id}::status`) and opening `GET /v2/events`,
+//! and the size cap on response bodies (`--max-document-size`, enforced while the body streams
+//! in).
+//!
+//! Pods: a full fetch is `/v2/apps` and then, on the same endpoint, the pods. Until the server
+//! is known to serve pods it is probed with `HEAD /v2/pods` first; a 404 (a pre-1.4 Marathon)
+//! means "no pods": the full fetch has none, `/v2/apps` still serves, and this is logged once (at
+//! info) until the answer changes. A 404 to `GET /v2/pods/::status` means the same.
 //!
 //! Redirect rule: a redirect is followed only to a *trusted authority*: the host and port
 //! (`port_or_known_default`, so `http://m1` is `m1:80`) of one of the `--marathon` URLs, or one
@@ -16,7 +23,7 @@
 //! `127.0.0.1:8081` are different hosts. Any other redirect is refused before a request is sent
 //! to it: the credentials never reach it and its answer is never applied.
 //!
-//! Must not: hold state beyond the current endpoint, apply events, log credentials (URLs are
+//! Must not: hold state beyond the current endpoint and whether it serves pods, apply events, log credentials (URLs are
 //! stored without userinfo and printed with [`redact_url`]; errors are built without reqwest's
 //! URL), follow redirects without a bound or to an untrusted authority, or buffer a body past
 //! the size cap.
@@ -25,15 +32,16 @@ use super::events::SUBSCRIBED_EVENT_TYPES;
 use super::redact::{redact_url, take_userinfo, Secret};
 use super::status::SyncErrorKind;
 use super::MarathonConfig;
+use crate::model::pod::{parse_pods_status, parse_single_pod_status, ParsedPods};
 use crate::model::{
-    parse_apps_document, parse_single_app_document, App, AppRejection, AppsSnapshot,
+    parse_apps_document, parse_single_app_document, App, AppRejection, AppsSnapshot, Pod,
 };
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CACHE_CONTROL, LOCATION};
 use reqwest::{Method, StatusCode, Url};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Bodies above this size are parsed on the blocking pool.
@@ -204,10 +212,13 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A full apps document as fetched.
+/// A full apps document (and the pods) as fetched.
 #[derive(Debug)]
 pub struct FullFetch {
     pub body: Bytes,
+    /// The `GET /v2/pods/::status` body; `None` when the server has no pods support.
+    pub pods_body: Option<Bytes>,
+    /// Apps and pods.
     pub snapshot: AppsSnapshot,
     /// When the body had been read completely.
     pub fetched_at: Instant,
@@ -226,6 +237,29 @@ pub enum AppFetch {
     /// The app exists but is malformed: the caller falls back to a full fetch.
     Rejected(AppRejection),
 }
+
+/// One pod as fetched (`GET /v2/pods/{id}::status`).
+#[derive(Debug)]
+pub enum PodFetch {
+    Found(Box<Pod>),
+    /// 404: the pod is gone (or the server has no pods).
+    Gone,
+    /// The pod exists but is malformed: the caller falls back to a full fetch.
+    Rejected(AppRejection),
+}
+
+/// All pods as fetched (`GET /v2/pods/::status`); `None` body: no pods support.
+#[derive(Debug)]
+pub struct PodsFetch {
+    pub pods: ParsedPods,
+    pub body: Option<Bytes>,
+    pub fetched_at: Instant,
+}
+
+/// Whether the server serves pods, as last seen.
+const PODS_UNKNOWN: u8 = 0;
+const PODS_SUPPORTED: u8 = 1;
+const PODS_UNSUPPORTED: u8 = 2;
 
 /// A host a redirect may lead to with the credentials: `host` (any port) or `host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +331,8 @@ pub struct MarathonClient {
     token_file: Option<PathBuf>,
     request_timeout: Duration,
     max_redirects: usize,
+    /// `PODS_UNKNOWN`, `PODS_SUPPORTED` or `PODS_UNSUPPORTED`.
+    pods: AtomicU8,
 }
 
 /// Builds the reqwest client for `cfg` (also used to validate a configuration up front).
@@ -424,6 +460,7 @@ impl MarathonClient {
             token_file: cfg.auth.token_file.clone(),
             request_timeout: cfg.request_timeout,
             max_redirects: cfg.max_redirects,
+            pods: AtomicU8::new(PODS_UNKNOWN),
         })
     }
 
@@ -486,6 +523,19 @@ impl MarathonClient {
     async fn get(
         &self,
         endpoint: usize,
+        url: Url,
+        headers: HeaderMap,
+        timeout: Option<Duration>,
+    ) -> Result<(reqwest::Response, Url), FetchError> {
+        self.request(Method::GET, endpoint, url, headers, timeout)
+            .await
+    }
+
+    /// [`Self::get`] with another method (`HEAD`).
+    async fn request(
+        &self,
+        method: Method,
+        endpoint: usize,
         mut url: Url,
         headers: HeaderMap,
         timeout: Option<Duration>,
@@ -494,7 +544,7 @@ impl MarathonClient {
         for _ in 0..=self.max_redirects {
             let mut req = self
                 .http
-                .request(Method::GET, url.clone())
+                .request(method.clone(), url.clone())
                 .headers(headers.clone());
             if let Some(a) = &auth {
                 req = req.header(AUTHORIZATION, a.clone());
@@ -641,10 +691,114 @@ impl MarathonClient {
         Err(last.expect("at least one endpoint"))
     }
 
-    /// `GET /v2/apps?embed=apps.tasks`, parsed once.
+    /// Records whether the server serves pods; logs (once) when that changes to "no".
+    fn set_pods_support(&self, supported: bool) {
+        let new = if supported {
+            PODS_SUPPORTED
+        } else {
+            PODS_UNSUPPORTED
+        };
+        let old = self.pods.swap(new, Ordering::Relaxed);
+        if old != new {
+            if supported {
+                if old == PODS_UNSUPPORTED {
+                    tracing::info!("Marathon serves pods now");
+                }
+            } else {
+                tracing::info!(
+                    "Marathon has no pods support (404 to /v2/pods, as before 1.4): no pods; apps are served"
+                );
+            }
+        }
+    }
+
+    /// The pods of endpoint `idx`: probes `HEAD /v2/pods` unless pods are known to be served,
+    /// then `GET /v2/pods/::status`. `Ok(None)` when the server has no pods support.
+    async fn pods_on(&self, idx: usize) -> Result<Option<(ParsedPods, Bytes)>, FetchError> {
+        if self.pods.load(Ordering::Relaxed) != PODS_SUPPORTED {
+            let url = self.url_for(idx, &["v2", "pods"]);
+            let (resp, url) = self
+                .request(
+                    Method::HEAD,
+                    idx,
+                    url,
+                    HeaderMap::new(),
+                    Some(self.request_timeout),
+                )
+                .await?;
+            if resp.status() == StatusCode::NOT_FOUND {
+                self.set_pods_support(false);
+                return Ok(None);
+            }
+            Self::check_status(&url, resp.status())?;
+        }
+        let (status, body, url, _) = self.get_body(idx, &["v2", "pods", "::status"], &[]).await?;
+        if status == StatusCode::NOT_FOUND {
+            self.set_pods_support(false);
+            return Ok(None);
+        }
+        self.set_pods_support(true);
+        let pods = parse_off_thread(body.clone(), parse_pods_status)
+            .await
+            .map_err(|msg| FetchError::Parse {
+                url: redact_url(&url),
+                msg,
+            })?;
+        Ok(Some((pods, body)))
+    }
+
+    /// `GET /v2/pods/::status` alone (a pod was created): every pod.
+    pub async fn fetch_pods(&self) -> Result<PodsFetch, FetchError> {
+        self.on_any_endpoint(|idx| async move {
+            let pods = self.pods_on(idx).await?;
+            let fetched_at = Instant::now();
+            Ok(match pods {
+                Some((pods, body)) => PodsFetch {
+                    pods,
+                    body: Some(body),
+                    fetched_at,
+                },
+                None => PodsFetch {
+                    pods: ParsedPods::default(),
+                    body: None,
+                    fetched_at,
+                },
+            })
+        })
+        .await
+    }
+
+    /// `GET /v2/pods/{id}::status`; 404 means the pod is gone. Never `/v2/apps/{id}`.
+    pub async fn fetch_pod(&self, pod_id: &str) -> Result<(PodFetch, Instant), FetchError> {
+        let mut parts: Vec<&str> = pod_id.split('/').filter(|s| !s.is_empty()).collect();
+        let last = format!("{}::status", parts.pop().unwrap_or_default());
+        let mut segments = vec!["v2", "pods"];
+        segments.extend(parts);
+        segments.push(&last);
+        let segments = &segments;
+        self.on_any_endpoint(|idx| async move {
+            let (status, body, url, at) = self.get_body(idx, segments, &[]).await?;
+            if status == StatusCode::NOT_FOUND {
+                return Ok((PodFetch::Gone, at));
+            }
+            let parsed = parse_off_thread(body, parse_single_pod_status)
+                .await
+                .map_err(|msg| FetchError::Parse {
+                    url: redact_url(&url),
+                    msg,
+                })?;
+            Ok(match parsed {
+                Ok(pod) => (PodFetch::Found(Box::new(pod)), at),
+                Err(rejection) => (PodFetch::Rejected(rejection), at),
+            })
+        })
+        .await
+    }
+
+    /// `GET /v2/apps?embed=apps.tasks` and the pods (module docs), parsed once.
     pub async fn fetch_apps(&self) -> Result<FullFetch, FetchError> {
         self.on_any_endpoint(|idx| async move {
-            let (status, body, url, fetched_at) = self
+            let (status, body, url, _) = self
                 .get_body(idx, &["v2", "apps"], &[("embed", "apps.tasks")])
                 .await?;
             if status == StatusCode::NOT_FOUND {
@@ -653,14 +807,24 @@ impl MarathonClient {
                     status: 404,
                 });
             }
-            let snapshot = parse_off_thread(body.clone(), parse_apps_document)
+            let mut snapshot = parse_off_thread(body.clone(), parse_apps_document)
                 .await
                 .map_err(|msg| FetchError::Parse {
                     url: redact_url(&url),
                     msg,
                 })?;
+            let pods_body = match self.pods_on(idx).await? {
+                Some((pods, pods_body)) => {
+                    snapshot.pods = pods.pods;
+                    snapshot.rejected_pods = pods.rejected;
+                    Some(pods_body)
+                }
+                None => None,
+            };
+            let fetched_at = Instant::now();
             Ok(FullFetch {
                 body,
+                pods_body,
                 snapshot,
                 fetched_at,
                 redirected: authority(&url) != authority(self.endpoints[idx].url()),

@@ -1,8 +1,9 @@
 //! The Marathon source's state machine, sans-io: what to fetch, when, what to publish.
 //!
-//! Owns: the current [`AppsSnapshot`], the fetch queue (at most one fetch in flight plus one
-//! queued behind it; definition events are debounced and coalesced into one fetch of the named
-//! apps, or one full fetch), the replay of task events onto the result of a fetch that was in
+//! Owns: the current [`AppsSnapshot`] (apps and pods), the fetch queue (at most one fetch in
+//! flight plus one queued behind it; definition events are debounced and coalesced into one
+//! fetch of the named apps, one of the named pods (`GET /v2/pods/{id}::status`, never
+//! `/v2/apps/{id}` for a pod), one of all pods, or one full fetch, which covers pods too), the replay of task events onto the result of a fetch that was in
 //! flight when they arrived (bounded in bytes: past the bound the replay is dropped and a full
 //! resync follows), the stream epochs (every (re)connect starts an epoch and a full fetch), the
 //! `--state-dir` snapshot served as stale when Marathon does not answer in time, the
@@ -20,10 +21,10 @@
 //! their kind changes.
 
 use super::apply::{
-    apply_event, carry_forward_health, is_task_event, replace_app, same_apps, share_unchanged_apps,
-    Refetch,
+    apply_event, carry_forward_health, is_task_event, replace_all_pods, replace_app, replace_pod,
+    same_apps, share_unchanged_apps, PodRefetch, Refetch,
 };
-use super::client::{AppFetch, FetchError, FullFetch};
+use super::client::{AppFetch, FetchError, FullFetch, PodFetch, PodsFetch};
 use super::events::MarathonEvent;
 use super::status::{MarathonStatusHandle, SyncErrorKind};
 use super::MarathonConfig;
@@ -57,6 +58,9 @@ pub enum StreamRecord {
 /// One app's fetch: its id and what came back, with when it was read.
 pub type AppOutcome = (String, Result<(AppFetch, Instant), FetchError>);
 
+/// One pod's fetch: its id and what came back, with when it was read.
+pub type PodOutcome = (String, Result<(PodFetch, Instant), FetchError>);
+
 /// What a fetch returned.
 #[derive(Debug)]
 pub enum FetchOutcome {
@@ -66,6 +70,13 @@ pub enum FetchOutcome {
         results: Vec<AppOutcome>,
         url: String,
     },
+    /// The pods fetched one by one.
+    Pods {
+        results: Vec<PodOutcome>,
+        url: String,
+    },
+    /// `GET /v2/pods/::status` alone.
+    AllPods(Result<PodsFetch, FetchError>),
 }
 
 /// What the driver is told.
@@ -92,6 +103,10 @@ pub enum FetchJob {
     Full,
     /// `GET /v2/apps/{id}` for each.
     Apps(Vec<String>),
+    /// `GET /v2/pods/{id}::status` for each.
+    Pods(Vec<String>),
+    /// `GET /v2/pods/::status`.
+    AllPods,
 }
 
 /// What the shell is to do, in order.
@@ -104,12 +119,21 @@ pub enum Action {
         snapshot: SourceSnapshot,
         stale_as_of: Option<SystemTime>,
     },
-    /// Save this full apps body to `--state-dir` (the writer rate-limits and deduplicates).
-    Persist(Bytes),
+    /// Save this full fetch's bodies to `--state-dir` (the writer rate-limits and deduplicates).
+    Persist(StateBodies),
     /// Open the event stream now (on the current endpoint).
     ConnectStream,
     /// The current endpoint never answered: move to the next Marathon URL.
     RotateEndpoint,
+}
+
+/// The bodies of one full fetch, as `--state-dir` keeps them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateBodies {
+    /// `GET /v2/apps?embed=apps.tasks`.
+    pub apps: Bytes,
+    /// `GET /v2/pods/::status`; `None` when the server has no pods.
+    pub pods: Option<Bytes>,
 }
 
 /// Logs a failure when its kind differs from the previous one, and the recovery once.
@@ -147,6 +171,8 @@ impl ErrorLog {
 struct FetchQueue {
     full: bool,
     apps: Vec<String>,
+    pods: Vec<String>,
+    all_pods: bool,
     due: Option<Instant>,
 }
 
@@ -157,7 +183,34 @@ impl FetchQueue {
     fn full(&mut self, at: Instant) {
         self.full = true;
         self.apps.clear();
+        self.pods.clear();
+        self.all_pods = false;
         self.arm(at);
+    }
+    fn pods(&mut self, ids: &[String], at: Instant) {
+        if !self.full && !self.all_pods {
+            for id in ids {
+                if !self.pods.iter().any(|a| super::apply::same_app_id(a, id)) {
+                    self.pods.push(id.clone());
+                }
+            }
+            if self.pods.len() > MAX_QUEUED_APPS {
+                self.all_pods = true;
+                self.pods.clear();
+            }
+        }
+        self.arm(at);
+    }
+    fn all_pods(&mut self, at: Instant) {
+        if !self.full {
+            self.all_pods = true;
+            self.pods.clear();
+        }
+        self.arm(at);
+    }
+    /// Something other than a full fetch is queued.
+    fn partial(&self) -> bool {
+        !self.apps.is_empty() || !self.pods.is_empty() || self.all_pods
     }
     fn apps(&mut self, ids: &[String], at: Instant) {
         if !self.full {
@@ -173,13 +226,22 @@ impl FetchQueue {
         }
         self.arm(at);
     }
+    /// The next job. Apps go first; pods still queued behind them stay due at the same time.
     fn take(&mut self) -> Option<FetchJob> {
-        self.due = None;
+        let due = self.due.take();
         if self.full {
             self.full = false;
             Some(FetchJob::Full)
         } else if !self.apps.is_empty() {
+            if !self.pods.is_empty() || self.all_pods {
+                self.due = due;
+            }
             Some(FetchJob::Apps(std::mem::take(&mut self.apps)))
+        } else if self.all_pods {
+            self.all_pods = false;
+            Some(FetchJob::AllPods)
+        } else if !self.pods.is_empty() {
+            Some(FetchJob::Pods(std::mem::take(&mut self.pods)))
         } else {
             None
         }
@@ -481,6 +543,11 @@ impl<R: rand::Rng> Driver<R> {
                         Refetch::Apps(ids) => self.queue.apps(ids, debounced),
                         Refetch::Full => self.queue.full(debounced),
                     }
+                    match &fx.pod_refetch {
+                        PodRefetch::None => {}
+                        PodRefetch::Pods(ids) => self.queue.pods(ids, debounced),
+                        PodRefetch::All => self.queue.all_pods(debounced),
+                    }
                     if self.in_flight.is_some() && is_task_event(&event) {
                         self.buffer_for_replay(event, bytes);
                     }
@@ -538,7 +605,7 @@ impl<R: rand::Rng> Driver<R> {
     }
 
     fn start_fetch(&mut self, out: &mut Vec<Action>) {
-        if self.current.is_none() && !self.queue.full && !self.queue.apps.is_empty() {
+        if self.current.is_none() && !self.queue.full && self.queue.partial() {
             self.queue.full = true; // no base to patch yet
         }
         let Some(job) = self.queue.take() else {
@@ -554,6 +621,8 @@ impl<R: rand::Rng> Driver<R> {
         match job {
             FetchJob::Full => self.queue.full(at),
             FetchJob::Apps(apps) => self.queue.apps(&apps, at),
+            FetchJob::Pods(pods) => self.queue.pods(&pods, at),
+            FetchJob::AllPods => self.queue.all_pods(at),
         }
     }
 
@@ -561,8 +630,12 @@ impl<R: rand::Rng> Driver<R> {
     fn holds_back(&self, f: &FullFetch) -> bool {
         f.redirected
             && f.snapshot.apps.is_empty()
+            && f.snapshot.pods.is_empty()
             && !self.empty_answer_held
-            && self.current.as_ref().is_some_and(|c| !c.apps.is_empty())
+            && self
+                .current
+                .as_ref()
+                .is_some_and(|c| !c.apps.is_empty() || !c.pods.is_empty())
     }
 
     fn finish(&mut self, outcome: FetchOutcome, epoch: u64, now: Instant, out: &mut Vec<Action>) {
@@ -625,7 +698,10 @@ impl<R: rand::Rng> Driver<R> {
                 if !unchanged {
                     self.emit(snap, Origin::MarathonFull, f.fetched_at, out);
                 }
-                out.push(Action::Persist(f.body));
+                out.push(Action::Persist(StateBodies {
+                    apps: f.body,
+                    pods: f.pods_body,
+                }));
             }
             FetchOutcome::Apps { results, url } => {
                 let Some(mut snap) = self.current.clone() else {
@@ -667,6 +743,65 @@ impl<R: rand::Rng> Driver<R> {
                 }
                 if changed {
                     self.emit(snap, Origin::MarathonEvent, observed.unwrap_or(now), out);
+                }
+            }
+            FetchOutcome::Pods { results, url } => {
+                let Some(mut snap) = self.current.clone() else {
+                    self.queue.full(now);
+                    return;
+                };
+                let mut changed = false;
+                let mut observed = None;
+                let mut failed = Vec::new();
+                for (id, r) in results {
+                    match r {
+                        Ok((fetch, at)) => {
+                            observed.get_or_insert(at);
+                            changed |= match fetch {
+                                PodFetch::Found(pod) => replace_pod(&mut snap, &id, Some(*pod)),
+                                PodFetch::Gone => replace_pod(&mut snap, &id, None),
+                                PodFetch::Rejected(r) => {
+                                    tracing::warn!(pod = %id, reason = %r.message, "malformed pod; fetching everything");
+                                    self.queue.full(now);
+                                    false
+                                }
+                            };
+                        }
+                        Err(e) => {
+                            self.fetch_log.failed(&self.status, &e);
+                            failed.push(id);
+                        }
+                    }
+                }
+                if failed.is_empty() {
+                    self.fetch_log.ok(&url);
+                    self.fetch_backoff.reset();
+                } else {
+                    self.retry_later(FetchJob::Pods(failed), now);
+                }
+                for e in &replay {
+                    changed |= apply_event(&mut snap, e).changed;
+                }
+                if changed {
+                    self.emit(snap, Origin::MarathonEvent, observed.unwrap_or(now), out);
+                }
+            }
+            FetchOutcome::AllPods(Err(e)) => {
+                self.fetch_log.failed(&self.status, &e);
+                self.retry_later(FetchJob::AllPods, now);
+            }
+            FetchOutcome::AllPods(Ok(fetched)) => {
+                let Some(mut snap) = self.current.clone() else {
+                    self.queue.full(now);
+                    return;
+                };
+                self.fetch_backoff.reset();
+                let mut changed = replace_all_pods(&mut snap, fetched.pods);
+                for e in &replay {
+                    changed |= apply_event(&mut snap, e).changed;
+                }
+                if changed {
+                    self.emit(snap, Origin::MarathonEvent, fetched.fetched_at, out);
                 }
             }
         }

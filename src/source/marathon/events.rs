@@ -1,7 +1,8 @@
 //! Marathon event-bus payloads (`/v2/events` `data:` lines), reduced to what vipd acts on.
 //!
 //! Owns: the list of subscribed event types and the typed parse of each payload
-//! (../shared/reference/marathon/FACTS.md §5.3).
+//! (../shared/reference/marathon/FACTS.md §5.3; pods: ../shared/reference/marathon/pods/FACTS.md
+//! §5: `pod_*_event` carry only `{clientIp, uri}`, a create's `uri` has no pod id).
 //! Unknown fields are ignored; arrays are `null`-tolerant; deployment plans (up to megabytes,
 //! ../shared/reference/marathon/FACTS.md §7) are read only for the app ids they touch.
 //!
@@ -21,6 +22,9 @@ pub const SUBSCRIBED_EVENT_TYPES: &[&str] = &[
     "deployment_success",
     "deployment_failed",
     "group_change_success",
+    "pod_created_event",
+    "pod_updated_event",
+    "pod_deleted_event",
 ];
 
 /// One event, as far as vipd cares.
@@ -47,9 +51,16 @@ pub enum MarathonEvent {
     ApiPost {
         app_id: Option<String>,
     },
-    /// `deployment_success` / `deployment_failed`; the app ids its plan names (may be empty).
+    /// `deployment_success` / `deployment_failed`; the app ids and the pod ids its plan names
+    /// (either may be empty).
     DeploymentFinished {
         app_ids: Vec<String>,
+        pod_ids: Vec<String>,
+    },
+    /// `pod_updated_event` / `pod_deleted_event` (`uri` = `/v2/pods/<id>`): that pod changed.
+    /// `pod_created_event`, or a `uri` without an id: `pod_id: None`, some pod changed.
+    PodDefinition {
+        pod_id: Option<String>,
     },
     GroupChangeSuccess {
         group_id: Option<String>,
@@ -180,9 +191,27 @@ pub fn parse_event(event_type: Option<&str>, data: &str) -> Result<MarathonEvent
                 app_id: e.app_definition.and_then(|d| d.id),
             }
         }
-        "deployment_success" | "deployment_failed" => MarathonEvent::DeploymentFinished {
-            app_ids: plan_app_ids(data)?,
-        },
+        "deployment_success" | "deployment_failed" => {
+            let (app_ids, pod_ids) = plan_ids(data)?;
+            MarathonEvent::DeploymentFinished { app_ids, pod_ids }
+        }
+        "pod_created_event" => {
+            serde_json::from_str::<serde::de::IgnoredAny>(data)?;
+            MarathonEvent::PodDefinition { pod_id: None }
+        }
+        "pod_updated_event" | "pod_deleted_event" => {
+            #[derive(Deserialize)]
+            struct E {
+                #[serde(default)]
+                uri: Option<String>,
+            }
+            MarathonEvent::PodDefinition {
+                pod_id: serde_json::from_str::<E>(data)?
+                    .uri
+                    .as_deref()
+                    .and_then(pod_id_of_uri),
+            }
+        }
         "group_change_success" => {
             #[derive(Deserialize)]
             #[serde(rename_all = "camelCase")]
@@ -200,18 +229,32 @@ pub fn parse_event(event_type: Option<&str>, data: &str) -> Result<MarathonEvent
     })
 }
 
-/// App ids named by a deployment plan's steps: light plans (`steps[].actions[].app`) and the
-/// flattened documentation form (`steps[].app`). The heavy `original`/`target` trees are skipped.
-fn plan_app_ids(data: &str) -> Result<Vec<String>, serde_json::Error> {
+/// The pod id of a pod event's `uri` (`/v2/pods/web/frontend` → `/web/frontend`); `None` for
+/// `/v2/pods` itself.
+fn pod_id_of_uri(uri: &str) -> Option<String> {
+    let path = uri.split(['?', '#']).next().unwrap_or_default();
+    let rest = path.strip_prefix("/v2/pods")?.trim_matches('/');
+    let rest = rest.split("::").next().unwrap_or_default();
+    (!rest.is_empty()).then(|| format!("/{rest}"))
+}
+
+/// App ids and pod ids named by a deployment plan's steps: light plans
+/// (`steps[].actions[].app`, `.pod`) and the flattened documentation form (`steps[].app`). The
+/// heavy `original`/`target` trees are skipped.
+fn plan_ids(data: &str) -> Result<(Vec<String>, Vec<String>), serde_json::Error> {
     #[derive(Deserialize, Default)]
     struct Action {
         #[serde(default)]
         app: Option<String>,
+        #[serde(default)]
+        pod: Option<String>,
     }
     #[derive(Deserialize, Default)]
     struct Step {
         #[serde(default)]
         app: Option<String>,
+        #[serde(default)]
+        pod: Option<String>,
         #[serde(default, deserialize_with = "null_default")]
         actions: Vec<Action>,
     }
@@ -226,19 +269,32 @@ fn plan_app_ids(data: &str) -> Result<Vec<String>, serde_json::Error> {
         plan: Plan,
     }
     let e: E = serde_json::from_str(data)?;
-    let mut ids: Vec<String> = Vec::new();
+    let mut apps: Vec<String> = Vec::new();
+    let mut pods: Vec<String> = Vec::new();
+    let mut add = |ids: &mut Vec<String>, id: String| {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    };
     for step in e.plan.steps {
-        for app in step
-            .app
-            .into_iter()
-            .chain(step.actions.into_iter().filter_map(|a| a.app))
-        {
-            if !ids.contains(&app) {
-                ids.push(app);
-            }
+        add_all(&mut apps, step.app, &mut add);
+        add_all(&mut pods, step.pod, &mut add);
+        for a in step.actions {
+            add_all(&mut apps, a.app, &mut add);
+            add_all(&mut pods, a.pod, &mut add);
         }
     }
-    Ok(ids)
+    Ok((apps, pods))
+}
+
+fn add_all(
+    ids: &mut Vec<String>,
+    id: Option<String>,
+    add: &mut impl FnMut(&mut Vec<String>, String),
+) {
+    if let Some(id) = id {
+        add(ids, id);
+    }
 }
 
 #[cfg(test)]
@@ -290,20 +346,65 @@ mod tests {
         assert_eq!(
             parse_event(None, light).unwrap(),
             MarathonEvent::DeploymentFinished {
-                app_ids: vec!["/a".into(), "/b".into()]
+                app_ids: vec!["/a".into(), "/b".into()],
+                pod_ids: vec![]
             }
         );
         let flat = r#"{"eventType":"deployment_failed","plan":{"steps":[{"action":"ScaleApplication","app":"/x"}]}}"#;
         assert_eq!(
             parse_event(None, flat).unwrap(),
             MarathonEvent::DeploymentFinished {
-                app_ids: vec!["/x".into()]
+                app_ids: vec!["/x".into()],
+                pod_ids: vec![]
             }
         );
         let none = r#"{"eventType":"deployment_success","id":"d"}"#;
         assert_eq!(
             parse_event(None, none).unwrap(),
-            MarathonEvent::DeploymentFinished { app_ids: vec![] }
+            MarathonEvent::DeploymentFinished {
+                app_ids: vec![],
+                pod_ids: vec![]
+            }
+        );
+        let pods = r#"{"eventType":"deployment_success","plan":{"steps":[{"actions":[{"action":"StartPod","pod":"/p"},{"action":"ScaleApplication","app":"/a"}]},{"actions":[{"action":"ScalePod","pod":"/p"}]}]}}"#;
+        assert_eq!(
+            parse_event(None, pods).unwrap(),
+            MarathonEvent::DeploymentFinished {
+                app_ids: vec!["/a".into()],
+                pod_ids: vec!["/p".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn pod_events_name_the_pod_by_uri_and_a_create_names_none() {
+        let ev = |t: &str, uri: &str| {
+            parse_event(
+                None,
+                &format!(
+                    r#"{{"clientIp":"10.0.5.12","uri":"{uri}","eventType":"{t}","timestamp":"x"}}"#
+                ),
+            )
+            .unwrap()
+        };
+        let named = |id: &str| MarathonEvent::PodDefinition {
+            pod_id: Some(id.into()),
+        };
+        assert_eq!(
+            ev("pod_deleted_event", "/v2/pods/web/frontend"),
+            named("/web/frontend")
+        );
+        assert_eq!(
+            ev("pod_updated_event", "/v2/pods/p?force=true"),
+            named("/p")
+        );
+        assert_eq!(
+            ev("pod_updated_event", "/v2/pods"),
+            MarathonEvent::PodDefinition { pod_id: None }
+        );
+        assert_eq!(
+            ev("pod_created_event", "/v2/pods"),
+            MarathonEvent::PodDefinition { pod_id: None }
         );
     }
 

@@ -28,6 +28,11 @@
 //!   events about apps vipd does not know schedule a debounced fetch of the named apps, or a
 //!   full fetch.
 //! - A periodic full fetch runs every `--marathon-resync-interval` ±15 %.
+//! - Pods: every full fetch also reads `GET /v2/pods/::status` (after a `HEAD /v2/pods` probe
+//!   while pods support is not known; a 404 means no pods, logged once). Pod container events are
+//!   applied at once (`apply/pods.rs`); pod definition events re-fetch that pod
+//!   (`GET /v2/pods/{id}::status`) or all pods; no pod id is ever fetched from `/v2/apps`. The
+//!   pods body is kept in `--state-dir` beside the apps body.
 //! - Leader-failover health rule: see `apply.rs` (results that vanish are carried forward).
 
 pub mod apply;
@@ -45,9 +50,10 @@ pub use status::{MarathonStatus, MarathonStatusHandle, SyncErrorKind};
 
 use crate::model::AppsSnapshot;
 use crate::source::{Origin, SourceHandle, SourceSnapshot};
-use bytes::Bytes;
 use client::MarathonClient;
-use driver::{Action, Driver, DriverConfig, FetchJob, FetchOutcome, Input, StreamRecord};
+use driver::{
+    Action, Driver, DriverConfig, FetchJob, FetchOutcome, Input, StateBodies, StreamRecord,
+};
 use events::parse_event;
 use futures::StreamExt;
 use rand::SeedableRng;
@@ -159,7 +165,7 @@ pub fn spawn(
         }
     };
     status.set_current_url(client.current_url());
-    let (write_tx, write_rx) = watch::channel::<Option<Bytes>>(None);
+    let (write_tx, write_rx) = watch::channel::<Option<StateBodies>>(None);
     if let Some(dir) = cfg.state_dir.clone() {
         tokio::spawn(state_writer(
             dir,
@@ -368,7 +374,7 @@ fn client_error_text(e: reqwest::Error) -> String {
 async fn state_writer(
     dir: PathBuf,
     min_interval: Duration,
-    mut rx: watch::Receiver<Option<Bytes>>,
+    mut rx: watch::Receiver<Option<StateBodies>>,
     shutdown: CancellationToken,
 ) {
     let mut w = StateWrite {
@@ -413,13 +419,24 @@ struct StateWrite {
 
 impl StateWrite {
     /// Writes `body` unless it equals the last one written. Returns whether it wrote.
-    async fn write_if_changed(&mut self, body: Bytes) -> bool {
-        let digest = sha1_smol::Sha1::from(&body[..]).digest().bytes();
+    async fn write_if_changed(&mut self, body: StateBodies) -> bool {
+        let mut sha = sha1_smol::Sha1::from(&body.apps[..]);
+        match &body.pods {
+            Some(p) => {
+                sha.update(b"\0pods\0");
+                sha.update(p);
+            }
+            None => sha.update(b"\0nopods\0"),
+        }
+        let digest = sha.digest().bytes();
         if self.last_digest == Some(digest) {
             return false;
         }
         let dir = self.dir.clone();
-        let r = tokio::task::spawn_blocking(move || state_dir::store(&dir, &body)).await;
+        let r = tokio::task::spawn_blocking(move || {
+            state_dir::store_with_pods(&dir, &body.apps, body.pods.as_deref())
+        })
+        .await;
         match r {
             Ok(Ok(())) => {
                 self.last_digest = Some(digest);
@@ -448,7 +465,7 @@ struct Shell {
     client: Arc<MarathonClient>,
     status: MarathonStatusHandle,
     tx: watch::Sender<Option<SourceSnapshot>>,
-    write_tx: watch::Sender<Option<Bytes>>,
+    write_tx: watch::Sender<Option<StateBodies>>,
     events_tx: mpsc::UnboundedSender<Queued>,
     budget: Arc<Semaphore>,
     fetch: Option<JoinHandle<FetchOutcome>>,
@@ -541,6 +558,18 @@ impl Shell {
                                     url: client.current_url(),
                                 }
                             }
+                            FetchJob::Pods(ids) => {
+                                let mut results = Vec::with_capacity(ids.len());
+                                for id in ids {
+                                    let r = client.fetch_pod(&id).await;
+                                    results.push((id, r));
+                                }
+                                FetchOutcome::Pods {
+                                    results,
+                                    url: client.current_url(),
+                                }
+                            }
+                            FetchJob::AllPods => FetchOutcome::AllPods(client.fetch_pods().await),
                         }
                     }));
                 }

@@ -1,18 +1,23 @@
 //! Last-known-good Marathon state on disk (`--state-dir`).
 //!
-//! Owns: the file `DIR/marathon-apps.json` holding the raw body of the last good full fetch, its
-//! atomic replacement (write a temp file in the same directory, fsync it, rename over the old
-//! one, fsync the directory), and reading it back at start.
+//! Owns: the file `DIR/marathon-apps.json` holding the raw apps body of the last good full fetch
+//! and `DIR/marathon-pods.json` holding its raw `GET /v2/pods/::status` body (absent when the
+//! server has no pods), their atomic replacement (write a temp file in the same directory, fsync
+//! it, rename over the old one, fsync the directory; the pods file first, so that the apps file,
+//! which marks a complete state, is the last to change), and reading them back at start.
 //!
 //! Must not: decide when to write (the source does: only after full fetches, rate-limited, and
 //! only when the body changed), or treat a bad file as fatal: a corrupt or unreadable file is an
 //! error value the caller reports and ignores.
 
+use crate::model::pod::parse_pods_status;
 use crate::model::{parse_apps_document, AppsSnapshot, ModelError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const STATE_FILE: &str = "marathon-apps.json";
+/// The pods part of the state.
+pub const PODS_FILE: &str = "marathon-pods.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -45,40 +50,90 @@ pub fn load(dir: &Path) -> Result<Option<(AppsSnapshot, std::time::SystemTime)>,
     let modified = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .unwrap_or(std::time::UNIX_EPOCH);
-    match parse_apps_document(&body) {
-        Ok(s) => Ok(Some((s, modified))),
-        Err(source) => Err(StateError::Corrupt { path, source }),
+    let mut snapshot = match parse_apps_document(&body) {
+        Ok(s) => s,
+        Err(source) => return Err(StateError::Corrupt { path, source }),
+    };
+    let pods_path = dir.join(PODS_FILE);
+    match std::fs::read(&pods_path) {
+        Ok(body) => match parse_pods_status(&body) {
+            Ok(pods) => {
+                snapshot.pods = pods.pods;
+                snapshot.rejected_pods = pods.rejected;
+            }
+            Err(source) => {
+                return Err(StateError::Corrupt {
+                    path: pods_path,
+                    source,
+                })
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(StateError::Read {
+                path: pods_path,
+                source,
+            })
+        }
     }
+    Ok(Some((snapshot, modified)))
 }
 
-/// Removes temp files a crashed vipd left behind (`.marathon-apps.json.tmp-<pid>`; never this
-/// process's own). Returns how many were removed. A missing directory is not an error.
+/// Removes temp files a crashed vipd left behind (`.marathon-apps.json.tmp-<pid>`,
+/// `.marathon-pods.json.tmp-<pid>`; never this process's own). Returns how many were removed. A
+/// missing directory is not an error.
 pub fn remove_stale_temp_files(dir: &Path) -> usize {
-    let prefix = format!(".{STATE_FILE}.tmp-");
-    let own = format!("{prefix}{}", std::process::id());
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
+    let pid = std::process::id();
     entries
         .filter_map(Result::ok)
         .filter(|e| {
             let name = e.file_name();
             let name = name.to_string_lossy();
-            name.starts_with(&prefix) && name != own
+            [STATE_FILE, PODS_FILE].iter().any(|file| {
+                let prefix = format!(".{file}.tmp-");
+                name.starts_with(&prefix) && *name != format!("{prefix}{pid}")
+            })
         })
         .filter(|e| std::fs::remove_file(e.path()).is_ok())
         .count()
 }
 
-/// Replaces the saved snapshot with `body`, atomically and durably.
+/// Replaces the saved state with `body` (apps) and `pods` (the pods body; `None`: no pods, the
+/// pods file is removed), atomically and durably, pods first.
+pub fn store_with_pods(dir: &Path, body: &[u8], pods: Option<&[u8]>) -> Result<(), StateError> {
+    let pods_path = dir.join(PODS_FILE);
+    match pods {
+        Some(pods) => store_file(dir, PODS_FILE, pods)?,
+        None => match std::fs::remove_file(&pods_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(StateError::Write {
+                    path: pods_path,
+                    source,
+                })
+            }
+        },
+    }
+    store_file(dir, STATE_FILE, body)
+}
+
+/// Replaces the saved apps with `body` (no pods), atomically and durably.
 pub fn store(dir: &Path, body: &[u8]) -> Result<(), StateError> {
-    let path = state_file(dir);
+    store_with_pods(dir, body, None)
+}
+
+fn store_file(dir: &Path, file: &str, body: &[u8]) -> Result<(), StateError> {
+    let path = dir.join(file);
     let werr = |source| StateError::Write {
         path: path.clone(),
         source,
     };
     std::fs::create_dir_all(dir).map_err(werr)?;
-    let tmp = dir.join(format!(".{STATE_FILE}.tmp-{}", std::process::id()));
+    let tmp = dir.join(format!(".{file}.tmp-{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(body)?;
@@ -112,6 +167,28 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(STATE_FILE)]);
+    }
+
+    #[test]
+    fn pods_are_stored_beside_the_apps_and_read_back_and_no_pods_removes_them() {
+        let dir = tempfile::tempdir().unwrap();
+        store_with_pods(
+            dir.path(),
+            br#"{"apps":[{"id":"/a"}]}"#,
+            Some(br#"[{"id":"/p"},{"id":"/bad","instances":{}}]"#),
+        )
+        .unwrap();
+        let (s, _) = load(dir.path()).unwrap().unwrap();
+        assert_eq!(s.apps[0].id, "/a");
+        assert_eq!(s.pods[0].id, "/p");
+        assert_eq!(s.rejected_pods[0].app.as_deref(), Some("/bad"));
+        store_with_pods(dir.path(), br#"{"apps":[]}"#, None).unwrap();
+        let (s, _) = load(dir.path()).unwrap().unwrap();
+        assert!(s.pods.is_empty());
+        assert!(!dir.path().join(PODS_FILE).exists());
+        // A corrupt pods file makes the state unusable, like a corrupt apps file.
+        std::fs::write(dir.path().join(PODS_FILE), b"{").unwrap();
+        assert!(matches!(load(dir.path()), Err(StateError::Corrupt { .. })));
     }
 
     #[test]

@@ -68,6 +68,7 @@ fn snapshot(apps: &[String]) -> AppsSnapshot {
 fn full_ok(apps: &[String], at: Instant) -> Input {
     Input::FetchDone(FetchOutcome::Full(Ok(FullFetch {
         body: Bytes::from(doc(apps)),
+        pods_body: None,
         snapshot: snapshot(apps),
         fetched_at: at,
         url: "http://m1:8080/".into(),
@@ -78,6 +79,7 @@ fn full_ok(apps: &[String], at: Instant) -> Input {
 fn full_redirected(apps: &[String], at: Instant) -> Input {
     Input::FetchDone(FetchOutcome::Full(Ok(FullFetch {
         body: Bytes::from(doc(apps)),
+        pods_body: None,
         snapshot: snapshot(apps),
         fetched_at: at,
         url: "http://m2:8080/".into(),
@@ -630,4 +632,138 @@ fn a_redirected_empty_answer_does_not_replace_a_non_empty_snapshot_until_confirm
     d.handle(Input::ResyncRequested, t0);
     let a = d.handle(full_ok(&[], t0), t0);
     assert_eq!(published(&a).len(), 1);
+}
+
+const POD_INSTANCE: &str = "shop.instance-33333333-3333-3333-3333-333333333333";
+
+/// A synced driver whose full fetches carried one host pod `/shop`.
+fn synced_with_pod(t0: Instant) -> Driver<rand::rngs::StdRng> {
+    let pods = format!(
+        r#"[{{"id":"/shop","spec":{{"containers":[{{"name":"web","endpoints":[
+            {{"name":"http","hostPort":0,"labels":{{"VIP_0":"/shop:80"}}}}]}}]}},
+          "instances":[{{"id":"{POD_INSTANCE}","agentHostname":"10.0.0.5","containers":[
+            {{"name":"web","status":"TASK_RUNNING","containerId":"{POD_INSTANCE}.web.1",
+              "endpoints":[{{"name":"http","allocatedHostPort":31005}}]}}]}}]}}]"#
+    );
+    let full = || {
+        let mut snapshot = snapshot(&[]);
+        let parsed = crate::model::pod::parse_pods_status(pods.as_bytes()).unwrap();
+        snapshot.pods = parsed.pods;
+        Input::FetchDone(FetchOutcome::Full(Ok(FullFetch {
+            body: Bytes::from(doc(&[])),
+            pods_body: Some(Bytes::from(pods.clone())),
+            snapshot,
+            fetched_at: t0,
+            url: "http://m1:8080/".into(),
+            redirected: false,
+        })))
+    };
+    let mut d = driver_with(cfg(), None);
+    d.handle(Input::Start, t0);
+    d.handle(
+        Input::Stream(vec![StreamRecord::Connected {
+            url: "http://m1:8080/v2/events".into(),
+        }]),
+        t0,
+    );
+    let a = d.handle(full(), t0);
+    assert!(has(&a, |a| matches!(
+        a,
+        Action::Persist(StateBodies { pods: Some(_), .. })
+    )));
+    d.handle(full(), t0);
+    assert_eq!(d.current().unwrap().pods.len(), 1);
+    d
+}
+
+fn pod_event(json: &str) -> MarathonEvent {
+    parse_event(None, json).unwrap()
+}
+
+#[test]
+fn a_pod_container_event_is_applied_at_once_and_never_fetches_an_app() {
+    let t0 = Instant::now();
+    let mut d = synced_with_pod(t0);
+    let other = "shop.instance-44444444-4444-4444-4444-444444444444";
+    let running = pod_event(&format!(
+        r#"{{"eventType":"status_update_event","taskId":"{other}.web.1","appId":"/shop","taskStatus":"TASK_RUNNING","host":"10.0.0.6","ports":[31006],"ipAddresses":[]}}"#
+    ));
+    let a = d.handle(Input::Stream(vec![event(running, t0)]), t0);
+    let p = published(&a);
+    assert_eq!(p.len(), 1);
+    assert_eq!(p[0].apps.pods[0].instances.len(), 2);
+    assert_eq!(p[0].origin, Origin::MarathonEvent);
+    // No fetch of any kind follows, now or after the debounce.
+    assert!(fetches(&a).is_empty());
+    assert!(fetches(&d.handle(Input::Tick, t0 + Duration::from_secs(5))).is_empty());
+    let killing = pod_event(&format!(
+        r#"{{"eventType":"status_update_event","taskId":"{POD_INSTANCE}.web.1","appId":"/shop","taskStatus":"TASK_KILLING","ports":[]}}"#
+    ));
+    let a = d.handle(Input::Stream(vec![event(killing, t0)]), t0);
+    assert_eq!(
+        published(&a)[0].apps.pods[0].instances[0].containers[0].status,
+        Some(crate::model::TaskState::Killing)
+    );
+}
+
+#[test]
+fn pod_definition_events_fetch_that_pod_or_all_pods_debounced_and_a_404_removes_it() {
+    let t0 = Instant::now();
+    let mut d = synced_with_pod(t0);
+    let deleted = pod_event(
+        r#"{"eventType":"pod_deleted_event","clientIp":"1.2.3.4","uri":"/v2/pods/shop"}"#,
+    );
+    let a = d.handle(Input::Stream(vec![event(deleted, t0)]), t0);
+    assert!(fetches(&a).is_empty(), "debounced");
+    let a = d.handle(Input::Tick, t0 + ms(200));
+    assert_eq!(fetches(&a), vec![FetchJob::Pods(vec!["/shop".into()])]);
+    let a = d.handle(
+        Input::FetchDone(FetchOutcome::Pods {
+            results: vec![("/shop".into(), Ok((PodFetch::Gone, t0)))],
+            url: "http://m1:8080/".into(),
+        }),
+        t0 + ms(300),
+    );
+    assert!(published(&a)[0].apps.pods.is_empty());
+    // A create names no pod: every pod is fetched again, once for a burst.
+    let created =
+        pod_event(r#"{"eventType":"pod_created_event","clientIp":"1.2.3.4","uri":"/v2/pods"}"#);
+    d.handle(
+        Input::Stream(vec![event(created.clone(), t0), event(created, t0)]),
+        t0 + ms(400),
+    );
+    let a = d.handle(Input::Tick, t0 + ms(600));
+    assert_eq!(fetches(&a), vec![FetchJob::AllPods]);
+    let a = d.handle(
+        Input::FetchDone(FetchOutcome::AllPods(Ok(PodsFetch {
+            pods: crate::model::pod::parse_pods_status(br#"[{"id":"/new"}]"#).unwrap(),
+            body: None,
+            fetched_at: t0,
+        }))),
+        t0 + ms(700),
+    );
+    assert_eq!(published(&a)[0].apps.pods[0].id, "/new");
+}
+
+#[test]
+fn queued_pods_wait_behind_queued_apps_and_both_are_fetched() {
+    let t0 = Instant::now();
+    let mut d = synced_with_pod(t0);
+    let updated = pod_event(
+        r#"{"eventType":"pod_updated_event","clientIp":"1.2.3.4","uri":"/v2/pods/shop"}"#,
+    );
+    d.handle(
+        Input::Stream(vec![event(api_post("/web"), t0), event(updated, t0)]),
+        t0,
+    );
+    let a = d.handle(Input::Tick, t0 + ms(200));
+    assert_eq!(fetches(&a), vec![FetchJob::Apps(vec!["/web".into()])]);
+    let a = d.handle(
+        Input::FetchDone(FetchOutcome::Apps {
+            results: vec![("/web".into(), Ok((AppFetch::Gone, t0)))],
+            url: "http://m1:8080/".into(),
+        }),
+        t0 + ms(250),
+    );
+    assert_eq!(fetches(&a), vec![FetchJob::Pods(vec!["/shop".into()])]);
 }
