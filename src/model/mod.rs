@@ -11,6 +11,7 @@
 //! versions and emits them in others (../shared/reference/marathon/FACTS.md §2).
 
 pub mod ids;
+pub mod mesos;
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;

@@ -13,6 +13,7 @@
 
 pub mod file;
 pub mod marathon;
+pub mod mesos;
 
 use crate::model::AppsSnapshot;
 use std::io::Read;
