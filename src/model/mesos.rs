@@ -135,6 +135,15 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<serde::de::IgnoredAny>::deserialize(d)?.is_some())
 }
 
+/// A task as the table builder reads it: the task, its framework's name and its agent's
+/// hostname, looked up by the source (a task whose framework or agent is unknown is held there).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MesosTask {
+    pub task: Task,
+    pub framework: String,
+    pub agent_host: String,
+}
+
 /// `TaskStatus`, the fields vipd reads.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct TaskStatus {

@@ -204,7 +204,7 @@ impl<'o> PartMaker<'o> {
         for port in &svc.ports {
             let index = port.index;
             let mut vips = Vec::new();
-            for (key, value) in port.vip_labels.into_iter().flatten() {
+            for (key, value) in port.vip_labels.iter().flat_map(|l| l.iter()) {
                 if !vip::is_vip_label_key(key) {
                     continue;
                 }
@@ -229,16 +229,20 @@ impl<'o> PartMaker<'o> {
                             continue;
                         }
                     },
-                    VipTarget::Name(name) => match vip::dns_name(&name, &self.opts.zone) {
-                        Ok(dns) => VipAddr::Name(dns),
-                        Err(e) => {
-                            warn(
-                                &mut out,
-                                format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                            );
-                            continue;
+                    VipTarget::Name(name) => {
+                        match vip::framework_dns_name(&name, svc.framework, &self.opts.zone) {
+                            Ok(dns) => VipAddr::Name(dns),
+                            Err(e) => {
+                                warn(
+                                    &mut out,
+                                    format!(
+                                        "port {index}: label {key}={value:?}: {e}; label skipped"
+                                    ),
+                                );
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 if !vips.contains(&(addr.clone(), parsed.port)) {
                     vips.push((addr, parsed.port));

@@ -10,6 +10,7 @@
 pub mod build;
 pub mod diff;
 pub mod marathon;
+pub mod mesos;
 pub mod options;
 pub mod service;
 pub mod vip;
