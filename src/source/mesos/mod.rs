@@ -4,4 +4,5 @@
 //!
 //! Must not: build tables or touch the data plane.
 
+pub mod driver;
 pub mod recordio;
