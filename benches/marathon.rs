@@ -190,6 +190,7 @@ fn benches(c: &mut Criterion) {
                     .map(|a| Arc::new((**a).clone()))
                     .collect(),
                 rejected: Vec::new(),
+                ..Default::default()
             },
             |mut next| {
                 let n = carry_forward_health(&snapshot, &mut next);

@@ -16,6 +16,7 @@ fn frontend(n: usize, balance: Balance) -> Frontend {
         kind: FrontendKind::ServicePort,
         vip_name: None,
         app: "/bench".into(),
+        owner_kind: vipd::table::OwnerKind::App,
         apps: vec!["/bench".into()],
         port_index: 0,
         port_name: None,

@@ -70,6 +70,7 @@ async fn start_vipd(backend: SocketAddr) -> (Dataplane, SocketAddr, published::T
             kind: FrontendKind::ServicePort,
             vip_name: None,
             app: "/bench".into(),
+            owner_kind: vipd::table::OwnerKind::App,
             apps: vec!["/bench".into()],
             port_index: 0,
             port_name: None,

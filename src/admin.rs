@@ -1,4 +1,5 @@
-//! The admin HTTP server: `/metrics`, `/healthz`, `/readyz`, `/v1/vips`, `/v1/config`.
+//! The admin HTTP server: `/` (the status page), `/metrics`, `/healthz`, `/readyz`, `/v1/vips`,
+//! `/v1/config`.
 //!
 //! Owns: serving operators on `--admin-listen` (a localhost address by default) from **its own OS
 //! thread with its own current-thread runtime**, so a saturated data plane cannot starve it; the
@@ -6,25 +7,28 @@
 //! so half-sent requests cannot starve `/metrics`, header-read and idle timeouts, head and body
 //! size caps; accepts back off on descriptor exhaustion and log once per change of state); the
 //! readiness rule; the `/v1/vips` view (the published table in `vipd table`'s shape plus each
-//! backend's runtime state and the generation); the effective configuration with secrets redacted.
+//! backend's runtime state and the generation); the status page's view ([`status_view`], rendered
+//! by `status_page`); the effective configuration with secrets redacted.
 //!
 //! Must not: change anything (every endpoint is read-only), or print a credential: flag values
 //! whose name says password/token/secret are replaced, and URLs lose their userinfo.
 
 use crate::balance::{BackendKey, BackendRegistry};
 use crate::conn_slots::{Admission, ConnSlots, Slot};
+use crate::control::history::ChangeLog;
 use crate::dataplane::listener::{AcceptBackoff, AcceptErrorCounts, AcceptLog};
 use crate::dataplane::{FrontendRegistry, ListenerState, ListenerStatusHandle};
 use crate::metrics::{Family, Metrics, ScrapeFamilies, Scraped};
 use crate::published::TableReader;
 use crate::table::Warning;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use hyper_util::service::TowerToHyperService;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -56,6 +60,31 @@ pub struct AdminState {
     pub warnings: Arc<Mutex<Vec<Warning>>>,
     /// The effective configuration, already redacted.
     pub config: Arc<Value>,
+    /// The last publishes (kept by the control loop).
+    pub changes: ChangeLog,
+    /// The source's status for the status page, as label/value rows, read at request time.
+    pub source_status: SourceStatus,
+}
+
+/// Reads the source's status as label/value rows (`connected`, `last sync`, …). Already
+/// redacted: a source never puts a credential in its status.
+#[derive(Clone)]
+pub struct SourceStatus(Arc<dyn Fn() -> Vec<(String, String)> + Send + Sync>);
+
+impl SourceStatus {
+    pub fn new(rows: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static) -> Self {
+        SourceStatus(Arc::new(rows))
+    }
+
+    pub fn rows(&self) -> Vec<(String, String)> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceStatus(..)")
+    }
 }
 
 /// Bounds of the admin server. Defaults suit an operator's curl and a Prometheus scraper.
@@ -364,6 +393,7 @@ async fn refuse_bodies(
 
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -541,6 +571,120 @@ pub fn vips_json(state: &AdminState) -> Value {
         "frontends": frontends,
         "warnings": warnings,
     })
+}
+
+/// The status page's view: the frontends matching `query` (one page of them) with their
+/// backends' table state and runtime counters, the source's rows, the last changes.
+pub fn status_view(
+    state: &AdminState,
+    query: crate::status_page::PageQuery,
+    now: std::time::SystemTime,
+) -> crate::status_page::StatusView {
+    use crate::status_page::{paginate, BackendRow, ChangeRow, FrontendRow, StatusView};
+    let published = state.tables.load_full();
+    let (ready, readiness) = is_ready(&state.tables, &state.listeners);
+    let rows = published.table.frontends.iter().map(|f| {
+        let key = f.key();
+        let stats = state.frontends.get(&key).map(|s| s.snapshot());
+        let listener = match state.listeners.state(&key) {
+            None => "unknown".into(),
+            Some(ListenerState::Pending) => "pending".into(),
+            Some(ListenerState::Bound { .. }) => "bound".into(),
+            Some(ListenerState::Failed { error, .. }) => format!("failed: {error}"),
+            Some(ListenerState::Unsupported { reason }) => format!("unsupported: {reason}"),
+        };
+        FrontendRow {
+            key: key.to_string(),
+            kind: match f.kind {
+                crate::table::FrontendKind::ServicePort => "service_port",
+                crate::table::FrontendKind::Vip => "vip",
+            },
+            vip_name: f.vip_name.clone(),
+            owners: f.apps.clone(),
+            port_name: f.port_name.clone(),
+            listener,
+            accepted: stats.as_ref().map_or(0, |s| s.accepted),
+            active: stats.as_ref().map_or(0, |s| s.active),
+            no_backend: stats.as_ref().map_or(0, |s| s.no_backend),
+            backends: f
+                .backends
+                .iter()
+                .map(|b| {
+                    let s = state
+                        .backends
+                        .get(&BackendKey::new(f.protocol, b.address))
+                        .map(|s| s.snapshot())
+                        .unwrap_or_default();
+                    BackendRow {
+                        address: b.address.to_string(),
+                        task: b.task.to_string(),
+                        table_state: b.state.as_str(),
+                        health: s.health_state(),
+                        health_reason: s.health_reason.map(|r| r.as_str()),
+                        active: s.active,
+                        total: s.total,
+                        bytes_to_backend: s.bytes_to_backend,
+                        bytes_from_backend: s.bytes_from_backend,
+                        ejections: s.ejections,
+                    }
+                })
+                .collect(),
+        }
+    });
+    let (matched, page, pages, frontends) = paginate(rows, &query);
+    let changes = state
+        .changes
+        .recent()
+        .into_iter()
+        .map(|c| ChangeRow {
+            generation: c.generation,
+            age_secs: now.duration_since(c.at).map_or(0, |d| d.as_secs()),
+            origin: c.origin,
+            summary: c.summary,
+            frontends: c.frontends,
+        })
+        .collect();
+    StatusView {
+        version: crate::metrics::BUILD_VERSION.into(),
+        generation: published.generation,
+        ready,
+        readiness,
+        source: state.source_status.rows(),
+        changes,
+        total_frontends: published.table.frontends.len(),
+        matched,
+        page,
+        pages,
+        query,
+        frontends,
+        warnings: state.warnings.lock().map_or(0, |w| w.len()),
+    }
+}
+
+async fn status_page(
+    State(state): State<AdminState>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let query = crate::status_page::PageQuery {
+        filter: params.get("q").cloned().unwrap_or_default(),
+        page: params
+            .get("page")
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(1),
+    };
+    let view = status_view(&state, query, std::time::SystemTime::now());
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
+            ),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::status_page::render(&view),
+    )
+        .into_response()
 }
 
 async fn vips(State(state): State<AdminState>) -> Json<Value> {

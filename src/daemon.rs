@@ -155,10 +155,12 @@ impl Daemon {
             dataplane.udp_stats(),
             listeners.clone(),
         )));
+        let source_status = source_status_rows(&args.source, marathon_status.clone());
         if let Some(status) = marathon_status {
             metrics.register(Box::new(crate::metrics::MarathonCollector::new(status)));
         }
         let warnings = Arc::default();
+        let changes = crate::control::history::ChangeLog::default();
         let admin = match args.admin.admin_listen {
             Some(listen) if !args.admin.no_admin => Some(AdminServer::start(
                 listen,
@@ -170,6 +172,8 @@ impl Daemon {
                     frontends: dataplane.frontends(),
                     warnings: Arc::clone(&warnings),
                     config: Arc::new(config),
+                    changes: changes.clone(),
+                    source_status,
                 },
             )?),
             _ => None,
@@ -197,7 +201,8 @@ impl Daemon {
             options,
             followers,
         )
-        .with_observability(metrics.control.clone(), warnings);
+        .with_observability(metrics.control.clone(), warnings)
+        .with_change_log(changes);
         let control = tokio::spawn(control.run(source.clone(), shutdown.clone()));
         Ok(Daemon {
             tables,
@@ -286,6 +291,63 @@ impl Daemon {
 }
 
 type MarathonStatus = Option<crate::source::marathon::MarathonStatusHandle>;
+
+/// The status page's source rows: the Marathon source's live status, or the apps file.
+fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::admin::SourceStatus {
+    use crate::cli::duration::format_duration;
+    let Some(status) = marathon else {
+        let path = args
+            .apps
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return crate::admin::SourceStatus::new(move || {
+            vec![
+                ("source".into(), "file".into()),
+                ("path".into(), path.clone()),
+            ]
+        });
+    };
+    crate::admin::SourceStatus::new(move || {
+        let s = status.get();
+        let ago = |t: Option<std::time::SystemTime>| match t.and_then(|t| t.elapsed().ok()) {
+            Some(d) => format!(
+                "{} ago",
+                format_duration(std::time::Duration::from_secs(d.as_secs()))
+            ),
+            None => "never".into(),
+        };
+        let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+        let errors: u64 = s.errors.iter().map(|(_, n)| n).sum();
+        vec![
+            ("source".into(), "marathon".into()),
+            ("url".into(), s.current_url.clone()),
+            ("event stream connected".into(), yes_no(s.sse_connected)),
+            (
+                "event stream".into(),
+                s.stream_url.clone().unwrap_or_else(|| "-".into()),
+            ),
+            ("synced with the stream".into(), yes_no(s.stream_synced)),
+            ("last successful sync".into(), ago(s.last_successful_sync)),
+            (
+                "snapshot age".into(),
+                s.snapshot_age.map_or_else(
+                    || "-".into(),
+                    |a| format_duration(std::time::Duration::from_secs(a.as_secs())),
+                ),
+            ),
+            (
+                "serving stale state (--state-dir)".into(),
+                yes_no(s.serving_stale_state),
+            ),
+            ("sync errors".into(), errors.to_string()),
+            (
+                "events applied / ignored".into(),
+                format!("{} / {}", s.events_applied, s.events_ignored),
+            ),
+        ]
+    })
+}
 
 fn start_source(
     args: &SourceArgs,

@@ -11,12 +11,14 @@
 //!   probes.
 //! - [`cli`]: every flag and its defaults. docs/architecture.md draws the layers.
 //! - [`dataplane`]: listeners, TCP and UDP forwarding.
-//! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`.
+//! - [`dns`]: the authoritative DNS server for named VIPs; [`addresses`]: VIP addresses on `lo`;
+//!   [`admin`] and [`status_page`]: the admin API and the status page.
 
 pub mod addresses;
 pub mod admin;
 pub mod backoff;
 pub mod balance;
+pub mod capabilities;
 pub mod cli;
 pub mod commands;
 pub mod conn_slots;
@@ -34,4 +36,5 @@ pub mod notify;
 pub mod published;
 pub mod signals;
 pub mod source;
+pub mod status_page;
 pub mod table;

@@ -92,6 +92,8 @@ fn run() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
+            // Before any thread exists: capabilities are per thread, and threads inherit them.
+            let capabilities = vipd::capabilities::raise_permitted();
             init_logging(&cli.log)?;
             // Before anything sizes itself from it; logged once the daemon has started (a startup
             // error stays the only line).
@@ -120,6 +122,10 @@ fn run() -> anyhow::Result<()> {
                     was = nofile.was,
                     "descriptor limit (RLIMIT_NOFILE), soft raised to hard"
                 );
+                match &capabilities {
+                    Ok(raised) => tracing::info!(effective = ?raised.effective, "capabilities"),
+                    Err(e) => tracing::warn!(error = %e, "cannot read or raise capabilities"),
+                }
                 daemon.run_until(signals).await;
                 anyhow::Ok(())
             })

@@ -152,6 +152,7 @@ mod tests {
             kind: FrontendKind::ServicePort,
             vip_name: None,
             app: "/a".into(),
+            owner_kind: crate::table::OwnerKind::App,
             apps: vec!["/a".into()],
             port_index: 0,
             port_name: None,

@@ -161,6 +161,7 @@ fn vip(protocol: Protocol, listen: &str) -> Frontend {
         kind: FrontendKind::Vip,
         vip_name: None,
         app: "/a".into(),
+        owner_kind: vipd::table::OwnerKind::App,
         apps: vec!["/a".into()],
         port_index: 0,
         port_name: None,

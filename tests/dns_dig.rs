@@ -24,6 +24,7 @@ fn frontend(protocol: Protocol, listen: &str, name: &str, backends: usize) -> Fr
         kind: FrontendKind::Vip,
         vip_name: Some(name.to_string()),
         app: "/acme".into(),
+        owner_kind: vipd::table::OwnerKind::App,
         apps: vec!["/acme".into()],
         port_index: 0,
         port_name: Some("http".into()),

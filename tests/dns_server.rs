@@ -23,6 +23,7 @@ fn sample_table() -> Table {
             kind: FrontendKind::Vip,
             vip_name: Some("acme.marathon.l4lb.thisdcos.directory".into()),
             app: "/acme".into(),
+            owner_kind: vipd::table::OwnerKind::App,
             apps: vec!["/acme".into()],
             port_index: 0,
             port_name: None,

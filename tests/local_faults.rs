@@ -179,6 +179,8 @@ async fn serve_child(h: Harness, key: FrontendKey, spare: usize) {
         frontends: h.dataplane.frontends(),
         warnings: Arc::new(Mutex::new(Vec::new())),
         config: Arc::new(serde_json::Value::Null),
+        changes: Default::default(),
+        source_status: vipd::admin::SourceStatus::new(Vec::new),
     };
     // Commands from the parent, read on a plain thread started before the limit drops.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();

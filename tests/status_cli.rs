@@ -118,6 +118,59 @@ async fn status_lists_the_frontend_and_its_backend_with_their_counts() {
     assert_eq!(f["backends"][0]["address"], backend.addr.to_string());
     assert_eq!(f["backends"][0]["runtime"]["health"], "healthy");
     assert_eq!(f["backends"][0]["runtime"]["total"], 2);
+
+    let out = vipd_status(&["--admin", &admin_arg, "--ready"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "ready\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_ready_exits_1_while_a_frontend_cannot_bind() {
+    // Something else holds the service port: vipd retries the bind and is not ready.
+    let squatter = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let apps = dir.path().join("apps.json");
+    std::fs::write(
+        &apps,
+        serde_json::json!({"apps": [{
+            "id": "/web",
+            "portDefinitions": [{"port": port}],
+            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}],
+        }]})
+        .to_string(),
+    )
+    .unwrap();
+    let vipd = VipdProcess::start(&[
+        "run",
+        "--apps",
+        apps.to_str().unwrap(),
+        "--bind-address",
+        "127.0.0.1",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let admin = vipd
+        .admin_addr(PATIENCE)
+        .unwrap_or_else(|| panic!("no admin address; log:\n{}", vipd.log().join("\n")));
+    let admin_arg = admin.to_string();
+    let failed = support::eventually_async(PATIENCE, || async {
+        let (code, body) = http_get(&format!("http://{admin}/readyz")).await;
+        code == 503 && body.contains("failed to bind")
+    })
+    .await;
+    assert!(failed, "log:\n{}", vipd.log().join("\n"));
+    let out = tokio::task::spawn_blocking(move || vipd_status(&["--admin", &admin_arg, "--ready"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert_eq!(
+        stderr.trim_end(),
+        format!("vipd status: http://{admin}/readyz answered 503 Service Unavailable: 1 frontend(s) failed to bind"),
+    );
+    drop(squatter);
 }
 
 #[test]

@@ -58,6 +58,7 @@ fn prints_the_table_in_the_documented_shape() {
         let k = keys(f);
         for required in [
             "app",
+            "owner_kind",
             "backends",
             "kind",
             "listen",
@@ -77,6 +78,7 @@ fn prints_the_table_in_the_documented_shape() {
                     "kind",
                     "listen",
                     "options",
+                    "owner_kind",
                     "port_index",
                     "port_name",
                     "protocol",
@@ -97,6 +99,7 @@ fn prints_the_table_in_the_documented_shape() {
     assert_eq!(first["kind"], "service_port");
     assert_eq!(first["vip_name"], Value::Null);
     assert_eq!(first["app"], "/web");
+    assert_eq!(first["owner_kind"], "app");
     assert_eq!(first["port_index"], 0);
     assert_eq!(first["port_name"], "http");
     assert_eq!(first["backends"][0]["address"], "10.0.1.10:31000");

@@ -413,7 +413,7 @@ proptest! {
             parse_apps_document(&serde_json::to_vec(&json!({ "apps": apps })).unwrap()).unwrap()
         };
         let (a, b) = (parse(&first), parse(&second));
-        let mut next = vipd::model::AppsSnapshot { apps: Vec::new(), rejected: b.rejected.clone() };
+        let mut next = vipd::model::AppsSnapshot { apps: Vec::new(), rejected: b.rejected.clone(), ..Default::default() };
         for (i, app) in a.apps.iter().enumerate() {
             match keep[i % keep.len()] {
                 0 => next.apps.push(Arc::clone(app)),

@@ -147,6 +147,7 @@ mod tests {
             kind: FrontendKind::ServicePort,
             vip_name: None,
             app: "/app".into(),
+            owner_kind: crate::table::OwnerKind::App,
             apps: vec!["/app".into()],
             port_index: 0,
             port_name: None,

@@ -1,5 +1,6 @@
-//! `vipd status [--admin URL] [--json]`: a running vipd's frontends and backends, read from its
-//! admin API (`GET /v1/vips`), printed in the manner of `ipvsadm -Ln` or as JSON.
+//! `vipd status [--admin URL] [--json | --ready]`: a running vipd's frontends and backends, read
+//! from its admin API (`GET /v1/vips`), printed in the manner of `ipvsadm -Ln` or as JSON; or,
+//! with `--ready`, its `/readyz` answer (exit 0 only when ready: a container's health check).
 //!
 //! Owns: the view of `/v1/vips` it reads ([`VipsView`]: the fields it shows, parsed leniently so
 //! an older or newer vipd still answers), the pure formatting ([`render_table`]), and the thin
@@ -24,6 +25,12 @@ pub enum StatusError {
     Status { url: String, status: String },
     #[error("{url} did not answer with vipd's /v1/vips JSON: {reason}")]
     Parse { url: String, reason: String },
+    #[error("{url} answered {status}: {reason}")]
+    NotReady {
+        url: String,
+        status: String,
+        reason: String,
+    },
     #[error("cannot write the status: {0}")]
     Write(#[source] io::Error),
 }
@@ -276,9 +283,11 @@ fn unreachable_reason(e: &reqwest::Error, timeout: Duration) -> String {
     lowest.to_string()
 }
 
-/// GETs `/v1/vips` from the admin server `admin`.
-pub async fn fetch(admin: &str, timeout: Duration) -> Result<VipsView, StatusError> {
-    let url = vips_url(admin)?;
+/// GETs `url`, one request, no proxy.
+async fn get(
+    url: reqwest::Url,
+    timeout: Duration,
+) -> Result<(reqwest::StatusCode, bytes::Bytes), StatusError> {
     let shown = url.to_string();
     let unreachable = |e: reqwest::Error| StatusError::Unreachable {
         url: shown.clone(),
@@ -289,22 +298,57 @@ pub async fn fetch(admin: &str, timeout: Duration) -> Result<VipsView, StatusErr
         .timeout(timeout)
         .build()
         .map_err(unreachable)?;
-    let resp = client.get(url.clone()).send().await.map_err(unreachable)?;
-    if resp.status() != reqwest::StatusCode::OK {
-        return Err(StatusError::Status {
+    let resp = client.get(url).send().await.map_err(unreachable)?;
+    let status = resp.status();
+    let body = resp.bytes().await.map_err(unreachable)?;
+    Ok((status, body))
+}
+
+/// GETs `/readyz`: `Ok(body)` when it is 200, [`StatusError::NotReady`] with its first line
+/// otherwise.
+pub async fn ready(admin: &str, timeout: Duration) -> Result<String, StatusError> {
+    let mut url = vips_url(admin)?;
+    url.set_path("/readyz");
+    let shown = url.to_string();
+    let (status, body) = get(url, timeout).await?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if status != reqwest::StatusCode::OK {
+        return Err(StatusError::NotReady {
             url: shown,
-            status: resp.status().to_string(),
+            status: status.to_string(),
+            reason: body.lines().next().unwrap_or("").to_string(),
         });
     }
-    let body = resp.bytes().await.map_err(unreachable)?;
+    Ok(body)
+}
+
+/// GETs `/v1/vips` from the admin server `admin`.
+pub async fn fetch(admin: &str, timeout: Duration) -> Result<VipsView, StatusError> {
+    let url = vips_url(admin)?;
+    let shown = url.to_string();
+    let (status, body) = get(url, timeout).await?;
+    if status != reqwest::StatusCode::OK {
+        return Err(StatusError::Status {
+            url: shown,
+            status: status.to_string(),
+        });
+    }
     serde_json::from_slice(&body).map_err(|e| StatusError::Parse {
         url: shown,
         reason: e.to_string(),
     })
 }
 
-/// `vipd status`: fetch, then print the table or (`--json`) the same as pretty JSON.
+/// `vipd status`: fetch, then print the table or (`--json`) the same as pretty JSON; with
+/// `--ready`, print `/readyz` (an error unless it is 200).
 pub async fn run(args: &StatusArgs, out: &mut impl Write) -> Result<(), StatusError> {
+    if args.ready {
+        let body = ready(&args.admin, args.timeout).await?;
+        return out
+            .write_all(body.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(StatusError::Write);
+    }
     let view = fetch(&args.admin, args.timeout).await?;
     let text = if args.json {
         let mut s =

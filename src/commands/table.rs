@@ -1,4 +1,5 @@
-//! `vipd table --apps FILE|-`: print the table vipd would serve for an apps document.
+//! `vipd table --apps FILE|-`: print the table vipd would serve for an apps document (apps and,
+//! optionally, `pods` in the shape of `GET /v2/pods/::status`).
 //!
 //! Owns: reading the document (file or stdin, capped by `--max-document-size`), resolving agent hostnames, calling
 //! `table::build`, and writing the JSON (`Built`: frontends + warnings, pretty, trailing newline).

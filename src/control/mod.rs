@@ -5,15 +5,17 @@
 //! publishing it when it differs from the current one (the publisher builds every frontend's
 //! route, `balance::Route`, and stores table and routes with one `ArcSwap` store), and then telling
 //! the consumers that follow the table (VIP address manager, listeners) to reconcile. Also the
-//! log line per publish with a one-line diff summary, and warnings logged once each. The active
-//! health checker ([`checker`]) is control plane too: it follows the published table and writes
-//! probe verdicts into the per-backend runtime state.
+//! log line per publish with a one-line diff summary, the last publishes ([`history`], for the
+//! status page), and warnings logged once each. The active health checker ([`checker`]) is
+//! control plane too: it follows the published table and writes probe verdicts into the
+//! per-backend runtime state.
 //!
-//! Must not: forward traffic or open sockets other than the checker's probes (the data plane does), talk to Marathon (sources do),
-//! or publish anything when a source fails: sources only ever hand over good snapshots, so the
-//! last good table keeps serving.
+//! Must not: forward traffic or open sockets other than the checker's probes (the data plane
+//! does), talk to Marathon (sources do), or publish anything when a source fails: sources only
+//! ever hand over good snapshots, so the last good table keeps serving.
 
 pub mod checker;
+pub mod history;
 pub mod resolve;
 
 use crate::published::{PublishedTable, TablePublisher};
@@ -81,6 +83,8 @@ pub struct ControlLoop<R, F> {
     metrics: Option<crate::metrics::ControlMetrics>,
     /// The last build's warnings, for the admin API.
     warnings: Arc<Mutex<Vec<Warning>>>,
+    /// The last publishes, for the status page.
+    changes: history::ChangeLog,
     /// Each app's part of the table, kept between builds (moved into the blocking build task and
     /// back; lost, and rebuilt from scratch, only if a build panics).
     build_cache: BuildCache,
@@ -102,6 +106,7 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
             last_timings: PassTimings::default(),
             metrics: None,
             warnings: Arc::default(),
+            changes: history::ChangeLog::default(),
             build_cache: BuildCache::new(),
         }
     }
@@ -115,6 +120,12 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
     ) -> Self {
         self.metrics = Some(metrics);
         self.warnings = warnings;
+        self
+    }
+
+    /// Records each publish in `changes` (read by the status page).
+    pub fn with_change_log(mut self, changes: history::ChangeLog) -> Self {
+        self.changes = changes;
         self
     }
 
@@ -249,6 +260,12 @@ impl<R: ResolveHosts, F: FollowTable> ControlLoop<R, F> {
                     .sum(),
             );
         }
+        self.changes.push(history::TableChange::new(
+            published.generation,
+            std::time::SystemTime::now(),
+            format!("{:?}", snapshot.origin),
+            &diff,
+        ));
         tracing::info!(
             generation = published.generation,
             frontends = published.table.frontends.len(),

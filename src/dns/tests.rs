@@ -21,6 +21,7 @@ fn vip(protocol: Protocol, listen: &str, name: Option<&str>, backends: usize) ->
         kind: FrontendKind::Vip,
         vip_name: name.map(str::to_string),
         app: "/acme".into(),
+        owner_kind: crate::table::OwnerKind::App,
         apps: vec!["/acme".into()],
         port_index: 0,
         port_name: None,

@@ -12,6 +12,9 @@
 
 pub mod ids;
 pub mod mesos;
+pub mod pod;
+
+pub use pod::Pod;
 
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::Deserialize;
@@ -37,18 +40,25 @@ pub struct AppRejection {
     pub message: String,
 }
 
-/// The parsed apps document: the good apps in document order, plus what was skipped.
+/// The build input: the good apps and pods in document order, plus what was skipped.
+///
+/// (The name is historical: it holds every owner kind a source reads, apps first.)
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AppsSnapshot {
     /// Each app behind an `Arc`, so that applying an event to one app clones only that app.
     pub apps: Vec<Arc<App>>,
     pub rejected: Vec<AppRejection>,
+    /// Marathon pods (`PodStatus`, spec and status together), each behind an `Arc` like apps.
+    pub pods: Vec<Arc<Pod>>,
+    /// Pods that were skipped (malformed), with their id and the failing JSON path.
+    pub rejected_pods: Vec<AppRejection>,
 }
 
-/// Parses the body of `GET /v2/apps?embed=apps.tasks`.
+/// Parses the body of `GET /v2/apps?embed=apps.tasks`, or the file source's document
+/// `{"apps": [...], "pods": [...]}` (`pods` in the shape of `GET /v2/pods/::status`).
 ///
-/// Each app is parsed on its own: a wrong type inside one app rejects only that app. A body that
-/// is not a JSON object with an `apps` array is an error.
+/// Each app and each pod is parsed on its own: a wrong type inside one rejects only that one. A
+/// body that is not a JSON object with an `apps` or a `pods` array is an error.
 pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
     let doc: AppsDoc<'_> = match serde_json::from_slice(body) {
         Ok(doc) => doc,
@@ -57,13 +67,19 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         }
         Err(e) => return Err(ModelError::Json(e)),
     };
-    let raw_apps = doc
-        .0
-        .apps
-        .ok_or_else(|| ModelError::NotAnAppsDocument("no \"apps\" array".into()))?;
+    let AppsDocFields { apps, pods } = doc.0;
+    if apps.is_none() && pods.is_none() {
+        return Err(ModelError::NotAnAppsDocument(
+            "no \"apps\" (or \"pods\") array".into(),
+        ));
+    }
+    let raw_apps = apps.unwrap_or_default();
+    let pods = pod::parse_pod_values(&pods.unwrap_or_default());
     let mut snapshot = AppsSnapshot {
         apps: Vec::with_capacity(raw_apps.len()),
         rejected: Vec::new(),
+        pods: pods.pods,
+        rejected_pods: pods.rejected,
     };
     for parsed in parse_apps_in_parallel(&raw_apps) {
         match parsed {
@@ -83,6 +99,8 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
 struct AppsDocFields<'a> {
     #[serde(borrow)]
     apps: Option<Vec<&'a RawValue>>,
+    #[serde(borrow)]
+    pods: Option<Vec<&'a RawValue>>,
 }
 
 /// The top level of a single-app document (`{"app": {…}}`).

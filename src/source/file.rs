@@ -1,7 +1,8 @@
 //! The file source: `vipd run --apps FILE`, the embedded default.
 //!
-//! Owns: watching one apps document on disk (the same shape as `GET /v2/apps?embed=apps.tasks`)
-//! and publishing a full snapshot whenever its content changes. Changes are seen through inotify
+//! Owns: watching one apps document on disk (the same shape as `GET /v2/apps?embed=apps.tasks`,
+//! plus an optional `pods` array in the shape of `GET /v2/pods/::status`; `apps` may be absent
+//! when `pods` is present) and publishing a full snapshot whenever its content changes. Changes are seen through inotify
 //! (the `notify` crate, watching the parent directory so that an atomic rename is noticed) and,
 //! as a fallback for filesystems without inotify, by polling the file's metadata every 250 ms.
 //! Both an in-place write and a write-to-temp-then-rename are picked up within 1 s.
@@ -92,8 +93,8 @@ async fn run(
     let mut last_error: Option<String> = None;
     // Whether a table exists to keep when the file is unusable (for the warning's wording).
     let mut have_snapshot = tx.borrow().is_some();
-    // The last published snapshot: a new parse shares every app equal to one in it, so that
-    // the incremental build recomputes only the apps the edit changed.
+    // The last published snapshot: a new parse shares every app and pod equal to one in it, so
+    // that the incremental build recomputes only the owners the edit changed.
     let mut last_apps: Option<Arc<AppsSnapshot>> =
         tx.borrow().as_ref().map(|s| Arc::clone(&s.apps));
     let mut force = true;
@@ -145,6 +146,8 @@ async fn run(
                                     path = %p.display(),
                                     apps = apps.apps.len(),
                                     rejected = apps.rejected.len(),
+                                    pods = apps.pods.len(),
+                                    rejected_pods = apps.rejected_pods.len(),
                                     "apps file loaded"
                                 );
                                 have_snapshot = true;
@@ -310,6 +313,41 @@ mod tests {
         assert_eq!(
             second.apps.apps[1].port_definitions.as_ref().unwrap()[0].port,
             Some(10002)
+        );
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_pods_only_document_is_read_and_an_edit_shares_the_unchanged_pods() {
+        let two = |b_port: u16| {
+            format!(
+                r#"{{"pods":[{{"id":"/a","spec":{{"containers":[{{"name":"c"}}]}}}},
+                             {{"id":"/b","spec":{{"containers":[{{"name":"c","endpoints":[
+                               {{"name":"e","hostPort":{b_port}}}]}}]}}}}]}}"#
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("apps.json");
+        std::fs::write(&path, two(0)).unwrap();
+        let shutdown = CancellationToken::new();
+        let mut handle = spawn(
+            path.clone(),
+            crate::source::DEFAULT_MAX_DOCUMENT_SIZE,
+            shutdown.clone(),
+        );
+        let first = next_snapshot(&mut handle.snapshots).await.unwrap();
+        assert!(first.apps.apps.is_empty());
+        assert_eq!(first.apps.pods.len(), 2);
+        std::fs::write(&path, two(80)).unwrap();
+        let second = next_snapshot(&mut handle.snapshots).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&first.apps.pods[0], &second.apps.pods[0]),
+            "unchanged /a is shared"
+        );
+        assert!(!Arc::ptr_eq(&first.apps.pods[1], &second.apps.pods[1]));
+        assert_eq!(
+            second.apps.pods[1].spec.containers[0].endpoints[0].host_port,
+            Some(80)
         );
         shutdown.cancel();
     }

@@ -1,19 +1,22 @@
 //! `table::build`: neutral services → routing table. Pure and deterministic.
 //!
 //! Owns: every rule that turns neutral services ([`super::service`], translated from Marathon
-//! apps by [`super::marathon`]) into frontends and backends (service ports, VIP labels, agent
-//! addresses, merging, conflicts), and the incremental [`BuildCache`]. The rules and the reasons
-//! behind each decision are written up in `docs/routing.md`.
+//! apps by [`super::marathon`] and from Marathon pods by [`super::pod`]) into frontends and
+//! backends (service ports, VIP labels, agent addresses, merging, conflicts), the one per-owner
+//! path every owner kind goes through ([`OwnerRef`]: apps, then pods), and the incremental
+//! [`BuildCache`] (parts keyed by owner kind and id). The rules and the reasons behind each
+//! decision are written up in `docs/routing.md`.
 //!
 //! Must not: do I/O, read a clock, resolve hostnames (they arrive in [`Resolved`]), use a
 //! randomised hasher or iteration order, or panic on any input.
 
 use super::marathon::marathon_service;
 use super::options::PortOptions;
-use super::service::{PortAddress, Service};
+use super::pod::pod_service;
+use super::service::{OwnerKind, PortAddress, Service};
 use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
-use crate::model::{App, AppsSnapshot};
+use crate::model::{App, AppsSnapshot, Pod};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -59,15 +62,100 @@ pub fn host_ip_literal(host: &str) -> Option<IpAddr> {
     h.parse().ok()
 }
 
-/// The agent hostnames of a snapshot that need DNS (IP literals excluded), sorted and unique.
+/// The agent hostnames of a snapshot that need DNS (IP literals excluded), sorted and unique:
+/// app task hosts, then pod instance agents.
 pub fn hosts_to_resolve(snapshot: &AppsSnapshot) -> BTreeSet<&str> {
-    snapshot
-        .apps
-        .iter()
-        .flat_map(|a| a.tasks.iter())
-        .filter_map(|t| t.host.as_deref())
-        .filter(|h| !h.is_empty() && host_ip_literal(h).is_none())
-        .collect()
+    let mut hosts = BTreeSet::new();
+    for owner in owners(snapshot) {
+        owner.for_each_host(|h| {
+            if !h.is_empty() && host_ip_literal(h).is_none() {
+                hosts.insert(h);
+            }
+        });
+    }
+    hosts
+}
+
+/// One owner of the build input, borrowed from the snapshot. Every owner kind goes through the
+/// same path: translated into a neutral [`Service`], made into a part by [`PartMaker`], merged by
+/// [`Merger`], cached by [`BuildCache`]. A new owner kind is one more variant here (and in
+/// [`HeldOwner`]) and one more translation.
+#[derive(Debug, Clone, Copy)]
+enum OwnerRef<'s> {
+    App(&'s Arc<App>),
+    Pod(&'s Arc<Pod>),
+}
+
+impl<'s> OwnerRef<'s> {
+    fn kind(self) -> OwnerKind {
+        match self {
+            OwnerRef::App(_) => OwnerKind::App,
+            OwnerRef::Pod(_) => OwnerKind::Pod,
+        }
+    }
+
+    fn id(self) -> &'s str {
+        match self {
+            OwnerRef::App(a) => &a.id,
+            OwnerRef::Pod(p) => &p.id,
+        }
+    }
+
+    /// The owner's translation into the neutral model; `None` when it has nothing usable (the
+    /// reason is in `warnings`).
+    fn service(self, warnings: &mut Vec<Warning>) -> Option<Service<'s>> {
+        match self {
+            OwnerRef::App(a) => marathon_service(a, warnings),
+            OwnerRef::Pod(p) => pod_service(p, warnings),
+        }
+    }
+
+    /// Calls `f` with every agent hostname the owner's endpoints name (raw: possibly empty or an
+    /// IP literal, possibly repeated).
+    fn for_each_host(self, mut f: impl FnMut(&'s str)) {
+        match self {
+            OwnerRef::App(a) => a.tasks.iter().filter_map(|t| t.host.as_deref()).for_each(f),
+            OwnerRef::Pod(p) => {
+                for i in &p.instances {
+                    if let Some(h) = i.agent_hostname.as_deref() {
+                        f(h);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hold(self) -> HeldOwner {
+        match self {
+            OwnerRef::App(a) => HeldOwner::App(Arc::clone(a)),
+            OwnerRef::Pod(p) => HeldOwner::Pod(Arc::clone(p)),
+        }
+    }
+}
+
+/// An owner as the cache holds it: held, so that no one else can mutate it in place
+/// (`Arc::make_mut` must copy) and its address cannot be reused by another owner.
+#[derive(Debug)]
+enum HeldOwner {
+    App(Arc<App>),
+    Pod(Arc<Pod>),
+}
+
+impl HeldOwner {
+    /// Whether `owner` is the very allocation held (not merely equal).
+    fn is(&self, owner: OwnerRef<'_>) -> bool {
+        match (self, owner) {
+            (HeldOwner::App(a), OwnerRef::App(b)) => Arc::ptr_eq(a, b),
+            (HeldOwner::Pod(a), OwnerRef::Pod(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+/// Every owner of a snapshot, in snapshot order: apps, then pods.
+fn owners(snapshot: &AppsSnapshot) -> impl Iterator<Item = OwnerRef<'_>> {
+    let apps = snapshot.apps.iter().map(OwnerRef::App);
+    apps.chain(snapshot.pods.iter().map(OwnerRef::Pod))
 }
 
 /// The address part of a VIP key: an IP, or a named VIP's DNS name (resolved to an IP later).
@@ -176,9 +264,10 @@ impl<'o> PartMaker<'o> {
         answer
     }
 
-    fn app_part(&mut self, app: &'o App) -> AppPart {
+    /// What one owner contributes, through its neutral service.
+    fn owner_part(&mut self, owner: OwnerRef<'o>) -> AppPart {
         let mut warnings = Vec::new();
-        match marathon_service(app, &mut warnings) {
+        match owner.service(&mut warnings) {
             Some(service) => {
                 let mut part = self.service_part(&service);
                 part.warnings.extend(warnings);
@@ -404,6 +493,7 @@ impl<'o> Merger<'o> {
             warnings: snapshot
                 .rejected
                 .iter()
+                .chain(&snapshot.rejected_pods)
                 .map(|r| Warning {
                     app: r.app.clone(),
                     message: r.message.clone(),
@@ -419,22 +509,23 @@ impl<'o> Merger<'o> {
         });
     }
 
-    /// Adds one app's part.
-    fn add(&mut self, app_id: &str, part: &AppPart) {
+    /// Adds one owner's part.
+    fn add(&mut self, owner: OwnerKind, app_id: &str, part: &AppPart) {
         self.warnings.extend_from_slice(&part.warnings);
         for port in &part.ports {
-            self.emit(app_id, port);
+            self.emit(owner, app_id, port);
         }
     }
 
     /// Turns one port's part into service-port and VIP frontend entries.
-    fn emit(&mut self, app_id: &str, port: &PortPart) {
+    fn emit(&mut self, owner: OwnerKind, app_id: &str, port: &PortPart) {
         let make = |listen: SocketAddr, protocol: Protocol, kind, vip_name, backends| Frontend {
             protocol,
             listen,
             kind,
             vip_name,
             app: app_id.to_string(),
+            owner_kind: owner,
             apps: vec![app_id.to_string()],
             port_index: port.index,
             port_name: port.port_name.clone(),
@@ -458,7 +549,7 @@ impl<'o> Merger<'o> {
                         );
                         self.services.insert(key, f);
                     }
-                    Some(winner) if winner.app == app_id => {
+                    Some(winner) if winner.app == app_id && winner.owner_kind == owner => {
                         let msg = format!(
                             "port {}: {protocol} service port {sp} is already used by port {} of this app; port {} dropped for {protocol}",
                             port.index, winner.port_index, port.index
@@ -587,91 +678,96 @@ fn sort_backends(backends: &mut Vec<Backend>) {
     backends.dedup_by(|later, first| later.address == first.address);
 }
 
-/// The apps of a snapshot in the order the build visits them: by id, each id once. A later app
-/// with an id already seen is reported and skipped (stable sort: the first in document order wins).
-fn apps_in_build_order<'a>(
+/// The owners of a snapshot in the order the build visits them: apps by id, then pods by id,
+/// each (kind, id) once. A later owner with a (kind, id) already seen is reported and skipped
+/// (stable sort: the first in document order wins).
+fn owners_in_build_order<'a>(
     snapshot: &'a AppsSnapshot,
     merger: &mut Merger<'_>,
-) -> Vec<&'a Arc<App>> {
-    let mut apps: Vec<&Arc<App>> = snapshot.apps.iter().collect();
-    apps.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut prev: Option<&str> = None;
-    apps.retain(|app| {
-        if prev == Some(app.id.as_str()) {
+) -> Vec<OwnerRef<'a>> {
+    let mut owners: Vec<OwnerRef<'a>> = owners(snapshot).collect();
+    owners.sort_by(|a, b| (a.kind(), a.id()).cmp(&(b.kind(), b.id())));
+    let mut prev: Option<(OwnerKind, &str)> = None;
+    owners.retain(|o| {
+        let key = (o.kind(), o.id());
+        if prev == Some(key) {
+            let what = match o.kind() {
+                OwnerKind::App => "app",
+                OwnerKind::Pod => "pod",
+                OwnerKind::Task => "task",
+            };
             merger.warn(
-                &app.id,
-                "duplicate app id in the document; only the first one is used".to_string(),
+                o.id(),
+                format!("duplicate {what} id in the document; only the first one is used"),
             );
             return false;
         }
-        prev = Some(app.id.as_str());
+        prev = Some(key);
         true
     });
-    apps
+    owners
 }
 
 /// Builds the table. Deterministic: equal inputs give equal outputs, byte for byte as JSON, and
-/// the order of apps in the document does not matter (except between two apps with the same id:
-/// the first in document order is used, with a warning).
+/// the order of apps and pods in the document does not matter (except between two owners of
+/// one kind with the same id: the first in document order is used, with a warning).
 pub fn build(snapshot: &AppsSnapshot, resolved: &Resolved, opts: &BuildOptions) -> Built {
     let mut merger = Merger::new(opts, snapshot);
     let mut maker = PartMaker::new(opts, resolved);
-    for app in apps_in_build_order(snapshot, &mut merger) {
-        let part = maker.app_part(app);
-        merger.add(&app.id, &part);
+    for owner in owners_in_build_order(snapshot, &mut merger) {
+        let part = maker.owner_part(owner);
+        merger.add(owner.kind(), owner.id(), &part);
     }
     merger.finish()
 }
 
-/// An incremental [`build`]: keeps each app's part between builds and recomputes only the apps
-/// whose `Arc<App>` changed. The Marathon source applies an event by replacing the one app it
+/// An incremental [`build`]: keeps each owner's part between builds and recomputes only the
+/// owners (apps, pods) whose `Arc` changed. The Marathon source applies an event by replacing the one app it
 /// touches, so an event at 2,000 apps / 50,000 tasks recomputes one app instead of all of them.
 ///
 /// The result is always equal to `build` on the same input (a property test checks it). A part is
-/// reused only when it was made from the same `Arc<App>` (held here, so its address cannot be
-/// reused by another app), with the same options, no agent address that has changed since, and no
+/// reused only when it was made from the same `Arc<App>` or `Arc<Pod>` (held here, so its address
+/// cannot be reused by another owner), with the same options, no agent address that has changed since, and no
 /// host that was missing from `Resolved`. Still pure: no I/O, no clock; the cache is explicit state.
 ///
 /// Costs memory: one more copy of every backend (about 60 bytes each).
 #[derive(Debug, Default)]
 pub struct BuildCache {
-    parts: HashMap<String, CachedApp, Fnv>,
+    parts: HashMap<(OwnerKind, String), CachedPart, Fnv>,
     opts: Option<BuildOptions>,
     resolved: Resolved,
     last: CacheStats,
 }
 
-/// One app as the cache keeps it.
+/// One owner as the cache keeps it.
 #[derive(Debug)]
-struct CachedApp {
-    /// Held, so that no one else can mutate it in place (`Arc::make_mut` must copy) and its
-    /// address cannot be reused by another app while the part is kept.
-    app: Arc<App>,
+struct CachedPart {
+    owner: HeldOwner,
     part: AppPart,
-    /// The app's task hosts that need DNS ([`app_hosts`]).
+    /// The owner's agent hosts that need DNS ([`owner_hosts`]).
     hosts: Box<[Box<str>]>,
 }
 
-/// The task hosts of one app that need DNS: not empty, not an IP literal; unique.
-fn app_hosts(app: &App) -> Box<[Box<str>]> {
+/// The agent hosts of one owner that need DNS: not empty, not an IP literal; unique.
+fn owner_hosts(owner: OwnerRef<'_>) -> Box<[Box<str>]> {
     let mut hosts: Vec<Box<str>> = Vec::new();
-    for host in app.tasks.iter().filter_map(|t| t.host.as_deref()) {
+    owner.for_each_host(|host| {
         if !host.is_empty()
             && host_ip_literal(host).is_none()
             && !hosts.iter().any(|h| &**h == host)
         {
             hosts.push(host.into());
         }
-    }
+    });
     hosts.into_boxed_slice()
 }
 
 /// How the last [`BuildCache::build`] went.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CacheStats {
-    /// Apps whose part was reused.
+    /// Owners (apps, pods) whose part was reused.
     pub reused: usize,
-    /// Apps whose part was computed.
+    /// Owners whose part was computed.
     pub computed: usize,
 }
 
@@ -695,48 +791,55 @@ impl BuildCache {
         let mut maker = PartMaker::new(opts, resolved);
         let mut old = std::mem::take(&mut self.parts);
         let mut stats = CacheStats::default();
-        for app in apps_in_build_order(snapshot, &mut merger) {
-            let (id, cached) = match old.remove_entry(&app.id) {
-                Some((id, cached)) if Arc::ptr_eq(&cached.app, app) && !cached.part.missed_host => {
+        // One key buffer for the lookups: a reused part keeps the key it was stored under.
+        let mut lookup = (OwnerKind::App, String::new());
+        for owner in owners_in_build_order(snapshot, &mut merger) {
+            lookup.0 = owner.kind();
+            lookup.1.clear();
+            lookup.1.push_str(owner.id());
+            let (key, cached) = match old.remove_entry(&lookup) {
+                Some((key, cached)) if cached.owner.is(owner) && !cached.part.missed_host => {
                     stats.reused += 1;
-                    (id, cached)
+                    (key, cached)
                 }
                 _ => {
                     stats.computed += 1;
-                    let cached = CachedApp {
-                        app: Arc::clone(app),
-                        part: maker.app_part(app),
-                        hosts: app_hosts(app),
+                    let cached = CachedPart {
+                        owner: owner.hold(),
+                        part: maker.owner_part(owner),
+                        hosts: owner_hosts(owner),
                     };
-                    (app.id.clone(), cached)
+                    (lookup.clone(), cached)
                 }
             };
-            merger.add(&id, &cached.part);
-            self.parts.insert(id, cached);
+            merger.add(key.0, &key.1, &cached.part);
+            self.parts.insert(key, cached);
         }
-        // Parts of apps that are gone are freed here (`old`).
+        // Parts of owners that are gone are freed here (`old`).
         self.resolved.clone_from(resolved);
         self.last = stats;
         merger.finish()
     }
 
     /// The agent hostnames of `snapshot` that need DNS before [`BuildCache::build`], unique, in
-    /// no particular order. Apps the cache holds unchanged answer from the cache; only the others
-    /// have their tasks scanned (50,000 tasks otherwise, on every event).
+    /// no particular order. Owners the cache holds unchanged answer from the cache; only the
+    /// others have their tasks scanned (50,000 tasks otherwise, on every event).
     pub fn hosts_to_resolve(&self, snapshot: &AppsSnapshot) -> Vec<String> {
         let mut hosts: HashSet<&str, Fnv> = HashSet::with_hasher(Fnv);
-        for app in &snapshot.apps {
-            match self.parts.get(&app.id) {
-                Some(cached) if Arc::ptr_eq(&cached.app, app) => {
+        let mut key = (OwnerKind::App, String::new());
+        for owner in owners(snapshot) {
+            key.0 = owner.kind();
+            key.1.clear();
+            key.1.push_str(owner.id());
+            match self.parts.get(&key) {
+                Some(cached) if cached.owner.is(owner) => {
                     hosts.extend(cached.hosts.iter().map(|h| &**h));
                 }
-                _ => {
-                    for host in app.tasks.iter().filter_map(|t| t.host.as_deref()) {
-                        if !host.is_empty() && host_ip_literal(host).is_none() {
-                            hosts.insert(host);
-                        }
+                _ => owner.for_each_host(|host| {
+                    if !host.is_empty() && host_ip_literal(host).is_none() {
+                        hosts.insert(host);
                     }
-                }
+                }),
             }
         }
         hosts.into_iter().map(str::to_owned).collect()

@@ -1,7 +1,8 @@
 //! The routing table: what vipd listens on (frontends) and where it forwards (backends).
 //!
 //! Owns: the immutable [`Table`] value, its JSON form (the `vipd table` output and the admin
-//! API's shape), and the pure builder [`build`] that turns a Marathon snapshot into a table.
+//! API's shape), and the pure builder [`build`] that turns a snapshot (Marathon apps and pods)
+//! into a table.
 //!
 //! Must not: do I/O, read a clock, resolve hostnames, or hold runtime state (connection counts,
 //! passive health). Runtime state lives in the data plane, keyed by backend address, so that it
@@ -12,11 +13,13 @@ pub mod diff;
 pub mod marathon;
 pub mod mesos;
 pub mod options;
+pub mod pod;
 pub mod service;
 pub mod vip;
 
 pub use build::{build, BuildCache, BuildOptions, CacheStats, Resolved};
 pub use options::{Balance, PortOptions};
+pub use service::OwnerKind;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -114,9 +117,15 @@ pub struct Frontend {
     pub kind: FrontendKind,
     /// DNS name of a named VIP (`acme.marathon.l4lb.thisdcos.directory`); `null` otherwise.
     pub vip_name: Option<String>,
-    /// The app the frontend belongs to; for a VIP spanning apps, the first by id.
+    /// The owner the frontend belongs to (an app's or a pod's id); for a VIP spanning owners,
+    /// the first app by id, else the first pod by id.
     pub app: String,
-    /// Every app that contributes backends, sorted (more than one only for shared VIPs).
+    /// What `app` is: `"app"` (a Marathon app), `"pod"` (a Marathon pod) or `"task"` (a Mesos
+    /// task). Read as `"app"` when absent (tables written before pods).
+    #[serde(default)]
+    pub owner_kind: OwnerKind,
+    /// Every owner that contributes backends: apps sorted by id, then pods sorted by id (more
+    /// than one only for shared VIPs).
     pub apps: Vec<String>,
     pub port_index: usize,
     pub port_name: Option<String>,

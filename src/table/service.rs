@@ -16,10 +16,25 @@ use super::{BackendState, Protocol};
 use crate::model::Labels;
 use std::borrow::Cow;
 
-/// What kind of run spec a service is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// What kind of run spec a service is. JSON: `"app"`, `"pod"`, `"task"` (a frontend's
+/// `owner_kind`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum OwnerKind {
     /// A Marathon app.
+    #[default]
     App,
     /// A Marathon pod (issue 14).
     Pod,

@@ -305,6 +305,7 @@ pub fn frontend(listen: SocketAddr, backends: Vec<Backend>) -> Frontend {
         kind: FrontendKind::ServicePort,
         vip_name: None,
         app: "/test".to_string(),
+        owner_kind: vipd::table::OwnerKind::App,
         apps: vec!["/test".to_string()],
         port_index: 0,
         port_name: None,

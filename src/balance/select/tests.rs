@@ -88,6 +88,7 @@ fn frontend(b: Vec<Backend>, options: &[(&str, &str)]) -> Frontend {
         kind: FrontendKind::ServicePort,
         vip_name: None,
         app: "/app".into(),
+        owner_kind: crate::table::OwnerKind::App,
         apps: vec!["/app".into()],
         port_index: 0,
         port_name: None,

@@ -469,18 +469,30 @@ pub fn carry_forward_health(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usi
     carried
 }
 
-/// Replaces every app of `next` that equals its namesake in `prev` with `prev`'s `Arc`, so that
-/// a full snapshot shares what did not change: the table's build cache then reuses those apps'
-/// parts (a full resync rebuilds only what changed), and the previous copies are what stay in
-/// memory. Returns how many apps are shared. Run after [`carry_forward_health`].
+/// Replaces every app (and pod) of `next` that equals its namesake in `prev` with `prev`'s
+/// `Arc`, so that a full snapshot shares what did not change: the table's build cache then
+/// reuses those owners' parts (a full resync rebuilds only what changed), and the previous
+/// copies are what stay in memory. Returns how many apps and pods are shared. Run after
+/// [`carry_forward_health`].
 pub fn share_unchanged_apps(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usize {
-    let prev_apps: HashMap<&str, &Arc<App>> =
-        prev.apps.iter().map(|a| (a.id.as_str(), a)).collect();
+    share_unchanged(&prev.apps, &mut next.apps, |a| &a.id)
+        + share_unchanged(&prev.pods, &mut next.pods, |p| &p.id)
+}
+
+fn share_unchanged<T: PartialEq>(
+    prev: &[Arc<T>],
+    next: &mut [Arc<T>],
+    id: impl Fn(&T) -> &str,
+) -> usize {
+    if prev.is_empty() {
+        return 0;
+    }
+    let by_id: HashMap<&str, &Arc<T>> = prev.iter().map(|a| (id(a), a)).collect();
     let mut shared = 0;
-    for app in next.apps.iter_mut() {
-        if let Some(&old) = prev_apps.get(app.id.as_str()) {
-            if Arc::ptr_eq(old, app) || **old == **app {
-                *app = Arc::clone(old);
+    for item in next.iter_mut() {
+        if let Some(&old) = by_id.get(id(item)) {
+            if Arc::ptr_eq(old, item) || **old == **item {
+                *item = Arc::clone(old);
                 shared += 1;
             }
         }
@@ -488,12 +500,16 @@ pub fn share_unchanged_apps(prev: &AppsSnapshot, next: &mut AppsSnapshot) -> usi
     shared
 }
 
-/// Whether two snapshots hold the same apps (shared `Arc`s, in the same order) and the same
-/// rejections: the cheap "unchanged?" test after [`share_unchanged_apps`].
+/// Whether two snapshots hold the same apps and pods (shared `Arc`s, in the same order) and the
+/// same rejections: the cheap "unchanged?" test after [`share_unchanged_apps`].
 pub fn same_apps(a: &AppsSnapshot, b: &AppsSnapshot) -> bool {
-    a.apps.len() == b.apps.len()
-        && a.apps.iter().zip(&b.apps).all(|(x, y)| Arc::ptr_eq(x, y))
+    fn same<T>(x: &[Arc<T>], y: &[Arc<T>]) -> bool {
+        x.len() == y.len() && x.iter().zip(y).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+    same(&a.apps, &b.apps)
+        && same(&a.pods, &b.pods)
         && a.rejected == b.rejected
+        && a.rejected_pods == b.rejected_pods
 }
 
 fn lacks_results(t: &Task) -> bool {
