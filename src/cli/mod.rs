@@ -87,8 +87,13 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 pub struct TableArgs {
     /// Apps document to read; `-` reads stdin.
-    #[arg(long, env = "VIPD_APPS")]
-    pub apps: PathBuf,
+    #[arg(long, env = "VIPD_APPS", required_unless_present = "mesos_state")]
+    pub apps: Option<PathBuf>,
+    /// A Mesos operator-API `GET_STATE` answer to read (`{"type":"GET_STATE","get_state":…}`);
+    /// `-` reads stdin. With `--apps`, service ports come from the apps document and VIPs from
+    /// the Mesos state alone (the rule of `run --marathon` with `--mesos`).
+    #[arg(long, env = "VIPD_MESOS_STATE")]
+    pub mesos_state: Option<PathBuf>,
     #[command(flatten)]
     pub table: TableOptionArgs,
     #[command(flatten)]
@@ -147,6 +152,7 @@ impl From<&TableOptionArgs> for BuildOptions {
             bind_address: a.bind_address,
             vip_cidr: a.vip_cidr,
             zone: a.zone.clone(),
+            marathon_vips: true,
             ip_vip_scope: if a.ip_vip_cidr.is_empty() {
                 IpVipScope::AnyUnicast
             } else {

@@ -280,6 +280,53 @@ pub struct MesosState {
     pub recovered_agents: Vec<AgentInfo>,
 }
 
+/// The tasks of a one-shot state joined with their framework's name and agent's hostname, for
+/// `vipd table --mesos-state`; terminal tasks are left out, and a task whose framework or agent
+/// the state does not list is reported (it would wait in the event stream).
+pub fn join_state(state: MesosState) -> (Vec<MesosTask>, Vec<TaskRejection>) {
+    let frameworks: BTreeMap<String, String> = state
+        .frameworks
+        .into_iter()
+        .filter_map(|f| Some((f.id?, f.name)))
+        .collect();
+    let agents: BTreeMap<String, String> = state
+        .agents
+        .into_iter()
+        .filter_map(|a| Some((a.id?, a.hostname)))
+        .collect();
+    let mut rejected = state.rejected;
+    let mut tasks = Vec::with_capacity(state.tasks.len());
+    for task in state.tasks {
+        if task.state.as_ref().is_some_and(TaskState::is_terminal) {
+            continue;
+        }
+        let framework = frameworks.get(&task.framework_id);
+        let agent = task.agent_id.as_ref().and_then(|a| agents.get(a));
+        match (framework, agent) {
+            (Some(framework), Some(agent)) => tasks.push(MesosTask {
+                framework: framework.clone(),
+                agent_host: agent.clone(),
+                task,
+            }),
+            (None, _) => rejected.push(TaskRejection {
+                message: format!(
+                    "framework {:?} is not in get_frameworks; task skipped",
+                    task.framework_id
+                ),
+                task: Some(task.task_id),
+            }),
+            (Some(_), None) => rejected.push(TaskRejection {
+                message: format!(
+                    "agent {:?} is not in get_agents; task skipped",
+                    task.agent_id.as_deref().unwrap_or_default()
+                ),
+                task: Some(task.task_id),
+            }),
+        }
+    }
+    (tasks, rejected)
+}
+
 /// One event of the `SUBSCRIBE` stream.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MesosEvent {

@@ -600,6 +600,54 @@ mod tests {
     }
 
     #[test]
+    fn the_build_cache_recomputes_only_the_task_whose_arc_changed() {
+        use crate::table::{build, BuildCache, BuildOptions, CacheStats, Resolved};
+        use std::sync::Arc;
+        let one = task(&overlay(""));
+        let mut two = task(
+            &overlay("")
+                .replace("web.1", "web.2")
+                .replace("9.0.0.2", "9.0.0.3"),
+        );
+        two.framework = "hello-world".into();
+        let mut snap = crate::model::AppsSnapshot {
+            tasks: vec![Arc::new(one), Arc::new(two)],
+            ..Default::default()
+        };
+        let (r, opts) = (Resolved::default(), BuildOptions::default());
+        let mut cache = BuildCache::new();
+        assert_eq!(cache.build(&snap, &r, &opts), build(&snap, &r, &opts));
+        let mut changed = (*snap.tasks[1]).clone();
+        changed.task.state = Some(TaskState::Killing);
+        snap.tasks[1] = Arc::new(changed);
+        let got = cache.build(&snap, &r, &opts);
+        assert_eq!(got, build(&snap, &r, &opts));
+        assert_eq!(
+            cache.last_stats(),
+            CacheStats {
+                reused: 1,
+                computed: 1
+            }
+        );
+        let state_of = |name: &str| {
+            let f = got
+                .frontends
+                .iter()
+                .find(|f| f.vip_name.as_deref() == Some(name))
+                .unwrap();
+            f.backends[0].state
+        };
+        assert_eq!(
+            state_of("web.hello-world.l4lb.thisdcos.directory"),
+            BackendState::Draining
+        );
+        assert_eq!(
+            state_of("web.marathon.l4lb.thisdcos.directory"),
+            BackendState::Up
+        );
+    }
+
+    #[test]
     fn port_options_are_read_from_port_and_task_labels() {
         let t = task(&overlay("").replace(
             r#"{"key":"network-name","value":"dcos"}"#,

@@ -236,7 +236,7 @@ mod tests {
         // Our own fixture, framed like Mesos' encoder: 8 records and a heartbeat.
         let bytes = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/mesos/pod-tasks.recordio"
+            "/tests/fixtures/mesos/stream.recordio"
         ))
         .unwrap();
         let mut d = RecordDecoder::new(1 << 20);
