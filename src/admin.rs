@@ -600,6 +600,7 @@ pub fn status_view(
                 crate::table::FrontendKind::Vip => "vip",
             },
             vip_name: f.vip_name.clone(),
+            owner_kind: f.owner_kind.as_str(),
             owners: f.apps.clone(),
             port_name: f.port_name.clone(),
             listener,

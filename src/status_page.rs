@@ -83,6 +83,8 @@ pub struct FrontendRow {
     /// `service_port` or `vip`.
     pub kind: &'static str,
     pub vip_name: Option<String>,
+    /// `app`, `pod` or `task` (a Mesos task).
+    pub owner_kind: &'static str,
     /// The owners contributing backends (app or pod ids), sorted.
     pub owners: Vec<String>,
     pub port_name: Option<String>,
@@ -321,7 +323,7 @@ fn render_frontend(h: &mut String, f: &FrontendRow) {
     if let Some(name) = &f.vip_name {
         let _ = write!(h, " <code>{}</code>", escape(name));
     }
-    let _ = write!(h, " · owner {} ", escape(&f.owners.join(", ")));
+    let _ = write!(h, " · {} {} ", f.owner_kind, escape(&f.owners.join(", ")));
     if let Some(name) = &f.port_name {
         let _ = write!(h, "· port {} ", escape(name));
     }

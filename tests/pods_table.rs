@@ -69,7 +69,7 @@ fn frontend<'a>(t: &'a Value, proto: &str, name: &str) -> &'a Value {
 
 fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
     v.iter()
-        .map(|(a, s)| (a.to_string(), s.to_string()))
+        .map(|(a, s)| ((*a).to_string(), (*s).to_string()))
         .collect()
 }
 

@@ -103,8 +103,8 @@ async fn status_page_shows_frontends_backends_source_and_changes_in_a_real_brows
     assert_eq!(code, 200, "{page}");
     assert!(page.contains(&format!("data-frontend=\"{key}\"")), "{page}");
     assert!(
-        page.contains("/web&lt;b&gt;"),
-        "the app id is escaped: {page}"
+        page.contains("· app /web&lt;b&gt;"),
+        "the owner kind and the escaped app id: {page}"
     );
     assert!(page.contains("<th>source</th><td>file</td>"), "{page}");
     assert!(page.contains("id=\"changes\""), "{page}");

@@ -42,6 +42,17 @@ pub enum OwnerKind {
     Task,
 }
 
+impl OwnerKind {
+    /// The JSON and label form: `app`, `pod`, `task`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnerKind::App => "app",
+            OwnerKind::Pod => "pod",
+            OwnerKind::Task => "task",
+        }
+    }
+}
+
 /// One service: an app, a pod, or a framework's task group.
 #[derive(Debug, Clone)]
 pub struct Service<'a> {
