@@ -16,6 +16,7 @@ pub mod dns;
 pub mod duration;
 pub mod health;
 pub mod marathon;
+pub mod mesos;
 pub mod status;
 
 pub use addresses::AddressArgs;
@@ -23,6 +24,7 @@ pub use dataplane::DataplaneArgs;
 pub use dns::DnsArgs;
 pub use health::HealthArgs;
 pub use marathon::MarathonArgs;
+pub use mesos::MesosArgs;
 pub use status::StatusArgs;
 
 use crate::table::vip::IpVipScope;
@@ -182,6 +184,8 @@ pub struct SourceArgs {
     pub apps: Option<PathBuf>,
     #[command(flatten)]
     pub marathon: MarathonArgs,
+    #[command(flatten)]
+    pub mesos: MesosArgs,
     #[command(flatten)]
     pub documents: marathon::DocumentArgs,
 }

@@ -13,7 +13,7 @@
 
 use super::{Labels, TaskState};
 use serde::de::{DeserializeOwned, Deserializer};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 
@@ -101,30 +101,44 @@ fn ranges<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PortRange>, D::Error> {
 }
 
 /// `Task` (mesos.proto), the fields vipd reads.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct Task {
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(deserialize_with = "id")]
+    #[serde(deserialize_with = "id", serialize_with = "ser_id")]
     pub task_id: String,
-    #[serde(deserialize_with = "id")]
+    #[serde(deserialize_with = "id", serialize_with = "ser_id")]
     pub framework_id: String,
-    #[serde(default, deserialize_with = "opt_id")]
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        serialize_with = "ser_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_id: Option<String>,
     /// The latest state. `TASK_UPDATED`'s top-level `state` overwrites it.
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "ser_state",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<TaskState>,
     /// The status history; `TASK_UPDATED`'s `status` is appended.
     #[serde(default, deserialize_with = "super::null_default")]
     pub statuses: Vec<TaskStatus>,
-    #[serde(default, deserialize_with = "labels")]
+    #[serde(default, deserialize_with = "labels", serialize_with = "ser_labels")]
     pub labels: Labels,
     #[serde(default)]
     pub discovery: Option<DiscoveryInfo>,
     #[serde(default)]
     pub container: Option<ContainerInfo>,
     /// Whether a Mesos health check is configured (its content does not matter here).
-    #[serde(default, deserialize_with = "present")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        serialize_with = "ser_present",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub health_check: bool,
     #[serde(default, deserialize_with = "super::null_default")]
     pub resources: Vec<Resource>,
@@ -145,9 +159,13 @@ pub struct MesosTask {
 }
 
 /// `TaskStatus`, the fields vipd reads.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 pub struct TaskStatus {
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "ser_state",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub state: Option<TaskState>,
     /// Present only once a Mesos health check has produced a result.
     #[serde(default)]
@@ -155,21 +173,31 @@ pub struct TaskStatus {
     /// Float seconds.
     #[serde(default)]
     pub timestamp: Option<f64>,
-    #[serde(default, deserialize_with = "opt_id")]
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        serialize_with = "ser_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub agent_id: Option<String>,
-    #[serde(default, deserialize_with = "opt_id")]
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        serialize_with = "ser_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub task_id: Option<String>,
     #[serde(default)]
     pub container_status: Option<ContainerStatus>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ContainerStatus {
     #[serde(default, deserialize_with = "super::null_default")]
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct NetworkInfo {
     #[serde(default, deserialize_with = "super::null_default")]
     pub ip_addresses: Vec<IpAddress>,
@@ -179,7 +207,7 @@ pub struct NetworkInfo {
     pub port_mappings: Vec<PortMapping>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct IpAddress {
     /// `IPv4` (the default when missing) or `IPv6`.
     #[serde(default)]
@@ -189,7 +217,7 @@ pub struct IpAddress {
     pub ip_address: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PortMapping {
     pub host_port: u32,
     pub container_port: u32,
@@ -197,15 +225,19 @@ pub struct PortMapping {
     pub protocol: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct DiscoveryInfo {
     #[serde(default)]
     pub name: Option<String>,
-    #[serde(default, deserialize_with = "discovery_ports")]
+    #[serde(
+        default,
+        deserialize_with = "discovery_ports",
+        serialize_with = "ser_ports"
+    )]
     pub ports: Vec<DiscoveryPort>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct DiscoveryPort {
     pub number: u32,
     #[serde(default)]
@@ -213,11 +245,11 @@ pub struct DiscoveryPort {
     /// A free string (`tcp`, `udp`; frameworks may send others).
     #[serde(default)]
     pub protocol: Option<String>,
-    #[serde(default, deserialize_with = "labels")]
+    #[serde(default, deserialize_with = "labels", serialize_with = "ser_labels")]
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct ContainerInfo {
     /// `DOCKER` or `MESOS`.
     #[serde(default, rename = "type")]
@@ -228,7 +260,7 @@ pub struct ContainerInfo {
     pub network_infos: Vec<NetworkInfo>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct DockerInfo {
     /// `HOST` (the default), `BRIDGE`, `USER`, `NONE`.
     #[serde(default)]
@@ -238,14 +270,14 @@ pub struct DockerInfo {
 }
 
 /// A resource; only the `ports` ranges matter (legacy `vip_port<i>` labels index them).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 pub struct Resource {
     pub name: String,
-    #[serde(default, deserialize_with = "ranges")]
+    #[serde(default, deserialize_with = "ranges", serialize_with = "ser_ranges")]
     pub ranges: Vec<PortRange>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub struct PortRange {
     pub begin: u64,
     pub end: u64,
@@ -254,7 +286,12 @@ pub struct PortRange {
 /// `FrameworkInfo`: id and name.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct FrameworkInfo {
-    #[serde(default, deserialize_with = "opt_id")]
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        serialize_with = "ser_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     pub name: String,
 }
@@ -262,7 +299,12 @@ pub struct FrameworkInfo {
 /// `AgentInfo`: id and hostname (an IP or a DNS name, resolved later).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct AgentInfo {
-    #[serde(default, deserialize_with = "opt_id")]
+    #[serde(
+        default,
+        deserialize_with = "opt_id",
+        serialize_with = "ser_opt_id",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub id: Option<String>,
     pub hostname: String,
 }
@@ -353,6 +395,92 @@ pub enum MesosEvent {
     Heartbeat,
     /// An event type vipd does not read (`TASK_UPDATED` of executors, future types).
     Other(String),
+}
+
+// The wire shapes again, for `--state-dir` (a `GET_STATE` document that reads back as one).
+
+fn ser_id<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Id<'a> {
+        value: &'a str,
+    }
+    Id { value: v }.serialize(s)
+}
+
+fn ser_opt_id<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => ser_id(v, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn ser_labels<S: Serializer>(v: &Labels, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Label<'a> {
+        key: &'a str,
+        value: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Wrapped<'a> {
+        labels: Vec<Label<'a>>,
+    }
+    Wrapped {
+        labels: v.iter().map(|(key, value)| Label { key, value }).collect(),
+    }
+    .serialize(s)
+}
+
+fn ser_ports<S: Serializer>(v: &[DiscoveryPort], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Wrapped<'a> {
+        ports: &'a [DiscoveryPort],
+    }
+    Wrapped { ports: v }.serialize(s)
+}
+
+fn ser_ranges<S: Serializer>(v: &[PortRange], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Wrapped<'a> {
+        range: &'a [PortRange],
+    }
+    Wrapped { range: v }.serialize(s)
+}
+
+fn ser_present<S: Serializer>(_: &bool, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    s.serialize_map(Some(0))?.end()
+}
+
+fn ser_state<S: Serializer>(v: &Option<TaskState>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_str(v.as_str()),
+        None => s.serialize_none(),
+    }
+}
+
+/// A `GET_STATE` document of `tasks` with their frameworks and agents (what `--state-dir`
+/// keeps); [`parse_get_state`] and [`join_state`] read it back.
+pub fn state_document(tasks: &[std::sync::Arc<MesosTask>]) -> serde_json::Value {
+    let mut frameworks = BTreeMap::new();
+    let mut agents = BTreeMap::new();
+    for t in tasks {
+        frameworks.insert(t.task.framework_id.as_str(), t.framework.as_str());
+        if let Some(a) = t.task.agent_id.as_deref() {
+            agents.insert(a, t.agent_host.as_str());
+        }
+    }
+    serde_json::json!({
+        "type": "GET_STATE",
+        "get_state": {
+            "get_tasks": {"tasks": tasks.iter().map(|t| &t.task).collect::<Vec<_>>()},
+            "get_frameworks": {"frameworks": frameworks.iter().map(|(id, name)| serde_json::json!({
+                "framework_info": {"id": {"value": id}, "name": name}
+            })).collect::<Vec<_>>()},
+            "get_agents": {"agents": agents.iter().map(|(id, host)| serde_json::json!({
+                "agent_info": {"id": {"value": id}, "hostname": host}
+            })).collect::<Vec<_>>()},
+        }
+    })
 }
 
 #[derive(Deserialize)]
@@ -863,6 +991,19 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_state_document_reads_back_as_the_same_tasks() {
+        let t = MesosTask {
+            task: parse_task(TASK).unwrap(),
+            framework: "marathon".into(),
+            agent_host: "10.0.0.1".into(),
+        };
+        let doc = state_document(&[std::sync::Arc::new(t.clone())]);
+        let (tasks, rejected) = join_state(parse_get_state(doc.to_string().as_bytes()).unwrap());
+        assert!(rejected.is_empty(), "{rejected:?}");
+        assert_eq!(tasks, [t]);
     }
 
     #[test]
