@@ -472,3 +472,77 @@ async fn after_a_failover_recovered_agents_keep_their_backends_until_the_timeout
         vip_backends(admin, vip).await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_marathon_service_ports_come_from_marathon_and_vips_from_mesos_alone() {
+    use support::fake_marathon::FakeMarathon;
+    let b1 = TaggedEchoServer::start("b1").await;
+    let b2 = TaggedEchoServer::start("b2").await;
+    let b3 = TaggedEchoServer::start("b3").await;
+    let vip: SocketAddr = (LOCALHOST, free_port(LOCALHOST)).into();
+    let service_port = free_port(LOCALHOST);
+    let frontend: SocketAddr = (LOCALHOST, service_port).into();
+    // Marathon: /web on the service port with the same VIP label, tasks b1 and b3.
+    let task = |id: &str, b: SocketAddr| {
+        json!({"id": id, "appId": "/web", "host": "127.0.0.1", "ports": [b.port()],
+               "state": "TASK_RUNNING", "ipAddresses": [], "healthCheckResults": [],
+               "version": "2024-01-01T00:00:00.000Z"})
+    };
+    let apps = json!({"apps": [{
+        "id": "/web", "version": "2024-01-01T00:00:00.000Z", "networks": [{"mode": "host"}],
+        "portDefinitions": [{"port": service_port, "protocol": "tcp", "name": "http",
+                             "labels": {"VIP_0": vip.to_string()}}],
+        "healthChecks": [], "tasks": [task("web.1", b1.addr), task("web.3", b3.addr)]}]});
+    let marathon = FakeMarathon::start(apps).await;
+    // Mesos: b1 (the same task) and b2 (a task of another framework on the same VIP).
+    let s = get_state(
+        &[
+            host_task(
+                FW,
+                "web.1",
+                "agent-1",
+                "TASK_RUNNING",
+                b1.addr.port(),
+                &vip.to_string(),
+            ),
+            host_task(
+                "fw-h",
+                "hello-0",
+                "agent-1",
+                "TASK_RUNNING",
+                b2.addr.port(),
+                &vip.to_string(),
+            ),
+        ],
+        &[framework(FW, "marathon"), framework("fw-h", "hello-world")],
+        &[agent("agent-1", "127.0.0.1")],
+        &[],
+    );
+    let mesos = FakeMesos::start(s).await;
+    let (vipd, admin) = start_vipd(&[
+        "--marathon",
+        &marathon.url(),
+        "--marathon-backoff-initial",
+        "50ms",
+        "--mesos",
+        &mesos.url(),
+    ]);
+    assert!(
+        wait_for_tags(frontend, &["b1", "b3"]).await,
+        "{}",
+        vipd.log().join("\n")
+    );
+    assert!(
+        wait_for_tags(vip, &["b1", "b2"]).await,
+        "{}",
+        vipd.log().join("\n")
+    );
+    let mut listed = vip_backends(admin, vip).await;
+    listed.sort();
+    let mut want = vec![
+        (b1.addr.to_string(), "up".to_string()),
+        (b2.addr.to_string(), "up".to_string()),
+    ];
+    want.sort();
+    assert_eq!(listed, want, "VIP backends from Mesos alone, each once");
+}
