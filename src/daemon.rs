@@ -301,6 +301,21 @@ type MarathonStatus = Option<crate::source::marathon::MarathonStatusHandle>;
 fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::admin::SourceStatus {
     use crate::cli::duration::format_duration;
     let Some(status) = marathon else {
+        if args.mesos.enabled() {
+            let urls = args
+                .mesos
+                .mesos
+                .iter()
+                .map(|u| crate::cli::config::strip_userinfo(u))
+                .collect::<Vec<_>>()
+                .join(",");
+            return crate::admin::SourceStatus::new(move || {
+                vec![
+                    ("source".into(), "mesos".into()),
+                    ("masters".into(), urls.clone()),
+                ]
+            });
+        }
         let path = args
             .apps
             .as_ref()
