@@ -216,6 +216,21 @@ async fn the_leader_redirect_resends_the_token_and_it_never_leaks() {
         assert!(!body.contains("s3cr3t"), "{path} shows the token");
     }
     assert!(vipd.wait_for_log("following its redirect", PATIENCE));
+    // The token is re-read on every connect: a rotated one is sent at the next subscribe.
+    let rotated = "eyJhbGciOiJIUzI1NiJ9.r0tated-s3cr3t";
+    std::fs::write(&token_file, rotated).unwrap();
+    leader.require_authorization(&format!("token={rotated}"));
+    let before = leader.subscriptions();
+    leader.cut_streams();
+    assert!(
+        support::eventually_blocking(PATIENCE, || leader.subscriptions() > before),
+        "{}",
+        vipd.log().join("\n")
+    );
+    assert_eq!(
+        leader.calls().last().unwrap().authorization.as_deref(),
+        Some(&*format!("token={rotated}"))
+    );
     assert!(
         !vipd.log().join("\n").contains("s3cr3t"),
         "the log shows the token"
