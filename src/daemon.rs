@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 /// Errors that stop the daemon from starting. Each names what to change.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("no source given: pass --apps FILE or --marathon URL")]
+    #[error("no source given: pass --apps FILE, --marathon URL or --mesos URL")]
     NoSource,
     #[error(
         "cannot read the apps file {path}: {source}; no saved state (--state-dir) to serve instead"
@@ -50,6 +50,8 @@ pub enum StartError {
     },
     #[error("Marathon source: {0}")]
     Marathon(#[from] crate::source::marathon::ConfigError),
+    #[error("Mesos source: {0}")]
+    Mesos(#[source] crate::source::mesos::ConfigError),
     #[error("cannot install signal handler: {0}")]
     Signal(#[source] std::io::Error),
     #[error(transparent)]
@@ -155,6 +157,9 @@ impl Daemon {
         options.ip_vip_scope = args
             .table
             .run_ip_vip_scope(args.addresses.manage_addresses, local);
+        // With Marathon (or an apps file) beside Mesos, VIPs come from Mesos alone.
+        options.marathon_vips = !(args.source.mesos.enabled()
+            && (args.source.marathon.enabled() || args.source.apps.is_some()));
         let dataplane_config = DataplaneConfig::from(&args.dataplane);
         let grace = dataplane_config.drain_timeout;
         let active = health.active;
@@ -405,6 +410,21 @@ type MarathonStatus = Option<crate::source::marathon::MarathonStatusHandle>;
 fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::admin::SourceStatus {
     use crate::cli::duration::format_duration;
     let Some(status) = marathon else {
+        if args.mesos.enabled() {
+            let urls = args
+                .mesos
+                .mesos
+                .iter()
+                .map(|u| crate::cli::config::strip_userinfo(u))
+                .collect::<Vec<_>>()
+                .join(",");
+            return crate::admin::SourceStatus::new(move || {
+                vec![
+                    ("source".into(), "mesos".into()),
+                    ("masters".into(), urls.clone()),
+                ]
+            });
+        }
         let path = args
             .apps
             .as_ref()
@@ -459,6 +479,29 @@ fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::adm
 }
 
 fn start_source(
+    args: &SourceArgs,
+    shutdown: CancellationToken,
+) -> Result<(SourceHandle, MarathonStatus), StartError> {
+    if !args.mesos.enabled() {
+        return start_marathon_or_file(args, shutdown);
+    }
+    let config = args
+        .mesos
+        .clone()
+        .into_config(
+            args.marathon.state_dir.clone(),
+            args.documents.max_document_size,
+        )
+        .map_err(StartError::Mesos)?;
+    let (mesos, _) = source::mesos::spawn(config, shutdown.clone()).map_err(StartError::Mesos)?;
+    if !args.marathon.enabled() && args.apps.is_none() {
+        return Ok((mesos, None));
+    }
+    let (primary, status) = start_marathon_or_file(args, shutdown.clone())?;
+    Ok((source::mesos::combine(primary, mesos, shutdown), status))
+}
+
+fn start_marathon_or_file(
     args: &SourceArgs,
     shutdown: CancellationToken,
 ) -> Result<(SourceHandle, MarathonStatus), StartError> {

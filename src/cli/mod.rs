@@ -17,6 +17,7 @@ pub mod duration;
 pub mod handover;
 pub mod health;
 pub mod marathon;
+pub mod mesos;
 pub mod status;
 
 pub use addresses::AddressArgs;
@@ -25,6 +26,7 @@ pub use dns::DnsArgs;
 pub use handover::HandoverArgs;
 pub use health::HealthArgs;
 pub use marathon::MarathonArgs;
+pub use mesos::MesosArgs;
 pub use status::StatusArgs;
 
 use crate::table::vip::IpVipScope;
@@ -89,8 +91,13 @@ pub enum LogFormat {
 #[derive(Debug, clap::Args)]
 pub struct TableArgs {
     /// Apps document to read; `-` reads stdin.
-    #[arg(long, env = "VIPD_APPS")]
-    pub apps: PathBuf,
+    #[arg(long, env = "VIPD_APPS", required_unless_present = "mesos_state")]
+    pub apps: Option<PathBuf>,
+    /// A Mesos operator-API `GET_STATE` answer to read (`{"type":"GET_STATE","get_state":…}`);
+    /// `-` reads stdin. With `--apps`, service ports come from the apps document and VIPs from
+    /// the Mesos state alone (the rule of `run --marathon` with `--mesos`).
+    #[arg(long, env = "VIPD_MESOS_STATE")]
+    pub mesos_state: Option<PathBuf>,
     #[command(flatten)]
     pub table: TableOptionArgs,
     #[command(flatten)]
@@ -151,6 +158,7 @@ impl From<&TableOptionArgs> for BuildOptions {
             bind_address: a.bind_address,
             vip_cidr: a.vip_cidr,
             zone: a.zone.clone(),
+            marathon_vips: true,
             ip_vip_scope: if a.ip_vip_cidr.is_empty() {
                 IpVipScope::AnyUnicast
             } else {
@@ -200,6 +208,8 @@ pub struct SourceArgs {
     pub apps: Option<PathBuf>,
     #[command(flatten)]
     pub marathon: MarathonArgs,
+    #[command(flatten)]
+    pub mesos: MesosArgs,
     #[command(flatten)]
     pub documents: marathon::DocumentArgs,
 }

@@ -11,6 +11,7 @@
 //! versions and emits them in others (../shared/reference/marathon/FACTS.md §2).
 
 pub mod ids;
+pub mod mesos;
 pub mod pod;
 
 pub use pod::Pod;
@@ -51,6 +52,10 @@ pub struct AppsSnapshot {
     pub pods: Vec<Arc<Pod>>,
     /// Pods that were skipped (malformed), with their id and the failing JSON path.
     pub rejected_pods: Vec<AppRejection>,
+    /// Mesos tasks of any framework (the Mesos source), each behind an `Arc` like apps.
+    pub tasks: Vec<Arc<mesos::MesosTask>>,
+    /// Mesos tasks that were skipped (malformed), with their id and the failing JSON path.
+    pub rejected_tasks: Vec<AppRejection>,
 }
 
 /// Parses the body of `GET /v2/apps?embed=apps.tasks`, or the file source's document
@@ -79,6 +84,7 @@ pub fn parse_apps_document(body: &[u8]) -> Result<AppsSnapshot, ModelError> {
         rejected: Vec::new(),
         pods: pods.pods,
         rejected_pods: pods.rejected,
+        ..Default::default()
     };
     for parsed in parse_in_parallel(&raw_apps, parse_app_value) {
         match parsed {

@@ -13,6 +13,7 @@
 
 pub mod file;
 pub mod marathon;
+pub mod mesos;
 
 use crate::model::AppsSnapshot;
 use std::io::Read;
@@ -30,6 +31,8 @@ pub enum Origin {
     MarathonEvent,
     /// Loaded from `--state-dir` because Marathon could not be reached: stale.
     StateDir,
+    /// The Mesos master's event stream (alone, or merged with Marathon's apps).
+    Mesos,
 }
 
 /// One full view of Marathon's apps and tasks.

@@ -11,11 +11,13 @@
 //! randomised hasher or iteration order, or panic on any input.
 
 use super::marathon::marathon_service;
+use super::mesos::mesos_service;
 use super::options::PortOptions;
 use super::pod::pod_service;
 use super::service::{OwnerKind, PortAddress, Service};
 use super::vip::{self, IpVipScope, VipTarget};
 use super::{Backend, Built, Frontend, FrontendKey, FrontendKind, Protocol, Warning};
+use crate::model::mesos::MesosTask;
 use crate::model::{App, AppsSnapshot, Pod};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -34,6 +36,10 @@ pub struct BuildOptions {
     /// Which addresses an IP VIP label may name (`vip::check_ip_vip`). Passed in, never looked
     /// up: the builder does no I/O.
     pub ip_vip_scope: IpVipScope,
+    /// Whether VIP labels of Marathon apps and pods are read. `false` when Mesos tasks are a
+    /// source too (`--marathon` with `--mesos`): Marathon writes the same labels into its Mesos
+    /// tasks, so VIPs then come from Mesos alone and no backend is counted twice.
+    pub marathon_vips: bool,
 }
 
 /// Agent hostnames resolved before the build. A host that is an IP literal needs no entry.
@@ -84,6 +90,7 @@ pub fn hosts_to_resolve(snapshot: &AppsSnapshot) -> BTreeSet<&str> {
 enum OwnerRef<'s> {
     App(&'s Arc<App>),
     Pod(&'s Arc<Pod>),
+    Task(&'s Arc<MesosTask>),
 }
 
 impl<'s> OwnerRef<'s> {
@@ -91,6 +98,7 @@ impl<'s> OwnerRef<'s> {
         match self {
             OwnerRef::App(_) => OwnerKind::App,
             OwnerRef::Pod(_) => OwnerKind::Pod,
+            OwnerRef::Task(_) => OwnerKind::Task,
         }
     }
 
@@ -98,6 +106,7 @@ impl<'s> OwnerRef<'s> {
         match self {
             OwnerRef::App(a) => &a.id,
             OwnerRef::Pod(p) => &p.id,
+            OwnerRef::Task(t) => &t.task.task_id,
         }
     }
 
@@ -107,6 +116,7 @@ impl<'s> OwnerRef<'s> {
         match self {
             OwnerRef::App(a) => marathon_service(a, warnings),
             OwnerRef::Pod(p) => pod_service(p, warnings),
+            OwnerRef::Task(t) => mesos_service(t, warnings),
         }
     }
 
@@ -122,6 +132,7 @@ impl<'s> OwnerRef<'s> {
                     }
                 }
             }
+            OwnerRef::Task(t) => f(&t.agent_host),
         }
     }
 
@@ -129,6 +140,7 @@ impl<'s> OwnerRef<'s> {
         match self {
             OwnerRef::App(a) => HeldOwner::App(Arc::clone(a)),
             OwnerRef::Pod(p) => HeldOwner::Pod(Arc::clone(p)),
+            OwnerRef::Task(t) => HeldOwner::Task(Arc::clone(t)),
         }
     }
 }
@@ -139,6 +151,7 @@ impl<'s> OwnerRef<'s> {
 enum HeldOwner {
     App(Arc<App>),
     Pod(Arc<Pod>),
+    Task(Arc<MesosTask>),
 }
 
 impl HeldOwner {
@@ -147,15 +160,17 @@ impl HeldOwner {
         match (self, owner) {
             (HeldOwner::App(a), OwnerRef::App(b)) => Arc::ptr_eq(a, b),
             (HeldOwner::Pod(a), OwnerRef::Pod(b)) => Arc::ptr_eq(a, b),
+            (HeldOwner::Task(a), OwnerRef::Task(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
 }
 
-/// Every owner of a snapshot, in snapshot order: apps, then pods.
+/// Every owner of a snapshot, in snapshot order: apps, then pods, then Mesos tasks.
 fn owners(snapshot: &AppsSnapshot) -> impl Iterator<Item = OwnerRef<'_>> {
     let apps = snapshot.apps.iter().map(OwnerRef::App);
     apps.chain(snapshot.pods.iter().map(OwnerRef::Pod))
+        .chain(snapshot.tasks.iter().map(OwnerRef::Task))
 }
 
 /// The address part of a VIP key: an IP, or a named VIP's DNS name (resolved to an IP later).
@@ -290,10 +305,12 @@ impl<'o> PartMaker<'o> {
             })
         };
         let mut plans: Vec<PortPlan> = Vec::with_capacity(svc.ports.len());
+        let read_vips = self.opts.marathon_vips || svc.kind == OwnerKind::Task;
         for port in &svc.ports {
             let index = port.index;
             let mut vips = Vec::new();
-            for (key, value) in port.vip_labels.into_iter().flatten() {
+            let labels = port.vip_labels.as_deref().filter(|_| read_vips);
+            for (key, value) in labels.into_iter().flatten() {
                 if !vip::is_vip_label_key(key) {
                     continue;
                 }
@@ -318,16 +335,20 @@ impl<'o> PartMaker<'o> {
                             continue;
                         }
                     },
-                    VipTarget::Name(name) => match vip::dns_name(&name, &self.opts.zone) {
-                        Ok(dns) => VipAddr::Name(dns),
-                        Err(e) => {
-                            warn(
-                                &mut out,
-                                format!("port {index}: label {key}={value:?}: {e}; label skipped"),
-                            );
-                            continue;
+                    VipTarget::Name(name) => {
+                        match vip::framework_dns_name(&name, svc.framework, &self.opts.zone) {
+                            Ok(dns) => VipAddr::Name(dns),
+                            Err(e) => {
+                                warn(
+                                    &mut out,
+                                    format!(
+                                        "port {index}: label {key}={value:?}: {e}; label skipped"
+                                    ),
+                                );
+                                continue;
+                            }
                         }
-                    },
+                    }
                 };
                 if !vips.contains(&(addr.clone(), parsed.port)) {
                     vips.push((addr, parsed.port));
@@ -490,6 +511,7 @@ impl<'o> Merger<'o> {
                 .rejected
                 .iter()
                 .chain(&snapshot.rejected_pods)
+                .chain(&snapshot.rejected_tasks)
                 .map(|r| Warning {
                     app: r.app.clone(),
                     message: r.message.clone(),

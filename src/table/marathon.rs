@@ -364,7 +364,7 @@ pub fn marathon_service<'a>(app: &'a App, warnings: &mut Vec<Warning>) -> Option
             name: spec.name,
             protocols,
             service_port: spec.service_port,
-            vip_labels: spec.labels,
+            vip_labels: spec.labels.map(Cow::Borrowed),
             options,
             option_warnings,
             address,

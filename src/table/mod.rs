@@ -11,6 +11,7 @@
 pub mod build;
 pub mod diff;
 pub mod marathon;
+pub mod mesos;
 pub mod options;
 pub mod pod;
 pub mod service;

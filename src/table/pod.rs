@@ -258,7 +258,8 @@ pub fn pod_service<'a>(pod: &'a Pod, warnings: &mut Vec<Warning>) -> Option<Serv
                 name: Some(endpoint.name.as_str()),
                 protocols,
                 service_port: None,
-                vip_labels: (!endpoint.labels.is_empty()).then_some(&endpoint.labels),
+                vip_labels: (!endpoint.labels.is_empty())
+                    .then_some(Cow::Borrowed(&endpoint.labels)),
                 options,
                 option_warnings,
                 address: PortAddress::AgentPort(n),

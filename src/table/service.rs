@@ -80,8 +80,9 @@ pub struct ServicePort<'a> {
     pub protocols: &'static [Protocol],
     /// Non-zero service port (marathon-lb style frontend), if any.
     pub service_port: Option<u16>,
-    /// The labels VIPs are read from (`VIP_n` keys); `None` for a port without labels.
-    pub vip_labels: Option<&'a Labels>,
+    /// The labels VIPs are read from (`VIP_n` keys); `None` for a port without labels. Owned
+    /// only where a source has no such map to lend (a Mesos task's legacy `vip_port<i>` label).
+    pub vip_labels: Option<Cow<'a, Labels>>,
     /// Typed options, already read in the precedence order.
     pub options: PortOptions,
     /// What was wrong with this port's option labels (each left unset). The builder reports

@@ -316,18 +316,35 @@ pub fn check_ip_vip(ip: IpAddr, scope: &IpVipScope) -> Result<(), VipAddressErro
     }
 }
 
-/// The DNS name of a named VIP: `<domain_frag(name)>.marathon.<zone>`, e.g. `/acme` →
-/// `acme.marathon.l4lb.thisdcos.directory`.
+/// The DNS name of a named VIP of a Marathon app: `<domain_frag(name)>.marathon.<zone>`, e.g.
+/// `/acme` → `acme.marathon.l4lb.thisdcos.directory`.
 pub fn dns_name(raw: &str, zone: &str) -> Result<String, VipNameError> {
+    framework_dns_name(raw, FRAMEWORK, zone)
+}
+
+/// The DNS name of a named VIP of any framework: `<domain_frag(name)>.<domain_frag(framework)>.<zone>`,
+/// e.g. `overlay-vip` of `hello-world` → `overlay-vip.hello-world.l4lb.thisdcos.directory`
+/// (dcos-net `to_name/1`).
+pub fn framework_dns_name(raw: &str, framework: &str, zone: &str) -> Result<String, VipNameError> {
     let frag = domain_frag(raw);
     if frag.is_empty() || frag.split('.').any(str::is_empty) {
         return Err(VipNameError::Empty(raw.to_string()));
     }
+    let framework_frag;
+    let framework = if framework == FRAMEWORK {
+        FRAMEWORK
+    } else {
+        framework_frag = domain_frag(framework);
+        if framework_frag.is_empty() || framework_frag.split('.').any(str::is_empty) {
+            return Err(VipNameError::Empty(framework.to_string()));
+        }
+        &framework_frag
+    };
     let zone = zone.trim_matches('.');
-    let mut s = String::with_capacity(frag.len() + FRAMEWORK.len() + zone.len() + 2);
+    let mut s = String::with_capacity(frag.len() + framework.len() + zone.len() + 2);
     s.push_str(&frag);
     s.push('.');
-    s.push_str(FRAMEWORK);
+    s.push_str(framework);
     if !zone.is_empty() {
         s.push('.');
         s.push_str(zone);

@@ -487,3 +487,4 @@ pub async fn blackhole() -> Option<Blackhole> {
 pub mod child;
 pub mod daemon;
 pub mod fake_marathon;
+pub mod fake_mesos;

@@ -85,6 +85,18 @@ impl MarathonEndpoint {
     pub fn has_credentials(&self) -> bool {
         self.basic.is_some()
     }
+
+    /// Sets the path when the URL has none (`http://m1:5050` → `http://m1:5050/api/v1`).
+    pub fn set_default_path(&mut self, path: &str) {
+        if self.url.path() == "/" || self.url.path().is_empty() {
+            self.url.set_path(path);
+        }
+    }
+
+    /// The HTTP basic credentials that were in the URL.
+    pub fn basic(&self) -> Option<&(String, Secret)> {
+        self.basic.as_ref()
+    }
 }
 
 impl fmt::Debug for MarathonEndpoint {
@@ -901,7 +913,7 @@ where
 }
 
 /// `Basic base64(user:pass)`, marked sensitive.
-fn basic_header(user: &str, pass: &Secret) -> HeaderValue {
+pub(crate) fn basic_header(user: &str, pass: &Secret) -> HeaderValue {
     let raw = format!("{user}:{}", pass.expose());
     let mut v = HeaderValue::from_str(&format!("Basic {}", base64(raw.as_bytes())))
         .expect("base64 is a valid header value");

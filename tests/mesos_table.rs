@@ -1,0 +1,202 @@
+//! `vipd table --mesos-state FILE` through the real binary, on tests/fixtures/mesos/: two
+//! frameworks (Marathon, and an SDK-style `hello-world` with `VIP_<uuid>` labels and
+//! container-scope ports), every translation rule that shows in a table, and the rule of
+//! `--apps` with `--mesos-state` (service ports from Marathon, VIPs from Mesos alone).
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/mesos")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn vipd_table(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vipd"))
+        .arg("table")
+        .args(args)
+        .env_remove("VIPD_APPS")
+        .env_remove("VIPD_MESOS_STATE")
+        .env_remove("VIPD_BIND_ADDRESS")
+        .env_remove("VIPD_VIP_CIDR")
+        .env_remove("VIPD_ZONE")
+        .output()
+        .expect("run vipd")
+}
+
+fn table(args: &[&str]) -> Value {
+    let out = vipd_table(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn frontend<'a>(t: &'a Value, proto: &str, name: &str) -> Option<&'a Value> {
+    t["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["protocol"] == proto && f["vip_name"] == name)
+}
+
+fn backends(t: &Value, proto: &str, name: &str) -> Vec<(String, String)> {
+    let f = frontend(t, proto, name).unwrap_or_else(|| panic!("no {proto} {name}: {t:#}"));
+    f["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().unwrap().to_string(),
+                b["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|&(a, s)| (a.to_string(), s.to_string()))
+        .collect()
+}
+
+fn warnings(t: &Value) -> Vec<(String, String)> {
+    t["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| {
+            (
+                w["app"].as_str().unwrap_or_default().to_string(),
+                w["message"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn two_frameworks_give_named_vips_under_each_framework_name() {
+    let t = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
+    // Marathon's tasks: host networking (the task IP is the agent's), health false, a terminal
+    // task left out.
+    assert_eq!(
+        backends(&t, "tcp", "web.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.1:31001", "up"), ("10.0.0.2:31002", "unhealthy")])
+    );
+    // docker BRIDGE with network-scope=host: the agent and the host port.
+    assert_eq!(
+        backends(&t, "tcp", "api.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.2:31500", "up")])
+    );
+    // The SDK framework: VIP_<uuid> labels, container scope (task IP + port), KILLING drains.
+    assert_eq!(
+        backends(&t, "tcp", "overlay-vip.hello-world.l4lb.thisdcos.directory"),
+        pairs(&[("9.0.2.3:4044", "up"), ("9.0.2.4:4044", "draining")])
+    );
+    // No scope label on a host-network task.
+    assert_eq!(
+        backends(&t, "tcp", "host-vip.hello-world.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.2:4043", "up")])
+    );
+    // A udp port; the port numbered 0 is no backend.
+    assert_eq!(
+        backends(&t, "udp", "dns.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("9.0.1.7:53", "up")])
+    );
+    // The legacy vip_port0 task label, indexed into the ports resource.
+    assert_eq!(
+        backends(&t, "tcp", "def.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.1:9999", "up")])
+    );
+    let f = frontend(&t, "tcp", "overlay-vip.hello-world.l4lb.thisdcos.directory").unwrap();
+    assert_eq!(f["owner_kind"], "task");
+    assert_eq!(f["kind"], "vip");
+    assert_eq!(
+        f["apps"],
+        serde_json::json!(["hello-0-server__5c5bd8c2", "hello-1-server__6d6ce9d3"])
+    );
+    assert_eq!(t["frontends"].as_array().unwrap().len(), 6, "{t:#}");
+}
+
+#[test]
+fn bad_tasks_are_warnings_naming_the_task_and_the_rest_is_served() {
+    let t = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
+    assert_eq!(
+        warnings(&t),
+        [
+            (
+                "broken.1".to_string(),
+                "Mesos task: discovery.ports.ports[0].number: invalid type: string \"eighty\", expected u32".to_string()
+            ),
+            (
+                "dns.1".to_string(),
+                "framework marathon: task dns.1: discovery port 2: unknown protocol \"sctp\"; port skipped".to_string()
+            ),
+            (
+                "kafka-0-broker__1".to_string(),
+                "Mesos task: framework \"fw-unknown\" is not in get_frameworks; task skipped".to_string()
+            ),
+        ]
+    );
+}
+
+#[test]
+fn named_vip_addresses_are_keyed_on_the_full_dns_name() {
+    // The same address on every run and whatever else is in the state: the pool hashes the name.
+    let a = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
+    let b = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
+    assert_eq!(a, b);
+    let listen = |t: &Value, name: &str| frontend(t, "tcp", name).unwrap()["listen"].clone();
+    assert_ne!(
+        listen(&a, "overlay-vip.hello-world.l4lb.thisdcos.directory"),
+        listen(&a, "host-vip.hello-world.l4lb.thisdcos.directory")
+    );
+}
+
+#[test]
+fn with_apps_service_ports_come_from_marathon_and_vips_from_mesos_alone() {
+    let apps = fixture("marathon-apps.json");
+    let state = fixture("two-frameworks-state.json");
+    // The apps document alone: its VIP label serves both of its tasks.
+    let alone = table(&["--apps", &apps]);
+    assert_eq!(
+        backends(&alone, "tcp", "web.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.1:31001", "up"), ("10.0.0.3:31003", "up")])
+    );
+    let both = table(&["--apps", &apps, "--mesos-state", &state]);
+    let service_port = both["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["kind"] == "service_port")
+        .unwrap();
+    assert_eq!(service_port["listen"], "0.0.0.0:10000");
+    assert_eq!(service_port["backends"].as_array().unwrap().len(), 2);
+    // Marathon's VIP label is not read: the VIP has the Mesos tasks only, each once.
+    assert_eq!(
+        backends(&both, "tcp", "web.marathon.l4lb.thisdcos.directory"),
+        pairs(&[("10.0.0.1:31001", "up"), ("10.0.0.2:31002", "unhealthy")])
+    );
+    let f = frontend(&both, "tcp", "web.marathon.l4lb.thisdcos.directory").unwrap();
+    assert_eq!(f["owner_kind"], "task");
+}
+
+#[test]
+fn a_document_that_is_not_a_get_state_answer_is_an_error_naming_the_file() {
+    let out = vipd_table(&["--mesos-state", &fixture("marathon-apps.json")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("marathon-apps.json") && err.contains("no \"get_state\" object"),
+        "{err}"
+    );
+    let out = vipd_table(&[]);
+    assert!(!out.status.success());
+}
