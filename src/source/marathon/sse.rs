@@ -71,6 +71,9 @@ impl SseParser {
             match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
                 Some(j) => {
                     if self.partial.is_empty() {
+                        // Checked here too: a long line inside one chunk is as long as one that
+                        // spans chunks (found by fuzz/fuzz_targets/sse_events.rs).
+                        self.check_len(j)?;
                         self.line(&rest[..j], out)?;
                     } else {
                         self.check_len(self.partial.len() + j)?;
@@ -98,6 +101,16 @@ impl SseParser {
             }
         }
         Ok(())
+    }
+
+    /// Bytes held between calls to [`SseParser::feed`]: the partial line, the pending event's
+    /// data and its `event:` type. Each is at most `max_line` (the fuzz target checks it).
+    pub fn buffered(&self) -> [usize; 3] {
+        [
+            self.partial.len(),
+            self.data.len(),
+            self.event_type.as_ref().map_or(0, String::len),
+        ]
     }
 
     fn check_len(&self, len: usize) -> Result<(), SseError> {
