@@ -9,11 +9,11 @@
 # fuzz/seeds/TARGET are read too. A crash is written to fuzz/artifacts/TARGET/ and makes this
 # script exit non-zero; reproduce it with `fuzz/run.sh TARGET fuzz/artifacts/TARGET/crash-…`.
 #
-# Why RUSTC_BOOTSTRAP=1: the sanitizer-coverage flags below (`-Cpasses=sancov-module`,
-# `-Cllvm-args=…`) are stable, but libfuzzer-sys needs nothing unstable either; what needs it is
-# `-Zsanitizer`-free coverage on a stable rustc refusing `--cfg fuzzing`-style builds of std? No:
-# RUSTC_BOOTSTRAP=1 is what cargo-fuzz itself relies on (it passes `-Z` flags to cargo/rustc),
-# and setting it keeps this build identical to `cargo fuzz build` on the one stable toolchain.
+# Why RUSTC_BOOTSTRAP=1: the coverage flags below are stable rustc flags, but cargo-fuzz and
+# the sanitizers pass `-Z` options (`cargo fuzz` defaults to `-Zsanitizer=address`), which stable
+# rustc refuses without it. Setting it here keeps one build for both ways and lets
+# `VIPD_FUZZ_RUSTFLAGS=-Zsanitizer=address fuzz/run.sh …` add AddressSanitizer on the one stable
+# toolchain. It enables nothing in vipd itself (vipd uses no unstable feature).
 set -euo pipefail
 cd "$(dirname "$0")"
 
