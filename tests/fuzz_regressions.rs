@@ -40,3 +40,55 @@ fn sse_lines_up_to_max_line_in_one_chunk_parse() {
     assert_eq!(events[0].event_type.as_deref(), Some("123456789"));
     assert_eq!(events[0].data, "0123456789");
 }
+
+/// label_values, crash-20832638: `probe_interval_s` `86399.9999999999` is below a day, so it was
+/// accepted, but it rounds to 86400 s in nanoseconds; the table's JSON then says `"86400"`, which
+/// does not read back (a saved table would not load). Likewise a value that rounds to 0 s.
+#[test]
+fn probe_seconds_that_round_to_a_day_or_to_zero_are_refused() {
+    use vipd::table::options::probe_seconds;
+    use vipd::table::PortOptions;
+    assert_eq!(probe_seconds(86_399.999_999_999_9), None);
+    assert_eq!(probe_seconds(1e-12), None);
+    for v in ["86399.9999999999", "1e-12"] {
+        assert!(
+            PortOptions::from_pairs([("probe", "tcp"), ("probe_interval_s", v)]).is_err(),
+            "{v} accepted"
+        );
+    }
+    // The largest and smallest values that stay inside the range still round-trip.
+    for v in ["86399.999999999", "0.000000001"] {
+        let opts = PortOptions::from_pairs([("probe", "tcp"), ("probe_interval_s", v)])
+            .unwrap_or_else(|e| panic!("{v}: {e}"));
+        let back = PortOptions::from_pairs(opts.entries());
+        assert_eq!(back.as_ref(), Ok(&opts), "{v}");
+    }
+}
+
+/// The same finding through the builder: an app whose health check says
+/// `intervalSeconds: 86399.9999999999` gets a warning instead of a probe period whose JSON form
+/// the table cannot read back, and the built table survives a JSON round trip.
+#[test]
+fn health_check_interval_that_rounds_to_a_day_gives_a_table_that_reads_back() {
+    use vipd::model::parse_apps_document;
+    use vipd::table::{build, BuildOptions, Built, Resolved};
+    let doc = br#"{"apps":[{"id":"/slow","portDefinitions":[{"port":10000}],
+        "healthChecks":[{"protocol":"TCP","portIndex":0,"intervalSeconds":86399.9999999999}],
+        "tasks":[{"id":"slow.1","appId":"/slow","host":"10.0.0.1","ports":[31000],
+                  "state":"TASK_RUNNING"}]}]}"#;
+    let snapshot = parse_apps_document(doc).expect("the document parses");
+    let built = build(&snapshot, &Resolved::default(), &BuildOptions::default());
+    assert_eq!(built.frontends.len(), 1, "{built:?}");
+    assert!(
+        built
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("intervalSeconds")),
+        "{:?}",
+        built.warnings
+    );
+    let json = serde_json::to_string(&built).expect("the table serializes");
+    let back: Built = serde_json::from_str(&json)
+        .unwrap_or_else(|e| panic!("the table's JSON does not read back: {e}\n{json}"));
+    assert_eq!(back, built);
+}
