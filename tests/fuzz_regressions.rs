@@ -92,3 +92,29 @@ fn health_check_interval_that_rounds_to_a_day_gives_a_table_that_reads_back() {
         .unwrap_or_else(|e| panic!("the table's JSON does not read back: {e}\n{json}"));
     assert_eq!(back, built);
 }
+
+/// sse_events, crash-a18cfe56: an `event:` value of invalid UTF-8 within `max_line` grew up to
+/// three times (each bad byte became U+FFFD) and the parser held an event type of 589 bytes with
+/// `max_line` 520.
+#[test]
+fn sse_event_type_of_invalid_utf8_is_bounded_by_max_line() {
+    let mut stream = b"event: ".to_vec();
+    stream.extend_from_slice(&[0xff; 9]);
+    stream.push(b'\n');
+    let mut p = SseParser::new(16);
+    let mut events = Vec::new();
+    let result = p.feed(&stream, &mut events);
+    assert!(
+        p.buffered().iter().all(|&n| n <= 16),
+        "buffered {:?} with max_line 16",
+        p.buffered()
+    );
+    assert_eq!(result, Err(SseError::LineTooLong { max: 16 }));
+
+    // A short invalid type still parses (as U+FFFD), as before.
+    let mut p = SseParser::new(16);
+    p.feed(b"event: \xff\ndata: x\n\n", &mut events)
+        .expect("a short invalid event type is kept");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type.as_deref(), Some("\u{fffd}"));
+}

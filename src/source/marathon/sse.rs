@@ -137,7 +137,13 @@ impl SseParser {
             None => (line, &b""[..]),
         };
         match field {
-            b"event" => self.event_type = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                // Lossy decoding can triple the length (U+FFFD for each bad byte): bound the
+                // result too (found by fuzz/fuzz_targets/sse_events.rs).
+                let event_type = String::from_utf8_lossy(value);
+                self.check_len(event_type.len())?;
+                self.event_type = Some(event_type.into_owned());
+            }
             b"data" => {
                 self.check_len(self.data.len() + value.len() + 1)?;
                 if self.has_data {
