@@ -151,9 +151,12 @@ pub struct PortOptions {
 const MAX_PROBE_SECONDS: f64 = 86_400.0;
 
 /// Validates a health check's `intervalSeconds`/`timeoutSeconds`: finite, more than 0, less
-/// than a day.
+/// than a day, also once rounded to nanoseconds (`86399.9999999999` rounds to a whole day and
+/// `1e-12` to zero; the table's JSON form of either would not read back).
 pub fn probe_seconds(v: f64) -> Option<Duration> {
-    (v.is_finite() && v > 0.0 && v < MAX_PROBE_SECONDS).then(|| Duration::from_secs_f64(v))
+    (v.is_finite() && v > 0.0 && v < MAX_PROBE_SECONDS)
+        .then(|| Duration::from_secs_f64(v))
+        .filter(|d| !d.is_zero() && d.as_secs_f64() < MAX_PROBE_SECONDS)
 }
 
 /// `3` for 3 s, `1.5` for 1.5 s: the table's JSON form of a probe period.

@@ -71,6 +71,9 @@ impl SseParser {
             match rest.iter().position(|&b| b == b'\n' || b == b'\r') {
                 Some(j) => {
                     if self.partial.is_empty() {
+                        // Checked here too: a long line inside one chunk is as long as one that
+                        // spans chunks (found by fuzz/fuzz_targets/sse_events.rs).
+                        self.check_len(j)?;
                         self.line(&rest[..j], out)?;
                     } else {
                         self.check_len(self.partial.len() + j)?;
@@ -100,6 +103,16 @@ impl SseParser {
         Ok(())
     }
 
+    /// Bytes held between calls to [`SseParser::feed`]: the partial line, the pending event's
+    /// data and its `event:` type. Each is at most `max_line` (the fuzz target checks it).
+    pub fn buffered(&self) -> [usize; 3] {
+        [
+            self.partial.len(),
+            self.data.len(),
+            self.event_type.as_ref().map_or(0, String::len),
+        ]
+    }
+
     fn check_len(&self, len: usize) -> Result<(), SseError> {
         if len > self.max_line {
             Err(SseError::LineTooLong { max: self.max_line })
@@ -124,7 +137,13 @@ impl SseParser {
             None => (line, &b""[..]),
         };
         match field {
-            b"event" => self.event_type = Some(String::from_utf8_lossy(value).into_owned()),
+            b"event" => {
+                // Lossy decoding can triple the length (U+FFFD for each bad byte): bound the
+                // result too (found by fuzz/fuzz_targets/sse_events.rs).
+                let event_type = String::from_utf8_lossy(value);
+                self.check_len(event_type.len())?;
+                self.event_type = Some(event_type.into_owned());
+            }
             b"data" => {
                 self.check_len(self.data.len() + value.len() + 1)?;
                 if self.has_data {
