@@ -200,8 +200,10 @@ class UdpEcho:
         while True:
             try:
                 b, peer = s.recvfrom(65536)
+                if peer is None:  # the socket was shut down by kill()
+                    return
                 s.sendto(prefix + b, peer)
-            except OSError:
+            except (OSError, TypeError):
                 return
 
     def kill(self, kills):
