@@ -532,6 +532,10 @@ class Stats:
 
     def fail(self, kind, proto, target, tag, start, err):
         end = now()
+        self._classify(kind, proto, target, tag, start, end, err)
+        time.sleep(0.05)  # a failing target (vipd gone) must not turn a loop into a spin
+
+    def _classify(self, kind, proto, target, tag, start, end, err):
         with self.lock:
             if proto == "udp":
                 self.flows += 1
@@ -919,6 +923,9 @@ def soak(a, rng, vipd, fake, stats, kills, tcp_backends, udp_backends, task_of, 
         time.sleep(rng.uniform(0.5, 3.0))
         if now() >= stop_chaos:
             break
+        if not vipd.alive():
+            stats.defect(f"vipd pid {vipd.pid} exited during the soak")
+            break
         kind = first_round.pop() if first_round else rng.choice(kinds)
         # Long streams live at most 12 s, well inside the 30 s drain: one upgrade per 20 s.
         if kind == "upgrade" and now() - last_upgrade < 20:
@@ -1017,21 +1024,23 @@ def soak(a, rng, vipd, fake, stats, kills, tcp_backends, udp_backends, task_of, 
     time.sleep(4.5)  # UDP flows idle out (--udp-idle-timeout 3s)
     if not vipd.alive():
         stats.defect(f"vipd pid {vipd.pid} is not running at the end")
-        rss_end, fds_end = float("nan"), -1
+        rss_end, fds_end = None, None
     else:
         rss_end, fds_end = vipd.rss_mib(), vipd.fds()
-    log(f"end: RSS {rss_end:.1f} MiB, {fds_end} fds (pid {vipd.pid})")
+    log(f"end: RSS {rss_end if rss_end is None else round(rss_end, 1)} MiB, {fds_end} fds "
+        f"(pid {vipd.pid})")
     lingering = [p for p in vipd.pids if p != vipd.pid and vipd.alive(p)]
     if lingering:
         stats.defect(f"upgrade predecessors still running at the end: {lingering}")
     return {
         "connections": stats.connections, "flows": stats.flows, "failed": stats.failed,
         "allowed": stats.allowed, "defects": stats.defects, "panics": 0,
-        "rss_start_mib": round(rss_start, 1), "rss_end_mib": round(rss_end, 1),
+        "rss_start_mib": round(rss_start, 1),
+        "rss_end_mib": None if rss_end is None else round(rss_end, 1),
         "fds_start": fds_start, "fds_end": fds_end,
         "allowed_unattributed": stats.allowed_unattributed,
-        "rss_goal_met": rss_start * 0.9 <= rss_end <= rss_start * 1.1,
-        "fds_goal_met": abs(fds_end - fds_start) <= 5,
+        "rss_goal_met": rss_end is not None and rss_start * 0.9 <= rss_end <= rss_start * 1.1,
+        "fds_goal_met": fds_end is not None and abs(fds_end - fds_start) <= 5,
         "duration_s": round(a.duration, 1), "seed": a.seed,
         "upgrades": upgrades_ok, "pids": vipd.pids, "injections": injections,
         "backend_kills": len(kills.events), "vip": vip_note,
