@@ -191,6 +191,15 @@ async fn run(
                 }
             }
         }
+        // A bad record after good ones in the same chunk: the good ones went to the driver
+        // above; now the stream fails.
+        if let Some(e) = body.as_mut().and_then(|(_, d)| d.take_error()) {
+            body = None;
+            input = Some(Input::Failed {
+                error: format!("event stream: {e}"),
+            });
+            continue;
+        }
         let deadline = driver.next_deadline();
         let sleep = async {
             match deadline {

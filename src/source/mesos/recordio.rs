@@ -37,6 +37,9 @@ pub struct RecordDecoder {
     want: Option<usize>,
     max_record: usize,
     failed: bool,
+    /// An error met after some records of the same chunk completed: those are returned first,
+    /// and this by [`RecordDecoder::take_error`] (or the next call).
+    pending: Option<RecordError>,
 }
 
 impl RecordDecoder {
@@ -47,17 +50,40 @@ impl RecordDecoder {
             want: None,
             max_record,
             failed: false,
+            pending: None,
         }
     }
 
-    /// Feeds one chunk; returns the records it completed, in order. After an error every call
-    /// fails with [`RecordError::Failed`].
+    /// Feeds one chunk; returns the records it completed, in order. A chunk that completes
+    /// records and then meets an error returns the records; the error is kept for
+    /// [`RecordDecoder::take_error`] and the next call, so the records do not depend on how the
+    /// stream was cut into chunks (a fuzz finding). After an error every call fails with
+    /// [`RecordError::Failed`].
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Bytes>, RecordError> {
+        if let Some(e) = self.pending.take() {
+            return Err(e);
+        }
         if self.failed {
             return Err(RecordError::Failed);
         }
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
+        match self.decode(&mut out) {
+            Ok(()) => Ok(out),
+            Err(e) if out.is_empty() => Err(e),
+            Err(e) => {
+                self.pending = Some(e);
+                Ok(out)
+            }
+        }
+    }
+
+    /// The error met after the records the last [`RecordDecoder::push`] returned, if any.
+    pub fn take_error(&mut self) -> Option<RecordError> {
+        self.pending.take()
+    }
+
+    fn decode(&mut self, out: &mut Vec<Bytes>) -> Result<(), RecordError> {
         loop {
             match self.want {
                 None => {
@@ -65,7 +91,7 @@ impl RecordDecoder {
                         if self.buf.len() > MAX_LENGTH_LINE {
                             return Err(self.fail_length(self.buf.len()));
                         }
-                        return Ok(out);
+                        return Ok(());
                     };
                     if nl == 0
                         || nl > MAX_LENGTH_LINE
@@ -94,7 +120,7 @@ impl RecordDecoder {
                 }
                 Some(len) => {
                     if self.buf.len() < len {
-                        return Ok(out);
+                        return Ok(());
                     }
                     out.push(self.buf.split_to(len).freeze());
                     self.want = None;
@@ -103,8 +129,16 @@ impl RecordDecoder {
         }
     }
 
+    /// Bytes held between calls: at most one record's worth (`max_record`) or one length line.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// The stream ended: an error if it ended inside a record or a length line.
     pub fn finish(&self) -> Result<(), RecordError> {
+        if let Some(e) = &self.pending {
+            return Err(e.clone());
+        }
         if self.failed {
             return Err(RecordError::Failed);
         }
@@ -247,5 +281,39 @@ mod tests {
         d.finish().unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(&got[2][..], br#"{"type":"HEARTBEAT"}"#);
+    }
+
+    #[test]
+    fn records_before_a_bad_length_line_in_the_same_chunk_are_returned_then_the_error() {
+        // Fuzz finding: the whole stream in one chunk lost the good record that chunked reads
+        // delivered.
+        let stream = [encode(b"{\"a\":1}"), b"12x\n{}".to_vec()].concat();
+        let mut whole = RecordDecoder::new(1024);
+        let got = whole.push(&stream).unwrap();
+        assert_eq!(got, [Bytes::from_static(b"{\"a\":1}")]);
+        assert!(matches!(
+            whole.take_error(),
+            Some(RecordError::BadLength(_))
+        ));
+        assert_eq!(whole.push(b"2\n{}").unwrap_err(), RecordError::Failed);
+        // Byte by byte: the same record, then the same error.
+        let mut split = RecordDecoder::new(1024);
+        let mut records = Vec::new();
+        let mut error = None;
+        for b in &stream {
+            match split.push(std::slice::from_ref(b)) {
+                Ok(r) => records.extend(r),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(records, got);
+        assert!(matches!(error, Some(RecordError::BadLength(_))));
+        // An error kept for later is also what `finish` reports.
+        let mut d = RecordDecoder::new(1024);
+        d.push(&stream).unwrap();
+        assert!(matches!(d.finish(), Err(RecordError::BadLength(_))));
     }
 }
