@@ -188,6 +188,9 @@ impl Daemon {
             dataplane.udp_stats(),
             listeners.clone(),
         )));
+        metrics.register(Box::new(crate::metrics::TableCollector::new(
+            tables.clone(),
+        )));
         let source_status = source_status_rows(&args.source, marathon_status.clone());
         if let Some(status) = marathon_status {
             metrics.register(Box::new(crate::metrics::MarathonCollector::new(status)));

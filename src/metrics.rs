@@ -300,6 +300,48 @@ impl<T: ScrapeFamilies> Collector for Scraped<T> {
     }
 }
 
+/// Exports what each published frontend is (`vipd_frontend_info`): its kind, its owner's kind
+/// (`app`, `pod`, `task`) and owner id, and a named VIP's DNS name, so that the per-frontend
+/// series (labelled by `frontend` only) can be joined to their owner in PromQL.
+#[derive(Debug)]
+pub struct TableCollector {
+    tables: crate::published::TableReader,
+}
+
+impl TableCollector {
+    pub fn new(tables: crate::published::TableReader) -> Scraped<Self> {
+        Scraped::new(TableCollector { tables })
+    }
+}
+
+impl ScrapeFamilies for TableCollector {
+    fn families(&self) -> Vec<Family> {
+        let mut info = Family::gauge(
+            "vipd_frontend_info",
+            "Always 1 per published frontend; labels: kind (service_port, vip), owner_kind (app, pod, task), owner (the first owner id), vip_name (named VIPs; empty otherwise).",
+        );
+        let published = self.tables.load_full();
+        for f in &published.table.frontends {
+            let key = f.key().to_string();
+            let kind = match f.kind {
+                crate::table::FrontendKind::ServicePort => "service_port",
+                crate::table::FrontendKind::Vip => "vip",
+            };
+            info.add(
+                &[
+                    ("frontend", &key),
+                    ("kind", kind),
+                    ("owner_kind", f.owner_kind.as_str()),
+                    ("owner", &f.app),
+                    ("vip_name", f.vip_name.as_deref().unwrap_or("")),
+                ],
+                1.0,
+            );
+        }
+        vec![info]
+    }
+}
+
 /// Exports the data plane's runtime registries at scrape time.
 #[derive(Debug)]
 pub struct DataplaneCollector {

@@ -151,6 +151,17 @@ async fn a_pod_vip_forwards_tcp_and_udp_and_follows_the_pod_events() {
         vip_backends(admin, vip).await.map(|(k, _)| k).as_deref(),
         Some("pod")
     );
+    // The metrics say it too.
+    let (_, metrics) = http_get(&format!("http://{admin}/metrics")).await;
+    let frontend = format!("frontend=\"tcp:{vip}\"");
+    assert!(
+        metrics.lines().any(|l| l.starts_with("vipd_frontend_info{")
+            && l.contains(&frontend)
+            && l.contains("kind=\"vip\"")
+            && l.contains("owner_kind=\"pod\"")
+            && l.ends_with(" 1")),
+        "no vipd_frontend_info for {frontend} with owner_kind=\"pod\" in:\n{metrics}"
+    );
 
     // Synced: the stream is open and the full fetch its connect triggers has been served.
     wait_until("stream synced", || {
