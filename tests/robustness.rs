@@ -818,11 +818,21 @@ async fn udp_flows_cannot_exhaust_descriptors() {
     let used = metric(&body, "vipd_udp_flow_budget{kind=\"used\"}").unwrap();
     assert_eq!(limit, 255.0, "{body}");
     assert!(used <= limit, "used {used} <= limit {limit}");
-    first.send(b"again").await.unwrap();
-    let n = tokio::time::timeout(PATIENCE, first.recv(&mut buf))
-        .await
-        .expect("the existing flow keeps working")
-        .unwrap();
+    // The flood can overflow the frontend socket's receive queue (the kernel drops, as for any
+    // UDP sender): the client resends, as a UDP client does, within a bound.
+    let start = Instant::now();
+    let n = loop {
+        first.send(b"again").await.unwrap();
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), first.recv(&mut buf)).await
+        {
+            break n;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the existing flow keeps working"
+        );
+    };
     assert_eq!(&buf[..n], b"again");
     stop.cancel();
     let sent = flooding.await.unwrap();
