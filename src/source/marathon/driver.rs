@@ -55,11 +55,14 @@ pub enum StreamRecord {
     Closed { error: FetchError },
 }
 
-/// One app's fetch: its id and what came back, with when it was read.
-pub type AppOutcome = (String, Result<(AppFetch, Instant), FetchError>);
+/// One owner's fetch: its id and what came back, with when it was read.
+pub type OneOutcome<T> = (String, Result<(T, Instant), FetchError>);
 
-/// One pod's fetch: its id and what came back, with when it was read.
-pub type PodOutcome = (String, Result<(PodFetch, Instant), FetchError>);
+/// One app's fetch.
+pub type AppOutcome = OneOutcome<AppFetch>;
+
+/// One pod's fetch.
+pub type PodOutcome = OneOutcome<PodFetch>;
 
 /// What a fetch returned.
 #[derive(Debug)]
@@ -642,6 +645,54 @@ impl<R: rand::Rng> Driver<R> {
                 .is_some_and(|c| !c.apps.is_empty() || !c.pods.is_empty())
     }
 
+    /// The end of a fetch of apps or pods one by one: each result is applied to a copy of the
+    /// current snapshot with `apply` (which says whether it changed anything), failures are
+    /// retried later as `retry(ids)`, the buffered events are replayed on top, and the snapshot
+    /// is emitted if it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_one_by_one<T>(
+        &mut self,
+        results: Vec<OneOutcome<T>>,
+        url: String,
+        replay: &[MarathonEvent],
+        retry: fn(Vec<String>) -> FetchJob,
+        now: Instant,
+        out: &mut Vec<Action>,
+        mut apply: impl FnMut(&mut Self, &mut Arc<AppsSnapshot>, &str, T) -> bool,
+    ) {
+        let Some(mut snap) = self.current.clone() else {
+            self.queue.full(now);
+            return;
+        };
+        let mut changed = false;
+        let mut observed = None;
+        let mut failed = Vec::new();
+        for (id, r) in results {
+            match r {
+                Ok((fetch, at)) => {
+                    observed.get_or_insert(at);
+                    changed |= apply(self, &mut snap, &id, fetch);
+                }
+                Err(e) => {
+                    self.fetch_log.failed(&self.status, &e);
+                    failed.push(id);
+                }
+            }
+        }
+        if failed.is_empty() {
+            self.fetch_log.ok(&url);
+            self.fetch_backoff.reset();
+        } else {
+            self.retry_later(retry(failed), now);
+        }
+        for e in replay {
+            changed |= apply_event(&mut snap, e).changed;
+        }
+        if changed {
+            self.emit(snap, Origin::MarathonEvent, observed.unwrap_or(now), out);
+        }
+    }
+
     fn finish(&mut self, outcome: FetchOutcome, epoch: u64, now: Instant, out: &mut Vec<Action>) {
         let replay = std::mem::take(&mut self.replay);
         self.replay_bytes = 0;
@@ -708,87 +759,32 @@ impl<R: rand::Rng> Driver<R> {
                 }));
             }
             FetchOutcome::Apps { results, url } => {
-                let Some(mut snap) = self.current.clone() else {
-                    self.queue.full(now);
-                    return;
-                };
-                let mut changed = false;
-                let mut observed = None;
-                let mut failed = Vec::new();
-                for (id, r) in results {
-                    match r {
-                        Ok((fetch, at)) => {
-                            self.status.synced(false);
-                            observed.get_or_insert(at);
-                            changed |= match fetch {
-                                AppFetch::Found(app) => replace_app(&mut snap, &id, Some(*app)),
-                                AppFetch::Gone => replace_app(&mut snap, &id, None),
-                                AppFetch::Rejected(r) => {
-                                    tracing::warn!(app = %id, reason = %r.message, "malformed app; fetching everything");
-                                    self.queue.full(now);
-                                    false
-                                }
-                            };
-                        }
-                        Err(e) => {
-                            self.fetch_log.failed(&self.status, &e);
-                            failed.push(id);
+                self.finish_one_by_one(results, url, &replay, FetchJob::Apps, now, out, |d, snap, id, fetch| {
+                    // A fetched app counts as a sync (`vipd_source_fetches_total{scope="app"}`).
+                    d.status.synced(false);
+                    match fetch {
+                        AppFetch::Found(app) => replace_app(snap, id, Some(*app)),
+                        AppFetch::Gone => replace_app(snap, id, None),
+                        AppFetch::Rejected(r) => {
+                            tracing::warn!(app = %id, reason = %r.message, "malformed app; fetching everything");
+                            d.queue.full(now);
+                            false
                         }
                     }
-                }
-                if failed.is_empty() {
-                    self.fetch_log.ok(&url);
-                    self.fetch_backoff.reset();
-                } else {
-                    self.retry_later(FetchJob::Apps(failed), now);
-                }
-                for e in &replay {
-                    changed |= apply_event(&mut snap, e).changed;
-                }
-                if changed {
-                    self.emit(snap, Origin::MarathonEvent, observed.unwrap_or(now), out);
-                }
+                });
             }
             FetchOutcome::Pods { results, url } => {
-                let Some(mut snap) = self.current.clone() else {
-                    self.queue.full(now);
-                    return;
-                };
-                let mut changed = false;
-                let mut observed = None;
-                let mut failed = Vec::new();
-                for (id, r) in results {
-                    match r {
-                        Ok((fetch, at)) => {
-                            observed.get_or_insert(at);
-                            changed |= match fetch {
-                                PodFetch::Found(pod) => replace_pod(&mut snap, &id, Some(*pod)),
-                                PodFetch::Gone => replace_pod(&mut snap, &id, None),
-                                PodFetch::Rejected(r) => {
-                                    tracing::warn!(pod = %id, reason = %r.message, "malformed pod; fetching everything");
-                                    self.queue.full(now);
-                                    false
-                                }
-                            };
-                        }
-                        Err(e) => {
-                            self.fetch_log.failed(&self.status, &e);
-                            failed.push(id);
+                self.finish_one_by_one(results, url, &replay, FetchJob::Pods, now, out, |d, snap, id, fetch| {
+                    match fetch {
+                        PodFetch::Found(pod) => replace_pod(snap, id, Some(*pod)),
+                        PodFetch::Gone => replace_pod(snap, id, None),
+                        PodFetch::Rejected(r) => {
+                            tracing::warn!(pod = %id, reason = %r.message, "malformed pod; fetching everything");
+                            d.queue.full(now);
+                            false
                         }
                     }
-                }
-                if failed.is_empty() {
-                    self.fetch_log.ok(&url);
-                    self.fetch_backoff.reset();
-                } else {
-                    self.retry_later(FetchJob::Pods(failed), now);
-                }
-                for e in &replay {
-                    changed |= apply_event(&mut snap, e).changed;
-                }
-                if changed {
-                    self.emit(snap, Origin::MarathonEvent, observed.unwrap_or(now), out);
-                }
+                });
             }
             FetchOutcome::AllPods(Err(e)) => {
                 self.fetch_log.failed(&self.status, &e);
