@@ -15,6 +15,16 @@ async fn vips(admin: std::net::SocketAddr) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// `/v1/vips` once a table is published.
+async fn first_table(admin: std::net::SocketAddr) -> serde_json::Value {
+    support::poll_until(PATIENCE, || async {
+        let v = vips(admin).await;
+        (v["generation"].as_u64() > Some(0)).then_some(v)
+    })
+    .await
+    .expect("a table")
+}
+
 fn listens(v: &serde_json::Value) -> Vec<String> {
     v["frontends"]
         .as_array()
@@ -28,39 +38,12 @@ fn listens(v: &serde_json::Value) -> Vec<String> {
 async fn an_ip_vip_that_is_not_an_agent_address_is_a_warning_unless_its_range_is_named() {
     let (service, vip_port) = (free_port(LOCALHOST), free_port(support::loopback(9)));
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{"id": "/v", "portDefinitions": [{"port": service, "labels": {
-            "VIP_0": "192.0.2.10:80", "VIP_1": format!("127.0.0.9:{vip_port}")}}],
-            "tasks": [{"id": "v.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let args = |extra: &[&str]| {
-        let mut a = vec![
-            "run",
-            "--apps",
-            apps.to_str().unwrap(),
-            "--bind-address",
-            "127.0.0.1",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ];
-        a.extend_from_slice(extra);
-        a.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let start =
-        |a: Vec<String>| VipdProcess::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let apps = serde_json::json!({"apps": [{"id": "/v", "portDefinitions": [{"port": service, "labels": {
+        "VIP_0": "192.0.2.10:80", "VIP_1": format!("127.0.0.9:{vip_port}")}}],
+        "tasks": [{"id": "v.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}]}]});
 
-    let vipd = start(args(&[]));
-    let admin = vipd.admin_addr(PATIENCE).expect("admin address");
-    let v = support::poll_until(PATIENCE, || async {
-        let v = vips(admin).await;
-        (v["generation"].as_u64() > Some(0)).then_some(v)
-    })
-    .await
-    .expect("a table");
+    let (vipd, admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
+    let v = first_table(admin).await;
     let mut got = listens(&v);
     got.sort();
     let mut want = vec![
@@ -80,14 +63,13 @@ async fn an_ip_vip_that_is_not_an_agent_address_is_a_warning_unless_its_range_is
     drop(vipd);
 
     // The operator vouches for the range: the VIP is in the table (binding it is the host's job).
-    let vipd = start(args(&["--ip-vip-cidr", "192.0.2.0/24"]));
-    let admin = vipd.admin_addr(PATIENCE).expect("admin address");
-    let v = support::poll_until(PATIENCE, || async {
-        let v = vips(admin).await;
-        (v["generation"].as_u64() > Some(0)).then_some(v)
-    })
-    .await
-    .expect("a table");
+    let (_vipd, admin) = VipdProcess::run_on_apps(
+        dir.path(),
+        &apps,
+        &["--ip-vip-cidr", "192.0.2.0/24"],
+        PATIENCE,
+    );
+    let v = first_table(admin).await;
     assert!(listens(&v).contains(&"192.0.2.10:80".to_string()), "{v}");
     assert!(v["warnings"].as_array().unwrap().is_empty(), "{v}");
 }

@@ -104,29 +104,15 @@ async fn no_client_bytes_can_steer_vipd_to_a_destination_outside_its_table() {
         udp_support::free_udp_addr(LOCALHOST).port(),
     );
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [
-            {"id": "/web", "portDefinitions": [{"port": tcp_port}],
-             "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
-                        "state": "TASK_RUNNING"}]},
-            {"id": "/dns", "portDefinitions": [{"port": udp_port, "protocol": "udp"}],
-             "tasks": [{"id": "dns.1", "host": "127.0.0.1", "ports": [udp_backend.addr.port()],
-                        "state": "TASK_RUNNING"}]},
-        ]})
-        .to_string(),
-    )
-    .unwrap();
-    let vipd = VipdProcess::start(&[
-        "run",
-        "--apps",
-        apps.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
+    let apps = serde_json::json!({"apps": [
+        {"id": "/web", "portDefinitions": [{"port": tcp_port}],
+         "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
+                    "state": "TASK_RUNNING"}]},
+        {"id": "/dns", "portDefinitions": [{"port": udp_port, "protocol": "udp"}],
+         "tasks": [{"id": "dns.1", "host": "127.0.0.1", "ports": [udp_backend.addr.port()],
+                    "state": "TASK_RUNNING"}]},
+    ]});
+    let (vipd, _admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
     let frontend = std::net::SocketAddr::from((LOCALHOST, tcp_port));
     assert!(
         support::eventually_async(PATIENCE, || async {

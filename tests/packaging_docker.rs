@@ -64,28 +64,11 @@ fn run_healthcheck(admin: &str) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_healthcheck_passes_against_a_ready_vipd_and_fails_without_one() {
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
     let port = free_port(LOCALHOST);
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{"id": "/web", "portDefinitions": [{"port": port}],
-            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}]}]})
-        .to_string(),
-    )
-    .unwrap();
-    let vipd = VipdProcess::start(&[
-        "run",
-        "--apps",
-        apps.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let admin = vipd
-        .admin_addr(PATIENCE)
-        .expect("admin address")
-        .to_string();
+    let apps = serde_json::json!({"apps": [{"id": "/web", "portDefinitions": [{"port": port}],
+            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}]}]});
+    let (vipd, admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
+    let admin = admin.to_string();
     let passed = support::eventually_async(PATIENCE, || {
         let admin = admin.clone();
         async move {

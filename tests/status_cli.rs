@@ -25,30 +25,13 @@ async fn status_lists_the_frontend_and_its_backend_with_their_counts() {
     let backend = TaggedEchoServer::start("b1").await;
     let port = free_port(LOCALHOST);
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{
-            "id": "/web",
-            "portDefinitions": [{"port": port}],
-            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
-                       "state": "TASK_RUNNING"}],
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    let vipd = VipdProcess::start(&[
-        "run",
-        "--apps",
-        apps.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let admin = vipd
-        .admin_addr(PATIENCE)
-        .unwrap_or_else(|| panic!("no admin address; log:\n{}", vipd.log().join("\n")));
+    let apps = serde_json::json!({"apps": [{
+        "id": "/web",
+        "portDefinitions": [{"port": port}],
+        "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
+                   "state": "TASK_RUNNING"}],
+    }]});
+    let (_vipd, admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
     let frontend = (LOCALHOST, port).into();
     assert!(
         support::eventually_async(PATIENCE, || async {
@@ -130,29 +113,12 @@ async fn status_ready_exits_1_while_a_frontend_cannot_bind() {
     let squatter = std::net::TcpListener::bind((LOCALHOST, 0)).unwrap();
     let port = squatter.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{
-            "id": "/web",
-            "portDefinitions": [{"port": port}],
-            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}],
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    let vipd = VipdProcess::start(&[
-        "run",
-        "--apps",
-        apps.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let admin = vipd
-        .admin_addr(PATIENCE)
-        .unwrap_or_else(|| panic!("no admin address; log:\n{}", vipd.log().join("\n")));
+    let apps = serde_json::json!({"apps": [{
+        "id": "/web",
+        "portDefinitions": [{"port": port}],
+        "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [9], "state": "TASK_RUNNING"}],
+    }]});
+    let (vipd, admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
     let admin_arg = admin.to_string();
     let failed = support::eventually_async(PATIENCE, || async {
         let (code, body) = http_get(&format!("http://{admin}/readyz")).await;

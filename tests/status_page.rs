@@ -65,30 +65,13 @@ async fn status_page_shows_frontends_backends_source_and_changes_in_a_real_brows
     let backend = TaggedEchoServer::start("b1").await;
     let port = free_port(LOCALHOST);
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{
-            "id": "/web<b>",
-            "portDefinitions": [{"port": port, "name": "http"}],
-            "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
-                       "state": "TASK_RUNNING"}],
-        }]})
-        .to_string(),
-    )
-    .unwrap();
-    let vipd = VipdProcess::start(&[
-        "run",
-        "--apps",
-        apps.to_str().unwrap(),
-        "--bind-address",
-        "127.0.0.1",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ]);
-    let admin = vipd
-        .admin_addr(PATIENCE)
-        .unwrap_or_else(|| panic!("no admin address; log:\n{}", vipd.log().join("\n")));
+    let apps = serde_json::json!({"apps": [{
+        "id": "/web<b>",
+        "portDefinitions": [{"port": port, "name": "http"}],
+        "tasks": [{"id": "web.1", "host": "127.0.0.1", "ports": [backend.addr.port()],
+                   "state": "TASK_RUNNING"}],
+    }]});
+    let (_vipd, admin) = VipdProcess::run_on_apps(dir.path(), &apps, &[], PATIENCE);
     let frontend = (LOCALHOST, port).into();
     assert!(
         support::eventually_async(PATIENCE, || async {

@@ -48,29 +48,13 @@ async fn a_backend_that_never_reads_pushes_back_on_the_client_and_vipd_memory_st
     });
     let port = free_port(LOCALHOST);
     let dir = tempfile::tempdir().unwrap();
-    let apps = dir.path().join("apps.json");
-    std::fs::write(
-        &apps,
-        serde_json::json!({"apps": [{"id": "/sink", "portDefinitions": [{"port": port}],
-            "tasks": [{"id": "sink.1", "host": "127.0.0.1", "ports": [backend_addr.port()],
-                       "state": "TASK_RUNNING"}]}]})
-        .to_string(),
-    )
-    .unwrap();
+    let apps = serde_json::json!({"apps": [{"id": "/sink", "portDefinitions": [{"port": port}],
+        "tasks": [{"id": "sink.1", "host": "127.0.0.1", "ports": [backend_addr.port()],
+                   "state": "TASK_RUNNING"}]}]});
     for relay in ["copy", "splice"] {
-        let vipd = VipdProcess::start(&[
-            "run",
-            "--apps",
-            apps.to_str().unwrap(),
-            "--bind-address",
-            "127.0.0.1",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--tcp-relay",
-            relay,
-        ]);
+        let (vipd, admin) =
+            VipdProcess::run_on_apps(dir.path(), &apps, &["--tcp-relay", relay], PATIENCE);
         let frontend = std::net::SocketAddr::from((LOCALHOST, port));
-        let admin = vipd.admin_addr(PATIENCE).expect("admin address");
         assert!(
             support::eventually_async(PATIENCE, || async {
                 support::daemon::http_get(&format!("http://{admin}/readyz"))

@@ -113,6 +113,34 @@ pub fn write_atomically(path: &Path, content: &str) {
 }
 
 impl VipdProcess {
+    /// Writes `apps` to `dir/apps.json` and starts `vipd run --apps` on it, with service ports on
+    /// 127.0.0.1, an admin server on 127.0.0.1:0 and the `extra` flags. Returns vipd and its
+    /// admin address (panics with the log if none is logged within `timeout`).
+    pub fn run_on_apps(
+        dir: &Path,
+        apps: &serde_json::Value,
+        extra: &[&str],
+        timeout: Duration,
+    ) -> (VipdProcess, std::net::SocketAddr) {
+        let path = dir.join("apps.json");
+        std::fs::write(&path, apps.to_string()).unwrap();
+        let mut args = vec![
+            "run",
+            "--apps",
+            path.to_str().unwrap(),
+            "--bind-address",
+            "127.0.0.1",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend_from_slice(extra);
+        let vipd = VipdProcess::start(&args);
+        let admin = vipd
+            .admin_addr(timeout)
+            .unwrap_or_else(|| panic!("no admin address; log:\n{}", vipd.log().join("\n")));
+        (vipd, admin)
+    }
+
     /// The address the admin server logged (`admin server listening local=ADDR`).
     pub fn admin_addr(&self, timeout: Duration) -> Option<std::net::SocketAddr> {
         self.logged_addr("admin server listening", timeout)
