@@ -609,7 +609,10 @@ pub fn status_view(
     use crate::status_page::{paginate, BackendRow, ChangeRow, FrontendRow, StatusView};
     let published = state.tables.load_full();
     let (ready, readiness) = is_ready(&state.tables, &state.listeners);
-    let rows = published.table.frontends.iter().map(|f| {
+    // Filter and page on the table itself; rows (with a registry lookup per backend) are built
+    // for the page's frontends only.
+    let (matched, page, pages, shown) = paginate(published.table.frontends.iter(), &query);
+    let frontends = shown.into_iter().map(|f| {
         let key = f.key();
         let stats = state.frontends.get(&key).map(|s| s.snapshot());
         let listener = match state.listeners.state(&key) {
@@ -658,7 +661,7 @@ pub fn status_view(
                 .collect(),
         }
     });
-    let (matched, page, pages, frontends) = paginate(rows, &query);
+    let frontends: Vec<FrontendRow> = frontends.collect();
     let changes = state
         .changes
         .recent()

@@ -96,19 +96,45 @@ pub struct FrontendRow {
     pub backends: Vec<BackendRow>,
 }
 
-impl FrontendRow {
-    /// Whether `needle` (already lowercase) occurs in any field the filter covers.
-    pub fn matches(&self, needle: &str) -> bool {
-        let has = |s: &str| s.to_ascii_lowercase().contains(needle);
+/// What the filter box searches: a frontend's listen key, VIP name, port name, owners, and its
+/// backends' addresses and task ids.
+pub trait Filterable {
+    /// Whether `needle` (already lowercase; empty matches everything) occurs in any field the
+    /// filter covers.
+    fn matches(&self, needle: &str) -> bool;
+}
+
+fn has(field: &str, needle: &str) -> bool {
+    field.to_ascii_lowercase().contains(needle)
+}
+
+impl Filterable for FrontendRow {
+    fn matches(&self, needle: &str) -> bool {
         needle.is_empty()
-            || has(&self.key)
-            || self.vip_name.as_deref().is_some_and(has)
-            || self.port_name.as_deref().is_some_and(has)
-            || self.owners.iter().any(|o| has(o))
+            || has(&self.key, needle)
+            || self.vip_name.as_deref().is_some_and(|v| has(v, needle))
+            || self.port_name.as_deref().is_some_and(|p| has(p, needle))
+            || self.owners.iter().any(|o| has(o, needle))
             || self
                 .backends
                 .iter()
-                .any(|b| has(&b.address) || has(&b.task))
+                .any(|b| has(&b.address, needle) || has(&b.task, needle))
+    }
+}
+
+/// The same fields, read from the table itself: the admin server filters the published
+/// frontends first and builds rows (with their runtime counters) for one page only.
+impl Filterable for &crate::table::Frontend {
+    fn matches(&self, needle: &str) -> bool {
+        needle.is_empty()
+            || has(&self.key().to_string(), needle)
+            || self.vip_name.as_deref().is_some_and(|v| has(v, needle))
+            || self.port_name.as_deref().is_some_and(|p| has(p, needle))
+            || self.apps.iter().any(|o| has(o, needle))
+            || self
+                .backends
+                .iter()
+                .any(|b| has(&b.address.to_string(), needle) || has(&b.task, needle))
     }
 }
 
@@ -148,14 +174,14 @@ pub struct StatusView {
     pub warnings: usize,
 }
 
-/// Keeps the frontends matching `query` and cuts out its page. Returns (matched, page, pages,
-/// rows of the page).
-pub fn paginate(
-    rows: impl Iterator<Item = FrontendRow>,
+/// Keeps the items matching `query` and cuts out its page. Returns (matched, page, pages, the
+/// items of the page).
+pub fn paginate<T: Filterable>(
+    items: impl Iterator<Item = T>,
     query: &PageQuery,
-) -> (usize, usize, usize, Vec<FrontendRow>) {
+) -> (usize, usize, usize, Vec<T>) {
     let needle = query.filter.trim().to_ascii_lowercase();
-    let matching: Vec<FrontendRow> = rows.filter(|r| r.matches(&needle)).collect();
+    let matching: Vec<T> = items.filter(|r| r.matches(&needle)).collect();
     let matched = matching.len();
     let pages = matched.div_ceil(PageQuery::PER_PAGE).max(1);
     let page = query.page.clamp(1, pages);
@@ -510,5 +536,53 @@ mod tests {
         assert_eq!(b("draining", "ejected", None).verdict().0, "draining");
         assert_eq!(b("unhealthy", "healthy", None).verdict().0, "unhealthy");
         assert_eq!(b("unknown", "healthy", None).verdict().0, "unknown");
+    }
+
+    #[test]
+    fn the_table_and_the_row_filter_the_same_fields() {
+        use crate::table::{Backend, BackendState, Frontend, FrontendKind, Protocol};
+        let f = Frontend {
+            protocol: Protocol::Tcp,
+            listen: ([0, 0, 0, 0], 80).into(),
+            kind: FrontendKind::Vip,
+            vip_name: Some("web.marathon.l4lb.thisdcos.directory".into()),
+            app: "/web".into(),
+            apps: vec!["/web".into(), "/web-canary".into()],
+            owner_kind: Default::default(),
+            port_index: 0,
+            port_name: Some("http".into()),
+            options: Default::default(),
+            backends: vec![Backend {
+                address: "10.0.0.7:31000".parse().unwrap(),
+                task: "web.abc".into(),
+                state: BackendState::Up,
+            }]
+            .into(),
+        };
+        let row = FrontendRow {
+            key: f.key().to_string(),
+            kind: "vip",
+            vip_name: f.vip_name.clone(),
+            owners: f.apps.clone(),
+            port_name: f.port_name.clone(),
+            backends: vec![BackendRow {
+                address: "10.0.0.7:31000".into(),
+                task: "web.abc".into(),
+                ..BackendRow::default()
+            }],
+            ..FrontendRow::default()
+        };
+        for needle in [
+            "",
+            "tcp:0.0.0.0:80",
+            "l4lb",
+            "http",
+            "canary",
+            "10.0.0.7:31",
+            "web.abc",
+            "nope",
+        ] {
+            assert_eq!((&f).matches(needle), row.matches(needle), "{needle}");
+        }
     }
 }
