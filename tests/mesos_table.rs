@@ -3,9 +3,12 @@
 //! container-scope ports), every translation rule that shows in a table, and the rule of
 //! `--apps` with `--mesos-state` (service ports from Marathon, VIPs from Mesos alone).
 
+mod support;
+
 use serde_json::Value;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
+use support::table_json::{backend_states, pairs, vip_frontend};
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,55 +19,16 @@ fn fixture(name: &str) -> String {
 }
 
 fn vipd_table(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vipd"))
-        .arg("table")
-        .args(args)
-        .env_remove("VIPD_APPS")
-        .env_remove("VIPD_MESOS_STATE")
-        .env_remove("VIPD_BIND_ADDRESS")
-        .env_remove("VIPD_VIP_CIDR")
-        .env_remove("VIPD_ZONE")
-        .output()
-        .expect("run vipd")
+    support::table_json::vipd_table(args, b"")
 }
 
 fn table(args: &[&str]) -> Value {
-    let out = vipd_table(args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn frontend<'a>(t: &'a Value, proto: &str, name: &str) -> Option<&'a Value> {
-    t["frontends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["protocol"] == proto && f["vip_name"] == name)
+    support::table_json::table(args, b"")
 }
 
 fn backends(t: &Value, proto: &str, name: &str) -> Vec<(String, String)> {
-    let f = frontend(t, proto, name).unwrap_or_else(|| panic!("no {proto} {name}: {t:#}"));
-    f["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["address"].as_str().unwrap().to_string(),
-                b["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|&(a, s)| (a.to_string(), s.to_string()))
-        .collect()
+    let f = vip_frontend(t, proto, name).unwrap_or_else(|| panic!("no {proto} {name}: {t:#}"));
+    backend_states(f)
 }
 
 fn warnings(t: &Value) -> Vec<(String, String)> {
@@ -115,7 +79,7 @@ fn two_frameworks_give_named_vips_under_each_framework_name() {
         backends(&t, "tcp", "def.marathon.l4lb.thisdcos.directory"),
         pairs(&[("10.0.0.1:9999", "up")])
     );
-    let f = frontend(&t, "tcp", "overlay-vip.hello-world.l4lb.thisdcos.directory").unwrap();
+    let f = vip_frontend(&t, "tcp", "overlay-vip.hello-world.l4lb.thisdcos.directory").unwrap();
     assert_eq!(f["owner_kind"], "task");
     assert_eq!(f["kind"], "vip");
     assert_eq!(
@@ -153,7 +117,7 @@ fn named_vip_addresses_are_keyed_on_the_full_dns_name() {
     let a = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
     let b = table(&["--mesos-state", &fixture("two-frameworks-state.json")]);
     assert_eq!(a, b);
-    let listen = |t: &Value, name: &str| frontend(t, "tcp", name).unwrap()["listen"].clone();
+    let listen = |t: &Value, name: &str| vip_frontend(t, "tcp", name).unwrap()["listen"].clone();
     assert_ne!(
         listen(&a, "overlay-vip.hello-world.l4lb.thisdcos.directory"),
         listen(&a, "host-vip.hello-world.l4lb.thisdcos.directory")
@@ -184,7 +148,7 @@ fn with_apps_service_ports_come_from_marathon_and_vips_from_mesos_alone() {
         backends(&both, "tcp", "web.marathon.l4lb.thisdcos.directory"),
         pairs(&[("10.0.0.1:31001", "up"), ("10.0.0.2:31002", "unhealthy")])
     );
-    let f = frontend(&both, "tcp", "web.marathon.l4lb.thisdcos.directory").unwrap();
+    let f = vip_frontend(&both, "tcp", "web.marathon.l4lb.thisdcos.directory").unwrap();
     assert_eq!(f["owner_kind"], "task");
 }
 

@@ -2,10 +2,12 @@
 //! shape of `GET /v2/pods/::status`): `vipd table` through the real binary on
 //! tests/fixtures/pods/, and `table::build` on the same fixture.
 
+mod support;
+
 use serde_json::{json, Value};
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
+use support::table_json::{backend_states, pairs, vip_frontend};
 use vipd::model::parse_apps_document;
 use vipd::table::{build, BuildOptions, Resolved};
 
@@ -16,61 +18,21 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn vipd_table(stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vipd"))
-        .args(["table", "--apps", "-"])
-        .env_remove("VIPD_APPS")
-        .env_remove("VIPD_BIND_ADDRESS")
-        .env_remove("VIPD_VIP_CIDR")
-        .env_remove("VIPD_ZONE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn vipd");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    support::table_json::vipd_table(&["--apps", "-"], stdin)
 }
 
 fn table_json(doc: &[u8]) -> Value {
-    let out = vipd_table(doc);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    support::table_json::table(&["--apps", "-"], doc)
 }
 
 /// `(address, state)` of the frontend `proto` + `vip_name`.
 fn backends(t: &Value, proto: &str, name: &str) -> Vec<(String, String)> {
-    let f = frontend(t, proto, name);
-    f["backends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| {
-            (
-                b["address"].as_str().unwrap().to_string(),
-                b["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
+    backend_states(frontend(t, proto, name))
 }
 
 fn frontend<'a>(t: &'a Value, proto: &str, name: &str) -> &'a Value {
     let full = format!("{name}.marathon.l4lb.thisdcos.directory");
-    t["frontends"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["protocol"] == proto && f["vip_name"] == full.as_str())
-        .unwrap_or_else(|| panic!("no {proto} {full} in {t:#}"))
-}
-
-fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
-    v.iter()
-        .map(|(a, s)| ((*a).to_string(), (*s).to_string()))
-        .collect()
+    vip_frontend(t, proto, &full).unwrap_or_else(|| panic!("no {proto} {full} in {t:#}"))
 }
 
 #[test]

@@ -488,3 +488,4 @@ pub mod child;
 pub mod daemon;
 pub mod fake_marathon;
 pub mod fake_mesos;
+pub mod table_json;
