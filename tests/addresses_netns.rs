@@ -7,110 +7,15 @@
 //! with `ip -j addr show dev lo`. Without root or netns support the outer tests print
 //! "skipped: <reason>" and pass.
 
+mod support;
+
 use std::net::IpAddr;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::Command;
+use support::netns::{assert_inner_passed, inside_namespace, Netns};
 use vipd::addresses::{
     check_capability, AddressArgs, AddressError, AddressManager, AddressOp, ReconcileReport,
 };
 use vipd::table::{Frontend, FrontendKind, Protocol, Table};
-
-const INNER_ENV: &str = "VIPD_NETNS_INNER";
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    /// Creates a namespace with `lo` up, or says why it cannot.
-    fn create() -> Result<Netns, String> {
-        let name = format!(
-            "vipd-test-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot create a network namespace (needs root and netns support): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let ns = Netns { name };
-        let up = ns.ip(&["link", "set", "lo", "up"]);
-        if !up.status.success() {
-            return Err(format!(
-                "cannot bring lo up: {}",
-                String::from_utf8_lossy(&up.stderr)
-            ));
-        }
-        Ok(ns)
-    }
-
-    fn ip(&self, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["-n", &self.name])
-            .args(args)
-            .output()
-            .expect("run ip")
-    }
-
-    /// Runs `prefix... <this test binary> --exact <inner> --ignored` inside the namespace.
-    fn run_inner(&self, prefix: &[&str], inner: &str) -> Output {
-        let exe = std::env::current_exe().expect("current exe");
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(prefix)
-            .arg(exe)
-            .args([
-                "--exact",
-                inner,
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(INNER_ENV, &self.name)
-            .output()
-            .expect("run the inner test")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-fn assert_inner_passed(out: &Output, inner: &str) {
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("--- inner {inner} stdout ---\n{stdout}\n--- stderr ---\n{stderr}");
-    assert!(out.status.success(), "inner test {inner} failed");
-    // Make sure the inner test really ran (and was not filtered out).
-    assert!(
-        stdout.contains("1 passed"),
-        "inner test {inner} did not run"
-    );
-}
-
-/// Inside the namespace only: panics if this process is not in the namespace the outer test
-/// named, so an inner test can never touch the host's interfaces.
-fn inside_namespace() -> Option<String> {
-    let name = std::env::var(INNER_ENV).ok()?;
-    let out = Command::new("ip")
-        .args(["netns", "identify", &std::process::id().to_string()])
-        .output()
-        .expect("ip netns identify");
-    let actual = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert_eq!(actual, name, "refusing to run outside namespace {name}");
-    Some(name)
-}
 
 fn ipv6_available() -> bool {
     std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6").is_ok()
@@ -197,7 +102,7 @@ fn lo_args() -> AddressArgs {
 // Outer tests (run by `cargo test`).
 
 fn outer(inner: &str, prefix: &[&str]) {
-    let ns = match Netns::create() {
+    let ns = match Netns::create("test") {
         Ok(ns) => ns,
         Err(reason) => {
             println!("skipped: {reason}");

@@ -15,53 +15,18 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 use support::daemon::VipdProcess;
+use support::netns::Netns;
 
-/// A network namespace made by this test, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(tag: &str) -> Result<Netns, String> {
-        let name = format!("vipd-caps-{}-{tag}", std::process::id());
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot create a network namespace: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let ns = Netns { name };
-        let up = ns.exec(&["ip", "link", "set", "lo", "up"]);
-        assert!(up.status.success(), "lo up: {up:?}");
-        // Per namespace: privileged ports start at 1024 here, whatever the host's setting.
-        let set = ns.exec(&[
-            "sh",
-            "-c",
-            "echo 1024 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
-        ]);
-        assert!(set.status.success(), "sysctl: {set:?}");
-        Ok(ns)
-    }
-
-    fn exec(&self, cmd: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(cmd)
-            .output()
-            .expect("run ip netns exec")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
+/// A namespace of this test's, where privileged ports start at 1024 whatever the host says.
+fn namespace() -> Result<Netns, String> {
+    let ns = Netns::create("caps")?;
+    let set = ns.exec(&[
+        "sh",
+        "-c",
+        "echo 1024 > /proc/sys/net/ipv4/ip_unprivileged_port_start",
+    ]);
+    assert!(set.status.success(), "sysctl: {set:?}");
+    Ok(ns)
 }
 
 /// A copy of the vipd binary at `path`, world-executable.
@@ -75,7 +40,7 @@ fn start_unprivileged(ns: &Netns, bin: &Path, apps: &Path, extra: &[&str]) -> Vi
     let mut args = vec![
         "netns",
         "exec",
-        &ns.name,
+        ns.name(),
         "setpriv",
         "--reuid=65534",
         "--regid=65534",
@@ -153,7 +118,7 @@ fn permitted_file_capabilities_let_a_non_root_vipd_bind_low_ports_and_add_vip_ad
         println!("skipped: setcap is not installed (apt-get install libcap2-bin)");
         return;
     }
-    let ns = match Netns::create("a") {
+    let ns = match namespace() {
         Ok(ns) => ns,
         Err(why) => {
             println!("skipped: {why}");

@@ -5,87 +5,12 @@
 
 mod support;
 
-use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use support::daemon::VipdProcess;
+use support::netns::Netns;
 use support::PATIENCE;
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let name = format!(
-            "vipd-upg-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .map_err(|e| format!("cannot run ip: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "cannot create a network namespace (needs root and netns support): {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        let ns = Netns { name };
-        let up = Command::new("ip")
-            .args(["-n", &ns.name, "link", "set", "lo", "up"])
-            .output()
-            .expect("run ip");
-        if !up.status.success() {
-            return Err(format!(
-                "cannot bring lo up: {}",
-                String::from_utf8_lossy(&up.stderr)
-            ));
-        }
-        Ok(ns)
-    }
-
-    /// The addresses on the namespace's `lo`.
-    fn lo_addresses(&self) -> Vec<String> {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-j", "addr", "show", "dev", "lo"])
-            .output()
-            .expect("ip addr show");
-        let links: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let mut addrs = Vec::new();
-        for link in links.as_array().into_iter().flatten() {
-            for info in link["addr_info"].as_array().into_iter().flatten() {
-                addrs.extend(info["local"].as_str().map(str::to_string));
-            }
-        }
-        addrs
-    }
-
-    fn has(&self, ip: &str) -> bool {
-        self.lo_addresses().iter().any(|a| a == ip)
-    }
-
-    /// Starts vipd inside the namespace (`ip netns exec` execs it in place: the PID is vipd's).
-    fn vipd(&self, args: &[&str]) -> VipdProcess {
-        let mut all = vec!["netns", "exec", &self.name, env!("CARGO_BIN_EXE_vipd")];
-        all.extend_from_slice(args);
-        VipdProcess::start_with_program("ip", &all)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
 
 #[test]
 fn a_takeover_hands_the_vip_addresses_over() {
-    let ns = match Netns::create() {
+    let ns = match Netns::create("upg") {
         Ok(ns) => ns,
         Err(reason) => {
             println!("skipped: {reason}");
