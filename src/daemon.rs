@@ -62,6 +62,8 @@ pub enum StartError {
     Dns(#[from] DnsError),
     #[error("upgrade: {0}")]
     Handover(#[from] HandoverError),
+    #[error(transparent)]
+    VipPools(#[from] crate::cli::VipPoolsError),
 }
 
 impl ResolveHosts for HostResolver {
@@ -134,6 +136,7 @@ impl Daemon {
             }
         }
         // Fail fast on what the operator must fix, before anything is bound.
+        args.table.check_pools()?;
         let addresses = if args.addresses.manage_addresses {
             Some(AddressManager::new(&args.addresses).await?)
         } else {

@@ -410,17 +410,19 @@ fn ip_and_named_vips() {
         ]),
         vec![task("g.1", "10.0.0.1", &[31180, 31181, 31182])],
     )]));
-    assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    // An IP VIP forwards within its family: the IPv6 VIP keeps its frontend, without the IPv4
+    // backend.
+    assert_eq!(
+        b.warnings.iter().map(|w| w.message.as_str()).collect::<Vec<_>>(),
+        ["VIP tcp [fd00::10]:8080: 1 backend(s) of the other address family left out (an IP VIP forwards within its family)"]
+    );
     let ip_vip = find(&b, "tcp", "10.10.0.1:80");
     assert_eq!(ip_vip.kind, FrontendKind::Vip);
     assert_eq!(ip_vip.vip_name, None);
     assert_eq!(addrs(ip_vip), ["10.0.0.1:31180"]);
     // The legacy udp:// prefix is dropped; the port's protocol (tcp) decides.
     assert_eq!(addrs(find(&b, "tcp", "10.10.0.2:90")), ["10.0.0.1:31182"]);
-    assert_eq!(
-        addrs(find(&b, "tcp", "[fd00::10]:8080")),
-        ["10.0.0.1:31182"]
-    );
+    assert!(addrs(find(&b, "tcp", "[fd00::10]:8080")).is_empty());
 
     let name = "gapp.marathon.l4lb.thisdcos.directory";
     let ip = named_ip(&b, name);

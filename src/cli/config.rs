@@ -141,8 +141,9 @@ mod tests {
             );
         }
         assert!(
-            keys.iter()
-                .all(|k| k.chars().all(|c| c.is_ascii_lowercase() || c == '_')),
+            keys.iter().all(|k| k
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')),
             "{keys:?}"
         );
     }

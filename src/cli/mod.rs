@@ -114,6 +114,11 @@ pub struct TableOptionArgs {
     /// for a name from it.
     #[arg(long, env = "VIPD_VIP_CIDR", default_value = "11.0.0.0/8", value_parser = parse_cidr)]
     pub vip_cidr: ipnet::IpNet,
+    /// IPv6 address pool for named VIPs (e.g. fd01:c::/64; --vip-cidr is then IPv4). With it a
+    /// named VIP is dual-stack: an IPv4 address with its IPv4 backends and an IPv6 address with
+    /// its IPv6 ones, and DNS answers A and AAAA.
+    #[arg(long, env = "VIPD_VIP_CIDR6", value_parser = parse_cidr6)]
+    pub vip_cidr6: Option<ipnet::IpNet>,
     /// DNS zone of named VIPs.
     #[arg(long, env = "VIPD_ZONE", default_value = "l4lb.thisdcos.directory")]
     pub zone: String,
@@ -145,6 +150,23 @@ pub fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     ipnet::IpNet::new(addr, len).map_err(|e| e.to_string())
 }
 
+/// Parses an IPv6 CIDR (`--vip-cidr6`).
+pub fn parse_cidr6(s: &str) -> Result<ipnet::IpNet, String> {
+    let net = parse_cidr(s)?;
+    match net {
+        ipnet::IpNet::V6(_) => Ok(net),
+        ipnet::IpNet::V4(_) => Err(format!("{s:?} is an IPv4 range; --vip-cidr6 takes IPv6")),
+    }
+}
+
+/// `--vip-cidr6` beside an IPv6 `--vip-cidr`: both pools would be one family.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("--vip-cidr6 {cidr6} needs an IPv4 --vip-cidr, but --vip-cidr is {cidr}")]
+pub struct VipPoolsError {
+    pub cidr: ipnet::IpNet,
+    pub cidr6: ipnet::IpNet,
+}
+
 impl Default for TableOptionArgs {
     /// The defaults of the flags.
     fn default() -> Self {
@@ -157,6 +179,7 @@ impl From<&TableOptionArgs> for BuildOptions {
         BuildOptions {
             bind_address: a.bind_address,
             vip_cidr: a.vip_cidr,
+            vip_cidr6: a.vip_cidr6,
             zone: a.zone.clone(),
             marathon_vips: true,
             ip_vip_scope: if a.ip_vip_cidr.is_empty() {
@@ -164,6 +187,7 @@ impl From<&TableOptionArgs> for BuildOptions {
             } else {
                 IpVipScope::Within(
                     std::iter::once(a.vip_cidr)
+                        .chain(a.vip_cidr6)
                         .chain(a.ip_vip_cidr.iter().copied())
                         .collect(),
                 )
@@ -173,6 +197,17 @@ impl From<&TableOptionArgs> for BuildOptions {
 }
 
 impl TableOptionArgs {
+    /// The two named-VIP pools are of different families.
+    pub fn check_pools(&self) -> Result<(), VipPoolsError> {
+        match self.vip_cidr6 {
+            Some(cidr6) if self.vip_cidr.addr().is_ipv6() => Err(VipPoolsError {
+                cidr: self.vip_cidr,
+                cidr6,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The IP VIP scope of `vipd run`: only `--vip-cidr` and `--ip-vip-cidr` when vipd manages
     /// addresses (it would add any other address to `lo`), else also this agent's own addresses
     /// (`local`, read from its interfaces).
@@ -182,6 +217,7 @@ impl TableOptionArgs {
         local: Vec<std::net::IpAddr>,
     ) -> IpVipScope {
         let nets: Vec<ipnet::IpNet> = std::iter::once(self.vip_cidr)
+            .chain(self.vip_cidr6)
             .chain(self.ip_vip_cidr.iter().copied())
             .collect();
         if manage_addresses {

@@ -43,6 +43,8 @@ pub enum TableCommandError {
     },
     #[error("cannot write the table: {0}")]
     Write(#[source] io::Error),
+    #[error(transparent)]
+    VipPools(#[from] crate::cli::VipPoolsError),
 }
 
 /// Reads `path` (`-` = stdin), at most `max` bytes (`--max-document-size`).
@@ -133,6 +135,7 @@ fn shown(path: &Path) -> String {
 
 /// Runs `vipd table`, writing the JSON to `out`.
 pub async fn run(args: &TableArgs, out: &mut dyn Write) -> Result<(), TableCommandError> {
+    args.table.check_pools()?;
     let max = args.documents.max_document_size;
     let apps = args
         .apps

@@ -31,6 +31,9 @@ pub struct BuildOptions {
     pub bind_address: IpAddr,
     /// Pool that named VIPs draw their address from (`--vip-cidr`).
     pub vip_cidr: IpNet,
+    /// Pool of named VIPs' IPv6 addresses (`--vip-cidr6`). When set, a named VIP is dual-stack:
+    /// an IPv4 side with its IPv4 backends and an IPv6 side with its IPv6 ones ([`Merger::finish`]).
+    pub vip_cidr6: Option<IpNet>,
     /// DNS zone of named VIPs.
     pub zone: String,
     /// Which addresses an IP VIP label may name (`vip::check_ip_vip`). Passed in, never looked
@@ -200,6 +203,9 @@ struct PortPart {
     /// Sorted by address, one per address ([`sort_backends`]); shared with the frontends made
     /// from it.
     backends: Arc<[Backend]>,
+    /// Backends at dual-stack tasks' other-family addresses ([`Endpoint::secondary_family`]);
+    /// read only for VIP sides of their family. Sorted like `backends`; usually empty.
+    secondary: Arc<[Backend]>,
 }
 
 /// Everything one app contributes to the table, computed from the app alone (plus the options and
@@ -218,6 +224,7 @@ struct PortPlan {
     slot: PortAddress,
     part: PortPart,
     backends: Vec<Backend>,
+    secondary: Vec<Backend>,
 }
 
 /// Computes [`AppPart`]s. Holds the per-build memo of agent addresses.
@@ -369,9 +376,11 @@ impl<'o> PartMaker<'o> {
                     vips,
                     options: port.options.clone(),
                     backends: Arc::from([]),
+                    secondary: Arc::from([]),
                 },
                 slot: port.address,
                 backends: Vec::with_capacity(svc.endpoints.len()),
+                secondary: Vec::new(),
             });
         }
         if plans.is_empty() {
@@ -387,8 +396,10 @@ impl<'o> PartMaker<'o> {
             .into_iter()
             .map(|mut plan| {
                 sort_backends(&mut plan.backends);
+                sort_backends(&mut plan.secondary);
                 PortPart {
                     backends: plan.backends.into(),
+                    secondary: plan.secondary.into(),
                     ..plan.part
                 }
             })
@@ -474,7 +485,12 @@ impl<'o> PartMaker<'o> {
                     }
                 };
                 let task_id = id.get_or_insert_with(|| Arc::from(ep.task)).clone();
-                plan.backends.push(Backend {
+                let list = if ep.secondary_family {
+                    &mut plan.secondary
+                } else {
+                    &mut plan.backends
+                };
+                list.push(Backend {
                     address,
                     task: task_id,
                     state: ep.state,
@@ -495,10 +511,11 @@ struct Merger<'o> {
 }
 
 /// A VIP frontend (backends not filled in yet) and the backend lists of every port that feeds it,
-/// in app id order.
+/// in app id order: each port's `backends` and its `secondary` (other-family) backends.
 struct PendingVip {
     frontend: Frontend,
     lists: Vec<Arc<[Backend]>>,
+    secondary: Vec<Arc<[Backend]>>,
 }
 
 impl<'o> Merger<'o> {
@@ -593,11 +610,15 @@ impl<'o> Merger<'o> {
                     Some(PendingVip {
                         frontend: existing,
                         lists,
+                        secondary,
                     }) => {
                         if existing.apps.last().map(String::as_str) != Some(app_id) {
                             existing.apps.push(app_id.to_string());
                         }
                         lists.push(Arc::clone(&port.backends));
+                        if !port.secondary.is_empty() {
+                            secondary.push(Arc::clone(&port.secondary));
+                        }
                     }
                     None => {
                         let (listen, vip_name) = match addr {
@@ -610,7 +631,19 @@ impl<'o> Merger<'o> {
                         };
                         let f = make(listen, protocol, FrontendKind::Vip, vip_name, Arc::from([]));
                         let lists = vec![Arc::clone(&port.backends)];
-                        self.vips.insert(key, PendingVip { frontend: f, lists });
+                        let secondary = if port.secondary.is_empty() {
+                            Vec::new()
+                        } else {
+                            vec![Arc::clone(&port.secondary)]
+                        };
+                        self.vips.insert(
+                            key,
+                            PendingVip {
+                                frontend: f,
+                                lists,
+                                secondary,
+                            },
+                        );
                     }
                 }
             }
@@ -634,46 +667,104 @@ impl<'o> Merger<'o> {
                 VipAddr::Ip(_) => None,
             })
             .collect();
-        let allocation = vip::allocate(names, &reserved, self.opts.vip_cidr);
+        let allocation = vip::allocate(names.iter().copied(), &reserved, self.opts.vip_cidr);
+        // The second family's pool, when it is one (the CLI refuses two pools of one family).
+        let cidr6 = self
+            .opts
+            .vip_cidr6
+            .filter(|c| c.addr().is_ipv6() != self.opts.vip_cidr.addr().is_ipv6());
+        let allocation6 = cidr6.map(|c| vip::allocate(names.iter().copied(), &reserved, c));
 
         let mut frontends = std::mem::take(&mut self.services);
         let vips = std::mem::take(&mut self.vips);
         for (key, pending) in vips {
-            let PendingVip {
-                frontend: mut f,
-                mut lists,
-            } = pending;
-            if let VipAddr::Name(name) = &key.addr {
-                match allocation.addresses.get(name) {
-                    Some(ip) => f.listen = SocketAddr::new(*ip, key.port),
-                    None => {
-                        let msg = format!(
-                            "named VIP {name}: no free address left in {}; VIP skipped",
-                            self.opts.vip_cidr
-                        );
-                        self.warn(&f.app.clone(), msg);
-                        continue;
-                    }
+            // Each side: (pool, allocation, family filter). An IP VIP has one side, of its own
+            // family; a named VIP one per pool (module docs of `table::vip`, "Dual-stack").
+            let sides: Vec<(IpNet, Option<IpAddr>, Option<bool>)> = match (&key.addr, cidr6) {
+                (VipAddr::Ip(ip), _) => vec![(self.opts.vip_cidr, Some(*ip), Some(ip.is_ipv6()))],
+                (VipAddr::Name(name), None) => vec![(
+                    self.opts.vip_cidr,
+                    allocation.addresses.get(name).copied(),
+                    None,
+                )],
+                (VipAddr::Name(name), Some(c6)) => {
+                    let v6_of = |c: IpNet| Some(c.addr().is_ipv6());
+                    let a6 = allocation6
+                        .as_ref()
+                        .and_then(|a| a.addresses.get(name))
+                        .copied();
+                    vec![
+                        (
+                            self.opts.vip_cidr,
+                            allocation.addresses.get(name).copied(),
+                            v6_of(self.opts.vip_cidr),
+                        ),
+                        (c6, a6, v6_of(c6)),
+                    ]
+                }
+            };
+            let mut built: Vec<(IpNet, Option<IpAddr>, Arc<[Backend]>)> = sides
+                .into_iter()
+                .map(|(pool, ip, family)| {
+                    let backends = side_backends(&pending.lists, &pending.secondary, family);
+                    (pool, ip, backends)
+                })
+                .collect();
+            if let VipAddr::Ip(ip) = &key.addr {
+                let dropped = pending
+                    .lists
+                    .iter()
+                    .flat_map(|l| l.iter())
+                    .filter(|b| b.address.is_ipv6() != ip.is_ipv6())
+                    .count();
+                if dropped > 0 {
+                    let msg = format!(
+                        "VIP {} {}: {dropped} backend(s) of the other address family left out (an IP VIP forwards within its family)",
+                        key.protocol,
+                        SocketAddr::new(*ip, key.port)
+                    );
+                    self.warn(&pending.frontend.app.clone(), msg);
                 }
             }
-            let fkey = f.key();
-            if let Some(sp) = frontends.get(&fkey) {
-                let msg = format!(
-                    "VIP {} {} equals the service-port frontend of {} port {}; the service port wins, VIP skipped",
-                    f.protocol, f.listen, sp.app, sp.port_index
-                );
-                self.warn(&f.app.clone(), msg);
-                continue;
+            if built.len() == 2 {
+                // Dual-stack: the second side exists when it has backends, the first unless
+                // only the second has (a client would be sent to an address with nothing behind).
+                if built[1].2.is_empty() {
+                    built.pop();
+                } else if built[0].2.is_empty() {
+                    built.remove(0);
+                }
             }
-            f.backends = if lists.len() == 1 {
-                // One port feeds the VIP: its list is already sorted and unique.
-                lists.pop().unwrap_or_else(|| Arc::from([]))
-            } else {
-                let mut all: Vec<Backend> = lists.iter().flat_map(|l| l.iter().cloned()).collect();
-                sort_backends(&mut all);
-                all.into()
-            };
-            frontends.insert(fkey, f);
+            let mut template = Some(pending.frontend);
+            let last = built.len().saturating_sub(1);
+            for (i, (pool, ip, backends)) in built.into_iter().enumerate() {
+                // The last side takes the frontend; an earlier one copies it.
+                let f = if i == last {
+                    template.take()
+                } else {
+                    template.clone()
+                };
+                let Some(mut f) = f else { break };
+                let Some(ip) = ip else {
+                    let name = f.vip_name.clone().unwrap_or_default();
+                    let msg =
+                        format!("named VIP {name}: no free address left in {pool}; VIP skipped");
+                    self.warn(&f.app.clone(), msg);
+                    continue;
+                };
+                f.listen = SocketAddr::new(ip, key.port);
+                let fkey = f.key();
+                if let Some(sp) = frontends.get(&fkey) {
+                    let msg = format!(
+                        "VIP {} {} equals the service-port frontend of {} port {}; the service port wins, VIP skipped",
+                        f.protocol, f.listen, sp.app, sp.port_index
+                    );
+                    self.warn(&f.app.clone(), msg);
+                    continue;
+                }
+                f.backends = backends;
+                frontends.insert(fkey, f);
+            }
         }
         let mut warnings = self.warnings;
         warnings.sort();
@@ -683,6 +774,33 @@ impl<'o> Merger<'o> {
             warnings,
         }
     }
+}
+
+/// The backends of one VIP side, from the lists of the ports that feed it. `family` `None` (a
+/// single-stack named VIP): every primary backend, whatever its family. `Some(v6)`: the primary
+/// and secondary backends of that family only. A single list that needs no filtering is shared,
+/// not copied (the common case).
+fn side_backends(
+    lists: &[Arc<[Backend]>],
+    secondary: &[Arc<[Backend]>],
+    family: Option<bool>,
+) -> Arc<[Backend]> {
+    let fits = |b: &Backend| family.map_or(true, |v6| b.address.is_ipv6() == v6);
+    if let ([only], []) = (lists, secondary) {
+        if only.iter().all(fits) {
+            return Arc::clone(only);
+        }
+    }
+    let pool = if family.is_some() { secondary } else { &[] };
+    let mut all: Vec<Backend> = lists
+        .iter()
+        .chain(pool)
+        .flat_map(|l| l.iter())
+        .filter(|b| fits(b))
+        .cloned()
+        .collect();
+    sort_backends(&mut all);
+    all.into()
 }
 
 /// Sorted by address, one backend per address (the smallest task id wins a tie).
@@ -1019,6 +1137,158 @@ mod tests {
             "label VIP_3=\"10.10.0.1:80\": 10.10.0.1 is neither loopback nor in 11.0.0.0/8; label skipped"
         )));
         assert_eq!(b.warnings.len(), 5);
+    }
+
+    /// `(listen, [backend addresses])` of every VIP frontend.
+    fn vip_sides(b: &Built) -> Vec<(String, Vec<String>)> {
+        b.frontends
+            .iter()
+            .filter(|f| f.kind == FrontendKind::Vip)
+            .map(|f| {
+                let backends = f.backends.iter().map(|b| b.address.to_string()).collect();
+                (f.listen.to_string(), backends)
+            })
+            .collect()
+    }
+
+    /// A container-network app whose tasks have the given `ipAddresses` (JSON arrays).
+    fn dual_stack_app(vip: &str, tasks: &[&str]) -> String {
+        let tasks: Vec<String> = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, ips)| {
+                format!(
+                    r#"{{"id":"w.{i}","host":"10.0.0.1","ports":[31000],"state":"TASK_RUNNING","ipAddresses":{ips}}}"#
+                )
+            })
+            .collect();
+        format!(
+            r#"{{"apps":[{{"id":"/w","networks":[{{"mode":"container","name":"dcos"}}],
+            "container":{{"portMappings":[{{"containerPort":80,"servicePort":10080,
+              "labels":{{"VIP_0":"{vip}"}}}}]}},
+            "tasks":[{}]}}]}}"#,
+            tasks.join(",")
+        )
+    }
+
+    const V4: &str = r#"[{"ipAddress":"9.0.0.1","protocol":"IPv4"}]"#;
+    const DUAL: &str =
+        r#"[{"ipAddress":"9.0.0.2","protocol":"IPv4"},{"ipAddress":"fd00::2","protocol":"IPv6"}]"#;
+    const V6: &str = r#"[{"ipAddress":"fd00::3","protocol":"IPv6"}]"#;
+
+    #[test]
+    fn with_vip_cidr6_a_named_vip_has_a_side_per_family_each_with_its_own_backends() {
+        let snap = snapshot(&dual_stack_app("/w:80", &[V4, DUAL, V6]));
+        let opts = BuildOptions {
+            vip_cidr6: Some("fd01:c::/64".parse().unwrap()),
+            ..BuildOptions::default()
+        };
+        let b = build(&snap, &Resolved::default(), &opts);
+        let sides = vip_sides(&b);
+        assert_eq!(sides.len(), 2, "{sides:?}");
+        let (v4, v6) = (&sides[0], &sides[1]);
+        assert!(v4.0.starts_with("11."), "{v4:?}");
+        assert_eq!(v4.1, ["9.0.0.1:80", "9.0.0.2:80"]);
+        assert!(v6.0.starts_with("[fd01:c::"), "{v6:?}");
+        assert_eq!(v6.1, ["[fd00::2]:80", "[fd00::3]:80"]);
+        let named: Vec<_> = b
+            .frontends
+            .iter()
+            .filter_map(|f| f.vip_name.as_deref())
+            .collect();
+        assert_eq!(named, ["w.marathon.l4lb.thisdcos.directory"; 2]);
+        // The service port counts each task once, at its primary address.
+        let sp = b
+            .frontends
+            .iter()
+            .find(|f| f.kind == FrontendKind::ServicePort)
+            .unwrap();
+        let sp: Vec<String> = sp.backends.iter().map(|b| b.address.to_string()).collect();
+        assert_eq!(sp, ["9.0.0.1:80", "9.0.0.2:80", "[fd00::3]:80"]);
+        // The address is a function of the name alone: the same on every agent, whatever the
+        // backends.
+        let alone = build(
+            &snapshot(&dual_stack_app("/w:80", &[DUAL])),
+            &Resolved::default(),
+            &opts,
+        );
+        assert_eq!(
+            vip_sides(&alone).iter().map(|s| &s.0).collect::<Vec<_>>(),
+            [&v4.0, &v6.0]
+        );
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+    }
+
+    #[test]
+    fn a_dual_stack_named_vip_has_only_the_sides_with_backends_and_without_cidr6_one_mixed_side() {
+        let opts6 = BuildOptions {
+            vip_cidr6: Some("fd01:c::/64".parse().unwrap()),
+            ..BuildOptions::default()
+        };
+        let r = Resolved::default();
+        let only_v4 = vip_sides(&build(
+            &snapshot(&dual_stack_app("/w:80", &[V4])),
+            &r,
+            &opts6,
+        ));
+        assert_eq!(only_v4.len(), 1);
+        assert!(only_v4[0].0.starts_with("11."));
+        // Only IPv6 backends: no IPv4 side to send a client to an address with nothing behind.
+        let only_v6 = vip_sides(&build(
+            &snapshot(&dual_stack_app("/w:80", &[V6])),
+            &r,
+            &opts6,
+        ));
+        assert_eq!(only_v6.len(), 1);
+        assert!(only_v6[0].0.starts_with("[fd01:c::"), "{only_v6:?}");
+        // No backends at all: the IPv4 side, as before dual-stack.
+        let none = vip_sides(&build(&snapshot(&dual_stack_app("/w:80", &[])), &r, &opts6));
+        assert_eq!(none.len(), 1);
+        assert!(none[0].0.starts_with("11.") && none[0].1.is_empty());
+        // Without --vip-cidr6: one side with every primary backend, whatever its family.
+        let mixed = vip_sides(&build(
+            &snapshot(&dual_stack_app("/w:80", &[V4, DUAL, V6])),
+            &r,
+            &BuildOptions::default(),
+        ));
+        assert_eq!(mixed.len(), 1);
+        assert_eq!(mixed[0].1, ["9.0.0.1:80", "9.0.0.2:80", "[fd00::3]:80"]);
+    }
+
+    #[test]
+    fn an_ip_vip_takes_only_backends_of_its_own_family_and_says_what_it_left_out() {
+        let r = Resolved::default();
+        let opts = BuildOptions::default();
+        let v4 = build(
+            &snapshot(&dual_stack_app("10.0.0.7:80", &[V4, DUAL, V6])),
+            &r,
+            &opts,
+        );
+        assert_eq!(
+            vip_sides(&v4),
+            [(
+                "10.0.0.7:80".to_string(),
+                vec!["9.0.0.1:80".to_string(), "9.0.0.2:80".to_string()]
+            )]
+        );
+        let texts: Vec<&str> = v4.warnings.iter().map(|w| w.message.as_str()).collect();
+        assert_eq!(
+            texts,
+            ["VIP tcp 10.0.0.7:80: 1 backend(s) of the other address family left out (an IP VIP forwards within its family)"]
+        );
+        let v6 = build(
+            &snapshot(&dual_stack_app("[fd00::99]:80", &[V4, DUAL, V6])),
+            &r,
+            &opts,
+        );
+        assert_eq!(
+            vip_sides(&v6),
+            [(
+                "[fd00::99]:80".to_string(),
+                vec!["[fd00::2]:80".to_string(), "[fd00::3]:80".to_string()]
+            )]
+        );
+        assert_eq!(v6.warnings.len(), 1, "{:?}", v6.warnings);
     }
 
     #[test]

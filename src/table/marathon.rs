@@ -14,8 +14,9 @@ use super::options::{self, MarathonProbe, PortLabels, PortOptions, ProbeKind};
 use super::service::{Endpoint, OwnerKind, PortAddress, Service, ServicePort};
 use super::vip;
 use super::{BackendState, Protocol, Warning};
-use crate::model::{App, HealthCheck, Labels, Task, TaskState};
+use crate::model::{App, HealthCheck, Labels, Task, TaskIpAddress, TaskState};
 use std::borrow::Cow;
+use std::net::IpAddr;
 
 /// How an app's tasks are reached (../shared/reference/marathon/FACTS.md §3.1, §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -387,14 +388,28 @@ pub fn marathon_service<'a>(app: &'a App, warnings: &mut Vec<Warning>) -> Option
             let Some(host) = task.host.as_deref().filter(|h| !h.is_empty()) else {
                 continue;
             };
+            let ip = task.ip_addresses.first().map(|a| a.ip_address.as_str());
             endpoints.push(Endpoint {
                 task: &task.id,
                 agent: Some(host),
-                ip: task.ip_addresses.first().map(|a| a.ip_address.as_str()),
+                ip,
                 host_ports: Cow::Borrowed(&task.ports),
                 state,
                 zone: None,
+                secondary_family: false,
             });
+            if let Some(other) = ip.and_then(|ip| other_family_ip(ip, &task.ip_addresses)) {
+                // No host ports: the agent-port backends are the primary endpoint's.
+                endpoints.push(Endpoint {
+                    task: &task.id,
+                    agent: Some(host),
+                    ip: Some(other),
+                    host_ports: Cow::Borrowed(&[]),
+                    state,
+                    zone: None,
+                    secondary_family: true,
+                });
+            }
         }
     }
     Some(Service {
@@ -405,6 +420,16 @@ pub fn marathon_service<'a>(app: &'a App, warnings: &mut Vec<Warning>) -> Option
         endpoints,
         endpoint_warnings,
     })
+}
+
+/// The first of `all` whose family differs from `primary`'s (a dual-stack task's IPv6 address
+/// beside its IPv4 one), when both parse.
+fn other_family_ip<'a>(primary: &str, all: &'a [TaskIpAddress]) -> Option<&'a str> {
+    let family = |raw: &str| raw.parse::<IpAddr>().ok().map(|ip| ip.is_ipv6());
+    let primary = family(primary)?;
+    all.iter()
+        .map(|a| a.ip_address.as_str())
+        .find(|a| family(a) == Some(!primary))
 }
 
 pub(super) fn app_warning(app: &App, message: String) -> Warning {

@@ -72,9 +72,32 @@ pub fn task_state(task: &Task) -> Result<Option<BackendState>, String> {
 }
 
 /// The task's IPs: those of the latest status that reports any (an update without
-/// `container_status` does not erase them). IPv4 only when there is one (named VIPs are IPv4
-/// today), else the IPv6 ones. Unparsable strings are kept: the builder warns about them.
+/// `container_status` does not erase them). IPv4 only when there is one, else the IPv6 ones; the
+/// IPv6 ones beside IPv4 are [`other_family_ips`]. Unparsable strings are kept: the builder warns
+/// about them.
 pub fn task_ips(task: &Task) -> Vec<&str> {
+    let ips = latest_ips(task);
+    if ips.iter().any(|a| !is_v6(a)) {
+        return ips.into_iter().filter(|a| !is_v6(a)).collect();
+    }
+    ips
+}
+
+/// A dual-stack task's IPv6 addresses (those of the latest status, beside IPv4 ones): they back
+/// only the IPv6 side of VIPs ([`Endpoint::secondary_family`]).
+pub fn other_family_ips(task: &Task) -> Vec<&str> {
+    let ips = latest_ips(task);
+    if ips.iter().any(|a| !is_v6(a)) {
+        return ips.into_iter().filter(is_v6).collect();
+    }
+    Vec::new()
+}
+
+fn is_v6(a: &&str) -> bool {
+    a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6())
+}
+
+fn latest_ips(task: &Task) -> Vec<&str> {
     let mut statuses: Vec<(usize, &TaskStatus)> = task.statuses.iter().enumerate().collect();
     statuses.sort_by(|(ia, a), (ib, b)| {
         let (ta, tb) = (
@@ -94,14 +117,9 @@ pub fn task_ips(task: &Task) -> Vec<&str> {
             .filter_map(|a| a.ip_address.as_deref())
             .filter(|a| !a.is_empty())
             .collect();
-        if ips.is_empty() {
-            continue;
+        if !ips.is_empty() {
+            return ips;
         }
-        let v6 = |a: &&str| a.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv6());
-        if ips.iter().any(|a| !v6(a)) {
-            return ips.into_iter().filter(|a| !v6(a)).collect();
-        }
-        return ips;
     }
     Vec::new()
 }
@@ -309,6 +327,7 @@ pub fn mesos_service<'a>(t: &'a MesosTask, warnings: &mut Vec<Warning>) -> Optio
         host_ports: host_ports.clone(),
         state,
         zone: None,
+        secondary_family: false,
     };
     if ips.is_empty() {
         service.endpoints.push(endpoint(None));
@@ -317,6 +336,18 @@ pub fn mesos_service<'a>(t: &'a MesosTask, warnings: &mut Vec<Warning>) -> Optio
             .endpoints
             .extend(ips.iter().map(|ip| endpoint(Some(*ip))));
     }
+    // No host ports: the host-scope backends are the primary endpoints'.
+    service
+        .endpoints
+        .extend(other_family_ips(task).into_iter().map(|ip| Endpoint {
+            task: &task.task_id,
+            agent: Some(t.agent_host.as_str()),
+            ip: Some(ip),
+            host_ports: Cow::Borrowed(&[]),
+            state,
+            zone: None,
+            secondary_family: true,
+        }));
     Some(service)
 }
 
@@ -541,10 +572,24 @@ mod tests {
                 {"protocol":"IPv4","ip_address":"9.0.0.3"}]"#,
         ));
         assert_eq!(task_ips(&t.task), ["9.0.0.2", "9.0.0.3"]);
+        assert_eq!(other_family_ips(&t.task), ["fd01:b::2"]);
         let svc = mesos_service(&t, &mut Vec::new()).unwrap();
-        assert_eq!(svc.endpoints.len(), 2);
+        let eps: Vec<_> = svc
+            .endpoints
+            .iter()
+            .map(|e| (e.ip, e.secondary_family))
+            .collect();
+        assert_eq!(
+            eps,
+            [
+                (Some("9.0.0.2"), false),
+                (Some("9.0.0.3"), false),
+                (Some("fd01:b::2"), true)
+            ]
+        );
         let v6 = task(&overlay("").replace("9.0.0.2", "fd01:b::2"));
         assert_eq!(task_ips(&v6.task), ["fd01:b::2"]);
+        assert!(other_family_ips(&v6.task).is_empty());
     }
 
     #[test]

@@ -26,7 +26,9 @@ use super::options::{self, MarathonProbe, PortLabels, PortOptions, ProbeKind};
 use super::service::{Endpoint, OwnerKind, PortAddress, Service, ServicePort};
 use super::vip;
 use super::{BackendState, Protocol, Warning};
-use crate::model::pod::{ContainerStatus, PodContainer, PodEndpoint, PodInstance};
+use crate::model::pod::{
+    ContainerStatus, PodContainer, PodEndpoint, PodInstance, PodNetworkStatus,
+};
 use crate::model::{Pod, TaskState};
 use std::borrow::Cow;
 
@@ -199,11 +201,13 @@ fn pod_warning(pod: &Pod, message: String) -> Warning {
     }
 }
 
-/// The instance's address for a container-network endpoint: on the first network named in
-/// `networkNames` that the instance has, or on the instance's first network when the endpoint
-/// names none. The first address of that network.
-fn instance_address<'a>(instance: &'a PodInstance, endpoint: &PodEndpoint) -> Option<&'a str> {
-    let network = if endpoint.network_names.is_empty() {
+/// The instance network an endpoint's address comes from: the first of its `networkNames` the
+/// instance has, else the instance's first network.
+fn endpoint_network<'a>(
+    instance: &'a PodInstance,
+    endpoint: &PodEndpoint,
+) -> Option<&'a PodNetworkStatus> {
+    if endpoint.network_names.is_empty() {
         instance.networks.first()
     } else {
         endpoint.network_names.iter().find_map(|want| {
@@ -212,12 +216,36 @@ fn instance_address<'a>(instance: &'a PodInstance, endpoint: &PodEndpoint) -> Op
                 .iter()
                 .find(|n| n.name.as_deref() == Some(want.as_str()))
         })
-    }?;
+    }
+}
+
+/// The instance's address for a container-network endpoint: on the first network named in
+/// `networkNames` that the instance has, or on the instance's first network when the endpoint
+/// names none. The first address of that network.
+fn instance_address<'a>(instance: &'a PodInstance, endpoint: &PodEndpoint) -> Option<&'a str> {
+    let network = endpoint_network(instance, endpoint)?;
     network
         .addresses
         .first()
         .map(String::as_str)
         .filter(|a| !a.is_empty())
+}
+
+/// The first address of the endpoint's network whose family differs from `primary`'s (a
+/// dual-stack instance's IPv6 address beside its IPv4 one).
+fn other_family_address<'a>(
+    instance: &'a PodInstance,
+    endpoint: &PodEndpoint,
+    primary: &str,
+) -> Option<&'a str> {
+    let family = |raw: &str| raw.parse::<std::net::IpAddr>().ok().map(|ip| ip.is_ipv6());
+    let want = !family(primary)?;
+    let network = endpoint_network(instance, endpoint)?;
+    network
+        .addresses
+        .iter()
+        .map(String::as_str)
+        .find(|a| family(a) == Some(want))
 }
 
 /// The pod translation: one pod → one neutral [`Service`] (module docs). `None` when the pod's
@@ -350,7 +378,7 @@ fn container_endpoints<'a>(
     warnings: &mut Vec<String>,
 ) {
     let mut agent_slots: Option<Vec<u16>> = None;
-    let mut ip_slots: Vec<(&'a str, Vec<u16>)> = Vec::new();
+    let mut ip_slots: Vec<(&'a str, Vec<u16>, bool)> = Vec::new();
     for (k, endpoint) in c.spec.endpoints.iter().enumerate() {
         let n = c.first_index + k;
         let on_agent = match c.mode {
@@ -384,12 +412,16 @@ fn container_endpoints<'a>(
                 ));
                 continue;
             }
-            match ip_slots.iter_mut().find(|(a, _)| *a == addr) {
-                Some((_, slots)) => slots[n] = port,
-                None => {
-                    let mut slots = vec![0; c.total];
-                    slots[n] = port;
-                    ip_slots.push((addr, slots));
+            let other = other_family_address(c.instance, endpoint, addr);
+            for (addr, secondary) in std::iter::once((addr, false)).chain(other.map(|a| (a, true)))
+            {
+                match ip_slots.iter_mut().find(|(a, _, _)| *a == addr) {
+                    Some((_, slots, _)) => slots[n] = port,
+                    None => {
+                        let mut slots = vec![0; c.total];
+                        slots[n] = port;
+                        ip_slots.push((addr, slots, secondary));
+                    }
                 }
             }
         }
@@ -408,9 +440,10 @@ fn container_endpoints<'a>(
             host_ports: Cow::Owned(slots),
             state: c.state,
             zone,
+            secondary_family: false,
         });
     }
-    for (addr, slots) in ip_slots {
+    for (addr, slots, secondary_family) in ip_slots {
         out.push(Endpoint {
             task: c.task,
             agent: Some(addr),
@@ -418,6 +451,7 @@ fn container_endpoints<'a>(
             host_ports: Cow::Owned(slots),
             state: c.state,
             zone,
+            secondary_family,
         });
     }
 }

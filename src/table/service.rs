@@ -116,4 +116,9 @@ pub struct Endpoint<'a> {
     pub state: BackendState,
     /// Agent zone (`agentZone` of a pod instance, a Mesos agent's zone); not used yet.
     pub zone: Option<&'a str>,
+    /// A dual-stack task's address of its other family (its IPv6 address beside an IPv4 one).
+    /// Its backends feed only the VIP side of their own family (IP VIPs of that family, and named
+    /// VIPs with `--vip-cidr6`), never a service port or a single-family named VIP, so that a
+    /// task is counted once wherever both families meet.
+    pub secondary_family: bool,
 }

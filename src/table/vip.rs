@@ -26,6 +26,14 @@
 //!   keys such as `VIPD_0_BALANCE` are never read as VIPs;
 //! - a name whose mangled form is empty or has an empty DNS label (`/acme./`) is rejected instead
 //!   of producing an unusable record.
+//!
+//! Dual-stack (`--vip-cidr6`, as dcos-net's separate IPv4 and IPv6 VIP pools): a named VIP then
+//! gets one address from each pool, each allocated by the same rule within its own pool. Each
+//! side carries only the backends of its family: a dual-stack task's primary address feeds the
+//! side of its family, its other-family address (`Endpoint::secondary_family`) the other side.
+//! The IPv6 side exists only while it has backends; the IPv4 side is dropped only when the IPv6
+//! side alone has backends. An IP VIP has one side, its own family's. Without `--vip-cidr6` a
+//! named VIP has one address and every primary backend, of either family, as before.
 
 use ipnet::IpNet;
 use std::collections::{BTreeMap, BTreeSet};

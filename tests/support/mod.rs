@@ -151,7 +151,13 @@ impl TaggedEchoServer {
     }
 
     pub async fn start_on(ip: IpAddr, tag: &str) -> Self {
-        let listener = TcpListener::bind((ip, 0)).await.expect("bind echo server");
+        Self::start_at(SocketAddr::new(ip, 0), tag).await
+    }
+
+    /// Listens on `addr` (a fixed port where several backends must share one, as container
+    /// ports do).
+    pub async fn start_at(addr: SocketAddr, tag: &str) -> Self {
+        let listener = TcpListener::bind(addr).await.expect("bind echo server");
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = CancellationToken::new();
@@ -488,4 +494,5 @@ pub mod child;
 pub mod daemon;
 pub mod fake_marathon;
 pub mod fake_mesos;
+pub mod netns;
 pub mod table_json;
