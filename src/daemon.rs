@@ -145,7 +145,7 @@ impl Daemon {
         // An upgrade: the predecessor's sockets, before anything binds.
         let (mut inherited, successor) = handover::take_predecessor(&args.handover).await?;
         let shutdown = CancellationToken::new();
-        let (source, marathon_status) = start_source(&args.source, shutdown.clone())?;
+        let (source, marathon_status, mesos_status) = start_source(&args.source, shutdown.clone())?;
         let health = HealthConfig::from(&args.health);
         let (publisher, tables) = published::channel_with(crate::balance::Router::new(health));
         let mut options = BuildOptions::from(&args.table);
@@ -194,9 +194,13 @@ impl Daemon {
         metrics.register(Box::new(crate::metrics::TableCollector::new(
             tables.clone(),
         )));
-        let source_status = source_status_rows(&args.source, marathon_status.clone());
+        let source_status =
+            source_status_rows(&args.source, marathon_status.clone(), mesos_status.clone());
         if let Some(status) = marathon_status {
             metrics.register(Box::new(crate::metrics::MarathonCollector::new(status)));
+        }
+        if let Some(status) = mesos_status {
+            metrics.register(Box::new(crate::metrics::MesosCollector::new(status)));
         }
         let warnings = Arc::default();
         let changes = crate::control::history::ChangeLog::default();
@@ -411,39 +415,69 @@ impl Daemon {
 }
 
 type MarathonStatus = Option<crate::source::marathon::MarathonStatusHandle>;
+use crate::source::mesos::MesosStatusHandle;
 
-/// The status page's source rows: the Marathon source's live status, or the apps file.
-fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::admin::SourceStatus {
+/// The status page's source rows: the live status of the Marathon and Mesos sources that run, or
+/// the apps file.
+fn source_status_rows(
+    args: &SourceArgs,
+    marathon: MarathonStatus,
+    mesos: Option<MesosStatusHandle>,
+) -> crate::admin::SourceStatus {
+    let mesos = mesos.map(|status| {
+        let urls = args
+            .mesos
+            .mesos
+            .iter()
+            .map(|u| crate::cli::config::strip_userinfo(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        (status, urls)
+    });
+    let primary = marathon_status_rows(args, marathon);
+    crate::admin::SourceStatus::new(move || {
+        let mut rows = primary.as_ref().map(|p| p()).unwrap_or_default();
+        if let Some((status, urls)) = &mesos {
+            let s = status.get();
+            let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+            rows.extend([
+                ("source".into(), "mesos".into()),
+                ("masters".into(), urls.clone()),
+                ("event stream connected".into(), yes_no(s.connected)),
+                (
+                    "serving stale state (--state-dir)".into(),
+                    yes_no(s.serving_stale_state),
+                ),
+                ("tasks".into(), s.tasks.to_string()),
+                (
+                    "recovered agents not re-registered".into(),
+                    s.recovered_agents_pending.to_string(),
+                ),
+                (
+                    "subscriptions / failures".into(),
+                    format!("{} / {}", s.subscriptions, s.failures),
+                ),
+            ]);
+        }
+        rows
+    })
+}
+
+type SourceRows = Box<dyn Fn() -> Vec<(String, String)> + Send + Sync>;
+
+/// The Marathon source's rows, or the apps file's; `None` with `--mesos` alone.
+fn marathon_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> Option<SourceRows> {
     use crate::cli::duration::format_duration;
     let Some(status) = marathon else {
-        if args.mesos.enabled() {
-            let urls = args
-                .mesos
-                .mesos
-                .iter()
-                .map(|u| crate::cli::config::strip_userinfo(u))
-                .collect::<Vec<_>>()
-                .join(",");
-            return crate::admin::SourceStatus::new(move || {
-                vec![
-                    ("source".into(), "mesos".into()),
-                    ("masters".into(), urls.clone()),
-                ]
-            });
-        }
-        let path = args
-            .apps
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        return crate::admin::SourceStatus::new(move || {
+        let path = args.apps.as_ref()?.display().to_string();
+        return Some(Box::new(move || {
             vec![
                 ("source".into(), "file".into()),
                 ("path".into(), path.clone()),
             ]
-        });
+        }));
     };
-    crate::admin::SourceStatus::new(move || {
+    Some(Box::new(move || {
         let s = status.get();
         let ago = |t: Option<std::time::SystemTime>| match t.and_then(|t| t.elapsed().ok()) {
             Some(d) => format!(
@@ -481,15 +515,19 @@ fn source_status_rows(args: &SourceArgs, marathon: MarathonStatus) -> crate::adm
                 format!("{} / {}", s.events_applied, s.events_ignored),
             ),
         ]
-    })
+    }))
 }
+
+/// The running source, and the status of its Marathon and Mesos parts.
+type StartedSource = (SourceHandle, MarathonStatus, Option<MesosStatusHandle>);
 
 fn start_source(
     args: &SourceArgs,
     shutdown: CancellationToken,
-) -> Result<(SourceHandle, MarathonStatus), StartError> {
+) -> Result<StartedSource, StartError> {
     if !args.mesos.enabled() {
-        return start_marathon_or_file(args, shutdown);
+        let (source, status) = start_marathon_or_file(args, shutdown)?;
+        return Ok((source, status, None));
     }
     let config = args
         .mesos
@@ -499,12 +537,14 @@ fn start_source(
             args.documents.max_document_size,
         )
         .map_err(StartError::Mesos)?;
-    let (mesos, _) = source::mesos::spawn(config, shutdown.clone()).map_err(StartError::Mesos)?;
+    let (mesos, mesos_status) =
+        source::mesos::spawn(config, shutdown.clone()).map_err(StartError::Mesos)?;
     if !args.marathon.enabled() && args.apps.is_none() {
-        return Ok((mesos, None));
+        return Ok((mesos, None, Some(mesos_status)));
     }
     let (primary, status) = start_marathon_or_file(args, shutdown.clone())?;
-    Ok((source::mesos::combine(primary, mesos, shutdown), status))
+    let combined = source::mesos::combine(primary, mesos, shutdown);
+    Ok((combined, status, Some(mesos_status)))
 }
 
 fn start_marathon_or_file(

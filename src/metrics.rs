@@ -641,6 +641,81 @@ impl ScrapeFamilies for MarathonCollector {
     }
 }
 
+/// Exports the Mesos source's status at scrape time.
+#[derive(Debug)]
+pub struct MesosCollector {
+    status: crate::source::mesos::MesosStatusHandle,
+}
+
+impl MesosCollector {
+    pub fn new(status: crate::source::mesos::MesosStatusHandle) -> Scraped<Self> {
+        Scraped::new(MesosCollector { status })
+    }
+}
+
+impl ScrapeFamilies for MesosCollector {
+    fn families(&self) -> Vec<Family> {
+        let s = self.status.get();
+        let gauge = |name: &'static str, help: &'static str, v: f64| {
+            let mut f = Family::gauge(name, help);
+            f.add(&[], v);
+            f
+        };
+        let counter = |name: &'static str, help: &'static str, v: u64| {
+            let mut f = Family::counter(name, help);
+            f.add(&[], v as f64);
+            f
+        };
+        vec![
+            gauge(
+                "vipd_mesos_connected",
+                "1 while the Mesos master's event stream (SUBSCRIBE) is open.",
+                f64::from(u8::from(s.connected)),
+            ),
+            gauge(
+                "vipd_mesos_serving_stale_state",
+                "1 while the Mesos tasks come from --state-dir because no master answered yet.",
+                f64::from(u8::from(s.serving_stale_state)),
+            ),
+            gauge(
+                "vipd_mesos_tasks",
+                "Mesos tasks in the last publish (their agent and framework known).",
+                s.tasks as f64,
+            ),
+            gauge(
+                "vipd_mesos_rejected_tasks",
+                "Mesos tasks skipped as malformed in the last publish (the build warnings name them).",
+                s.rejected_tasks as f64,
+            ),
+            gauge(
+                "vipd_mesos_recovered_agents_pending",
+                "Agents listed in recovered_agents that have not re-registered; their tasks' last backends are kept.",
+                s.recovered_agents_pending as f64,
+            ),
+            counter(
+                "vipd_mesos_subscriptions_total",
+                "Event streams opened (SUBSCRIBE answered 200).",
+                s.subscriptions,
+            ),
+            counter(
+                "vipd_mesos_stream_failures_total",
+                "Failed SUBSCRIBE calls and broken, silent or malformed event streams (each reconnects).",
+                s.failures,
+            ),
+            counter(
+                "vipd_mesos_redirects_total",
+                "Leader redirects answered by a master that is not the leader.",
+                s.redirects,
+            ),
+            counter(
+                "vipd_mesos_records_total",
+                "RecordIO records read from the event stream (heartbeats included).",
+                s.records,
+            ),
+        ]
+    }
+}
+
 /// Process resources vipd bounds: log lines it could not write, the descriptor limit, the UDP
 /// flow budget, and the listeners that failed to bind.
 #[derive(Debug)]

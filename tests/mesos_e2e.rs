@@ -76,6 +76,23 @@ fn start_vipd(extra: &[&str]) -> (VipdProcess, SocketAddr) {
     (vipd, admin)
 }
 
+/// The value of the unlabelled sample `name` on `/metrics`.
+async fn metric(admin: SocketAddr, name: &str) -> Option<f64> {
+    let (code, body) = http_get(&format!("http://{admin}/metrics")).await;
+    assert_eq!(code, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Waits until `name` on `/metrics` satisfies `ok`.
+async fn wait_metric(admin: SocketAddr, name: &str, ok: impl Fn(f64) -> bool) -> bool {
+    support::poll_until(PATIENCE, || async {
+        metric(admin, name).await.filter(|v| ok(*v))
+    })
+    .await
+    .is_some()
+}
+
 /// The backends the admin API lists for `vip` (`address` → `state`).
 async fn vip_backends(admin: SocketAddr, vip: SocketAddr) -> Vec<(String, String)> {
     let (_, body) = http_get(&format!("http://{admin}/v1/vips")).await;
@@ -276,14 +293,19 @@ async fn no_leader_then_a_leader_and_a_silent_stream_reconnects_keeping_the_tabl
     let fake = FakeMesos::start(state(&[t1])).await;
     fake.set_unavailable(true);
     fake.set_heartbeat(Duration::from_millis(100));
-    let (vipd, _admin) = start_vipd(&["--mesos", &fake.url()]);
+    let (vipd, admin) = start_vipd(&["--mesos", &fake.url()]);
     assert!(
         vipd.wait_for_log("answered HTTP 503", PATIENCE),
         "{}",
         vipd.log().join("\n")
     );
+    assert!(wait_metric(admin, "vipd_mesos_stream_failures_total", |v| v >= 1.0).await);
+    assert_eq!(metric(admin, "vipd_mesos_connected").await, Some(0.0));
     fake.set_unavailable(false);
     assert!(wait_for_tag(vip, "b1").await, "{}", vipd.log().join("\n"));
+    assert_eq!(metric(admin, "vipd_mesos_connected").await, Some(1.0));
+    assert_eq!(metric(admin, "vipd_mesos_tasks").await, Some(1.0));
+    assert!(metric(admin, "vipd_mesos_records_total").await >= Some(1.0));
     let before = fake.subscriptions();
     // Silent: no heartbeat for 3 x 100 ms -> vipd drops the stream and subscribes again.
     fake.set_silent(true);
@@ -294,6 +316,7 @@ async fn no_leader_then_a_leader_and_a_silent_stream_reconnects_keeping_the_tabl
         support::eventually_blocking(PATIENCE, || fake.subscriptions() > before),
         "never resubscribed"
     );
+    assert!(wait_metric(admin, "vipd_mesos_subscriptions_total", |v| v >= 2.0).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -438,9 +461,15 @@ async fn the_master_down_at_start_serves_the_state_dir() {
     // The master is gone: its port refuses.
     let down = support::refusing_addr(LOCALHOST);
     let url = format!("http://{down}/api/v1");
-    let (vipd, _) = start_vipd(&["--mesos", &url, "--state-dir", &dir_s]);
+    let (vipd, admin) = start_vipd(&["--mesos", &url, "--state-dir", &dir_s]);
     assert!(wait_for_tag(vip, "b1").await, "{}", vipd.log().join("\n"));
     assert!(vipd.wait_for_log("serving the saved Mesos state", PATIENCE));
+    assert_eq!(
+        metric(admin, "vipd_mesos_serving_stale_state").await,
+        Some(1.0)
+    );
+    assert_eq!(metric(admin, "vipd_mesos_connected").await, Some(0.0));
+    assert_eq!(metric(admin, "vipd_mesos_tasks").await, Some(1.0));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

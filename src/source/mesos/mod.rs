@@ -16,6 +16,7 @@ pub mod client;
 pub mod driver;
 pub mod recordio;
 pub mod state_dir;
+pub mod status;
 
 use crate::model::mesos::{parse_event, MesosTask, TaskRejection};
 use crate::model::{AppRejection, AppsSnapshot};
@@ -25,6 +26,7 @@ use client::{Answer, MesosClient};
 use driver::{Action, Driver, DriverConfig, Input};
 use futures::StreamExt;
 use recordio::RecordDecoder;
+pub use status::{MesosStatus, MesosStatusHandle};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -84,8 +86,9 @@ pub fn client(cfg: &MesosConfig) -> Result<MesosClient, ConfigError> {
 pub fn spawn(
     cfg: MesosConfig,
     shutdown: CancellationToken,
-) -> Result<(SourceHandle, watch::Receiver<Option<SourceSnapshot>>), ConfigError> {
+) -> Result<(SourceHandle, MesosStatusHandle), ConfigError> {
     let client = client(&cfg)?;
+    let status = MesosStatusHandle::default();
     let (tx, rx) = watch::channel(None);
     let resync = Arc::new(Notify::new());
     let mut driver = Driver::new(DriverConfig {
@@ -108,6 +111,8 @@ pub fn spawn(
                 );
                 let tasks: Vec<Arc<MesosTask>> = tasks.into_iter().map(Arc::new).collect();
                 driver.restore(tasks.clone());
+                status.serving_stale_state(true);
+                status.published(tasks.len(), 0, 0);
                 let _ = tx.send(Some(SourceSnapshot {
                     apps: Arc::new(snapshot_of(tasks, Vec::new())),
                     origin: Origin::StateDir,
@@ -118,9 +123,17 @@ pub fn spawn(
             Err(e) => tracing::warn!(error = %e, "saved Mesos state unusable"),
         }
     }
-    let handle = SourceHandle::new(rx.clone(), Arc::clone(&resync));
-    tokio::spawn(run(cfg, client, driver, tx, resync, shutdown));
-    Ok((handle, rx))
+    let handle = SourceHandle::new(rx, Arc::clone(&resync));
+    tokio::spawn(run(
+        cfg,
+        client,
+        driver,
+        tx,
+        resync,
+        status.clone(),
+        shutdown,
+    ));
+    Ok((handle, status))
 }
 
 type Body = futures::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>;
@@ -131,6 +144,7 @@ async fn run(
     mut driver: Driver,
     tx: watch::Sender<Option<SourceSnapshot>>,
     resync: Arc<Notify>,
+    status: MesosStatusHandle,
     shutdown: CancellationToken,
 ) {
     let writer = cfg.state_dir.clone().map(|dir| {
@@ -142,6 +156,11 @@ async fn run(
     let mut input = Some(Input::Start);
     loop {
         if let Some(i) = input.take() {
+            match &i {
+                Input::Records { records, .. } => status.records(records.len()),
+                Input::Failed { .. } => status.failed(),
+                _ => {}
+            }
             let mut queue: std::collections::VecDeque<Action> =
                 driver.handle(i, Instant::now()).into();
             while let Some(action) = queue.pop_front() {
@@ -161,18 +180,30 @@ async fn run(
                                 ),
                             },
                             Ok(Answer::Stream(resp)) => {
+                                status.connected();
+                                status.serving_stale_state(false);
                                 body = Some((
                                     resp.bytes_stream().boxed(),
                                     RecordDecoder::new(cfg.max_record),
                                 ));
                                 Input::Connected
                             }
-                            Ok(Answer::Redirect(location)) => Input::Redirect { location },
+                            Ok(Answer::Redirect(location)) => {
+                                status.redirected();
+                                Input::Redirect { location }
+                            }
                             Ok(Answer::Failed(error)) => Input::Failed { error },
                         };
+                        if matches!(next, Input::Failed { .. }) {
+                            status.failed();
+                        }
                         queue.extend(driver.handle(next, Instant::now()));
                     }
-                    Action::Disconnect => body = None,
+                    Action::Disconnect => {
+                        // The driver failed the stream (silent, or a record of the wrong shape).
+                        status.failed();
+                        body = None;
+                    }
                     Action::Publish {
                         tasks,
                         rejected,
@@ -182,6 +213,7 @@ async fn run(
                             let _ = w.send(Some(tasks.clone()));
                         }
                         tracing::debug!(tasks = tasks.len(), "Mesos tasks published");
+                        status.published(tasks.len(), rejected.len(), driver.pending_agents());
                         let _ = tx.send(Some(SourceSnapshot {
                             apps: Arc::new(snapshot_of(tasks, rejected)),
                             origin: Origin::Mesos,
@@ -191,6 +223,7 @@ async fn run(
                 }
             }
         }
+        status.recovered_agents_pending(driver.pending_agents());
         // A bad record after good ones in the same chunk: the good ones went to the driver
         // above; now the stream fails.
         if let Some(e) = body.as_mut().and_then(|(_, d)| d.take_error()) {
