@@ -8,7 +8,7 @@ mod support;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::Output;
-use support::table_json::{backend_states, pairs, vip_frontend};
+use support::table_json::{backend_states, pairs, vip_frontend, vip_frontends};
 
 fn fixture(name: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -163,4 +163,49 @@ fn a_document_that_is_not_a_get_state_answer_is_an_error_naming_the_file() {
     );
     let out = vipd_table(&[]);
     assert!(!out.status.success());
+}
+
+#[test]
+fn with_vip_cidr6_a_dual_stack_task_feeds_both_sides_of_its_named_vip() {
+    let state = fixture("dual-stack-state.json");
+    let name = "dual-vip.hello-world.l4lb.thisdcos.directory";
+    let t = table(&["--mesos-state", &state, "--vip-cidr6", "fd01:c::/64"]);
+    let sides = vip_frontends(&t, "tcp", name);
+    assert_eq!(sides.len(), 2, "one frontend per family: {t:#}");
+    let side = |v6: bool| {
+        let f = sides
+            .iter()
+            .find(|f| f["listen"].as_str().unwrap().starts_with('[') == v6)
+            .unwrap();
+        (f["listen"].as_str().unwrap().to_string(), backend_states(f))
+    };
+    let (v4_listen, v4) = side(false);
+    let (v6_listen, v6) = side(true);
+    assert!(
+        v4_listen.starts_with("11.") && v4_listen.ends_with(":80"),
+        "{v4_listen}"
+    );
+    assert!(v6_listen.starts_with("[fd01:c::"), "{v6_listen}");
+    assert_eq!(v4, pairs(&[("9.0.1.2:8080", "up"), ("9.0.1.3:8080", "up")]));
+    // The IPv6-only task is the IPv6 side's too (its primary address is IPv6).
+    assert_eq!(
+        v6,
+        pairs(&[
+            ("[fd00:9::2]:8080", "up"),
+            ("[fd00:9::3]:8080", "up"),
+            ("[fd00:9::4]:8080", "up")
+        ])
+    );
+    // Without --vip-cidr6: one address, every task's primary address (either family).
+    let t = table(&["--mesos-state", &state]);
+    let sides = vip_frontends(&t, "tcp", name);
+    assert_eq!(sides.len(), 1, "{t:#}");
+    assert_eq!(
+        backend_states(sides[0]),
+        pairs(&[
+            ("9.0.1.2:8080", "up"),
+            ("9.0.1.3:8080", "up"),
+            ("[fd00:9::4]:8080", "up")
+        ])
+    );
 }

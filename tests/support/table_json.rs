@@ -16,6 +16,7 @@ pub fn vipd_table(args: &[&str], stdin: &[u8]) -> Output {
         .env_remove("VIPD_MESOS_STATE")
         .env_remove("VIPD_BIND_ADDRESS")
         .env_remove("VIPD_VIP_CIDR")
+        .env_remove("VIPD_VIP_CIDR6")
         .env_remove("VIPD_ZONE")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -44,6 +45,17 @@ pub fn vip_frontend<'a>(t: &'a Value, proto: &str, name: &str) -> Option<&'a Val
         .unwrap()
         .iter()
         .find(|f| f["protocol"] == proto && f["vip_name"] == name)
+}
+
+/// Every frontend of protocol `proto` whose `vip_name` is `name` (one per address family for a
+/// dual-stack named VIP).
+pub fn vip_frontends<'a>(t: &'a Value, proto: &str, name: &str) -> Vec<&'a Value> {
+    t["frontends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["protocol"] == proto && f["vip_name"] == name)
+        .collect()
 }
 
 /// `(address, state)` of every backend of `frontend`.
