@@ -1,5 +1,6 @@
-//! The 45 s smoke of the chaos soak (`benches/soak/soak.py`, issue 20): the real vipd binary
-//! against the script's fake Marathon and echo backends, under load and seeded chaos (table
+//! The 45 s smokes of the chaos soak (`benches/soak/soak.py`, issue 20): the real vipd binary
+//! against the script's fake Marathon (and, in the second, its fake Mesos master) and echo
+//! backends, under load and seeded chaos (table
 //! changes, backend kills, Marathon 500s/restart/silence/garbage, SIGHUP, admin scrapes, a
 //! SIGUSR2 upgrade). Asserts exit 0 and a well-formed last JSON line with 0 defects and 0 panics.
 //! Needs `python3` (3.11, standard library only); all traffic stays on 127.0.0.1.
@@ -22,10 +23,27 @@ const KEYS: [&str; 10] = [
 
 #[test]
 fn soak_smoke_45s_has_no_defects_and_no_panics() {
+    smoke("marathon");
+}
+
+#[test]
+fn soak_smoke_45s_on_the_mesos_source_has_no_defects_and_no_panics() {
+    smoke("mesos");
+}
+
+fn smoke(source: &str) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/soak/soak.py");
     let out = Command::new("python3")
         .arg(&script)
-        .args(["--duration", "45s", "--seed", "1", "--vipd"])
+        .args([
+            "--duration",
+            "45s",
+            "--seed",
+            "1",
+            "--source",
+            source,
+            "--vipd",
+        ])
         .arg(env!("CARGO_BIN_EXE_vipd"))
         .output()
         .expect("run python3 benches/soak/soak.py");
@@ -40,6 +58,7 @@ fn soak_smoke_45s_has_no_defects_and_no_panics() {
             "key {key} missing or not a number in {last}"
         );
     }
+    assert_eq!(report["source"], source, "{last}");
     assert_eq!(report["defects"], 0, "defects: {last}\nstderr:\n{stderr}");
     assert_eq!(report["panics"], 0, "panics: {last}\nstderr:\n{stderr}");
     assert!(

@@ -2,8 +2,13 @@
 """Chaos soak of vipd under load (issue 20, "Chaos soak under load").
 
 One command: python3 benches/soak/soak.py --duration 10m [--seed N] [--vipd PATH]
+             [--source marathon|mesos]
 
 It runs, all on 127.0.0.1 (traffic only to 127.0.0.0/8):
+  * with --source mesos, a fake Mesos master instead (POST /api/v1 SUBSCRIBE answered with
+    RecordIO over chunked encoding: SUBSCRIBED with the state, TASK_ADDED/TASK_UPDATED, a
+    HEARTBEAT every second; "Marathon" faults below become 503s, master restarts, silent streams
+    and bad records); or
   * a fake Marathon (GET /v2/apps?embed=apps.tasks, GET /v2/apps/{id}, GET /v2/events as SSE
     with event_stream_attached and CRLF heartbeats, HEAD/GET /v2/pods -> 404);
   * tagged TCP and UDP echo backends (a TCP backend greets with "<tag>\\n"; a UDP backend
@@ -405,6 +410,196 @@ class FakeMarathon:
         self.cut_streams()
 
 
+class FakeMesos:
+    """A Mesos master's operator API (POST /api/v1 SUBSCRIBE, RecordIO over chunked encoding:
+    SUBSCRIBED with the whole state, TASK_ADDED / TASK_UPDATED, HEARTBEAT every second). The same
+    interface as FakeMarathon, so the chaos loop drives either; its state survives restarts.
+    With `--mesos` alone there are no service ports: the TCP tasks carry an IP VIP on
+    127.0.0.1:<tcp port> and the named VIP, the UDP tasks an IP VIP on 127.0.0.1:<udp port>."""
+
+    FW = "soak-marathon-fw"
+
+    def __init__(self, tcp_service_port, udp_service_port, vip_label):
+        self.lock = threading.Lock()
+        self.tcp_service_port = tcp_service_port
+        self.udp_service_port = udp_service_port
+        self.vip_label = vip_label
+        self.tasks = {}  # task id -> backend (in the table)
+        self.fail500 = False  # answers 503 (no leader) while set
+        self.silent = False  # no record, not even a heartbeat, while set
+        self.subscribers = []
+        self.generation = 0
+        self.server = None
+        self.port = None
+        self.attached = 0
+
+    def _task(self, tid, b, state):
+        labels = [{"key": "network-scope", "value": "host"}]
+        sp = self.tcp_service_port if b.proto == "tcp" else self.udp_service_port
+        labels.append({"key": "VIP_0", "value": f"127.0.0.1:{sp}"})
+        if b.proto == "tcp" and self.vip_label:
+            labels.append({"key": "VIP_1", "value": self.vip_label})
+        status = {"task_id": {"value": tid}, "state": state, "timestamp": time.time(),
+                  "agent_id": {"value": "agent-1"}, "source": "SOURCE_EXECUTOR"}
+        return {"name": tid, "task_id": {"value": tid}, "framework_id": {"value": self.FW},
+                "agent_id": {"value": "agent-1"}, "state": state, "statuses": [status],
+                "status_update_state": state,
+                "resources": [{"name": "ports", "type": "RANGES",
+                               "ranges": {"range": [{"begin": b.port, "end": b.port}]}}],
+                "discovery": {"visibility": "FRAMEWORK", "name": tid, "ports": {"ports": [
+                    {"number": b.port, "name": b.proto, "protocol": b.proto,
+                     "labels": {"labels": labels}}]}}}
+
+    def subscribed(self):
+        with self.lock:
+            tasks = [self._task(t, b, "TASK_RUNNING") for t, b in sorted(self.tasks.items())]
+        state = {
+            "get_tasks": {"tasks": tasks} if tasks else {}, "get_executors": {},
+            "get_frameworks": {"frameworks": [{"framework_info": {
+                "id": {"value": self.FW}, "name": "marathon", "user": "root"},
+                "active": True, "connected": True, "recovered": False}]},
+            "get_agents": {"agents": [{"agent_info": {
+                "id": {"value": "agent-1"}, "hostname": "127.0.0.1", "port": 5051},
+                "active": True, "version": "1.9.0"}]},
+        }
+        return {"type": "SUBSCRIBED", "subscribed": {
+            "get_state": state, "heartbeat_interval_seconds": 1.0}}
+
+    @staticmethod
+    def record(event):
+        body = json.dumps(event).encode()
+        return str(len(body)).encode() + b"\n" + body
+
+    def publish(self, frame):
+        with self.lock:
+            subs = list(self.subscribers)
+        for q in subs:
+            q.put(frame)
+
+    def status_update(self, task_id, backend, status):
+        with self.lock:
+            if status == "TASK_RUNNING":
+                self.tasks[task_id] = backend
+            else:
+                self.tasks.pop(task_id, None)
+            task = self._task(task_id, backend, status)
+        if status == "TASK_RUNNING":
+            event = {"type": "TASK_ADDED", "task_added": {"task": task}}
+        else:
+            event = {"type": "TASK_UPDATED", "task_updated": {
+                "framework_id": {"value": self.FW}, "status": task["statuses"][0],
+                "state": status}}
+        self.publish(self.record(event))
+
+    def cut_streams(self):
+        with self.lock:
+            self.generation += 1
+            subs = list(self.subscribers)
+        for q in subs:
+            q.put(None)
+
+    def has_stream(self):
+        with self.lock:
+            return bool(self.subscribers) and not self.fail500 and not self.silent
+
+    def start(self):
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code, body=b""):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _chunk(self, data):
+                self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                self.wfile.flush()
+
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                if self.path != "/api/v1":
+                    return self._send(404)
+                with fake.lock:
+                    fail = fake.fail500
+                if fail:
+                    return self._send(503, b"No leader elected")
+                try:
+                    call = json.loads(body)
+                except ValueError:
+                    return self._send(400)
+                if call.get("type") != "SUBSCRIBE":
+                    return self._send(400)
+                q = queue.Queue()
+                with fake.lock:
+                    gen = fake.generation
+                    fake.subscribers.append(q)
+                    fake.attached += 1
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    self._chunk(fake.record(fake.subscribed()))
+                    last_beat = now()
+                    while True:
+                        with fake.lock:
+                            if fake.generation != gen:
+                                return
+                            silent = fake.silent
+                        try:
+                            frame = q.get(timeout=0.25)
+                        except queue.Empty:
+                            frame = b""
+                        if frame is None:
+                            return
+                        if silent:
+                            continue
+                        if frame:
+                            self._chunk(frame)
+                        if now() - last_beat >= 1.0:
+                            self._chunk(fake.record({"type": "HEARTBEAT"}))
+                            last_beat = now()
+                except OSError:
+                    return
+                finally:
+                    self.close_connection = True
+                    with fake.lock:
+                        if q in fake.subscribers:
+                            fake.subscribers.remove(q)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        for _ in range(100):
+            try:
+                srv = Server(("127.0.0.1", self.port or 0), Handler)
+                break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"fake Mesos master cannot rebind 127.0.0.1:{self.port}")
+        self.port = srv.server_address[1]
+        self.server = srv
+        threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.2},
+                         daemon=True).start()
+
+    def stop(self):
+        srv, self.server = self.server, None
+        if srv:
+            srv.shutdown()
+            srv.server_close()
+        self.cut_streams()
+
+
 # ---------------------------------------------------------------- vipd process
 
 
@@ -736,6 +931,9 @@ def main():
     ap.add_argument("--duration", type=parse_duration, default=600.0,
                     help="how long the load runs: 45s, 10m, 1h (default 10m)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--source", choices=["marathon", "mesos"], default="marathon",
+                    help="the cluster state vipd reads: a fake Marathon (service ports and a "
+                         "named VIP) or a fake Mesos master (IP VIPs and a named VIP)")
     ap.add_argument("--vipd", default=None,
                     help="vipd binary (default target/release/vipd, else target/debug/vipd)")
     ap.add_argument("--log", default=None, help="vipd's log file (default /tmp/vipd-soak-PID.log)")
@@ -758,21 +956,28 @@ def main():
         b.start()
     tcp_sp, udp_sp = free_port(), free_port(socket.SOCK_DGRAM)
     vip_ok = can_bind("127.64.0.1")
-    fake = FakeMarathon(tcp_sp, udp_sp, "/soak-tcp:7000" if vip_ok else None)
+    fake_class = FakeMesos if a.source == "mesos" else FakeMarathon
+    fake = fake_class(tcp_sp, udp_sp, "/soak-tcp:7000" if vip_ok else None)
     task_of = {b.tag: f"soak_{b.proto}.{b.tag}" for b in tcp_backends + udp_backends}
     # One TCP backend starts outside the table: table changes add and remove it.
     for b in tcp_backends[:3] + udp_backends:
         fake.tasks[task_of[b.tag]] = b
     fake.start()
-    marathon = f"http://127.0.0.1:{fake.port}"
-    log(f"fake Marathon {marathon}; tcp service port {tcp_sp}, udp {udp_sp}; vipd {path}")
+    url = f"http://127.0.0.1:{fake.port}"
+    log(f"fake {a.source} {url}; tcp port {tcp_sp}, udp {udp_sp}; vipd {path}")
 
-    args = ["run", "--marathon", marathon, "--bind-address", "127.0.0.1",
+    if a.source == "mesos":
+        source_args = ["--mesos", url, "--mesos-backoff-initial", "200ms",
+                       "--mesos-backoff-max", "2s", "--mesos-connect-timeout", "1s",
+                       "--mesos-timeout", "5s"]
+    else:
+        source_args = ["--marathon", url,
+                       "--marathon-stream-timeout", "3s", "--marathon-resync-interval", "20s",
+                       "--marathon-backoff-initial", "200ms", "--marathon-backoff-max", "2s",
+                       "--marathon-connect-timeout", "1s", "--marathon-timeout", "5s",
+                       "--marathon-event-debounce", "100ms"]
+    args = ["run", *source_args, "--bind-address", "127.0.0.1",
             "--admin-listen", "127.0.0.1:0", "--vip-cidr", "127.64.0.0/16",
-            "--marathon-stream-timeout", "3s", "--marathon-resync-interval", "20s",
-            "--marathon-backoff-initial", "200ms", "--marathon-backoff-max", "2s",
-            "--marathon-connect-timeout", "1s", "--marathon-timeout", "5s",
-            "--marathon-event-debounce", "100ms",
             "--drain-timeout", "30s", "--udp-idle-timeout", "3s"]
     vipd = Vipd(path, args, logfile)
     result = None
@@ -972,9 +1177,14 @@ def soak(a, rng, vipd, fake, stats, kills, tcp_backends, udp_backends, task_of, 
             time.sleep(rng.uniform(3.5, 6))
             fake.silent = False
         elif kind == "garbage":
-            junk = rng.choice([b"\xff\xfe\x00garbage\r\n\r\n", b"data: {not json\r\n\r\n",
-                               b"event: status_update_event\r\ndata: [1,2\r\n\r\n",
-                               rng.randbytes(64) + b"\r\n\r\n"])
+            if a.source == "mesos":
+                junk = rng.choice([b"12x\n{}", b"10\n{not json}",
+                                   FakeMesos.record({"type": "TASK_ADDED", "task_added": 5}),
+                                   rng.randbytes(64)])
+            else:
+                junk = rng.choice([b"\xff\xfe\x00garbage\r\n\r\n", b"data: {not json\r\n\r\n",
+                                   b"event: status_update_event\r\ndata: [1,2\r\n\r\n",
+                                   rng.randbytes(64) + b"\r\n\r\n"])
             fake.publish(junk)
         elif kind == "sighup":
             os.kill(vipd.pid, signal.SIGHUP)
@@ -1044,7 +1254,7 @@ def soak(a, rng, vipd, fake, stats, kills, tcp_backends, udp_backends, task_of, 
         "duration_s": round(a.duration, 1), "seed": a.seed,
         "upgrades": upgrades_ok, "pids": vipd.pids, "injections": injections,
         "backend_kills": len(kills.events), "vip": vip_note,
-        "marathon_streams_attached": fake.attached,
+        "source": a.source, "source_streams_attached": fake.attached,
     }
 
 
