@@ -685,6 +685,54 @@ mod tests {
     }
 
     #[test]
+    fn a_dual_stack_instance_network_feeds_the_ipv6_side_and_host_ports_only_the_ipv4_side() {
+        let p = r#"{"id":"/d","spec":{"networks":[{"name":"dcos6","mode":"container"}],
+            "containers":[{"name":"a","endpoints":[
+                {"name":"c","containerPort":9090,"protocol":["tcp"],"labels":{"VIP_0":"/d-c:9090"}},
+                {"name":"h","containerPort":80,"hostPort":0,"protocol":["tcp"],"labels":{"VIP_0":"/d-h:80"}}]}]},
+          "instances":[{"id":"d.instance-1","agentHostname":"10.0.0.5",
+            "networks":[{"name":"dcos6","addresses":["9.0.0.5","fd00:9::5"]}],
+            "containers":[{"name":"a","status":"TASK_RUNNING","containerId":"d.instance-1.a",
+               "endpoints":[{"name":"c"},{"name":"h","allocatedHostPort":31600}]}]}]}"#;
+        let snap = crate::model::AppsSnapshot {
+            pods: vec![std::sync::Arc::new(pod(p))],
+            ..Default::default()
+        };
+        let opts = BuildOptions {
+            vip_cidr6: Some("fd01:c::/64".parse().unwrap()),
+            ..Default::default()
+        };
+        let b = build(&snap, &Resolved::default(), &opts);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        let mut sides: Vec<(String, bool, Vec<String>)> = b
+            .frontends
+            .iter()
+            .map(|f| {
+                let backends = f.backends.iter().map(|b| b.address.to_string()).collect();
+                (f.vip_name.clone().unwrap(), f.listen.is_ipv6(), backends)
+            })
+            .collect();
+        sides.sort();
+        let side = |name: &str, v6: bool, backends: &[&str]| {
+            let backends = backends.iter().map(|b| (*b).to_string()).collect();
+            (
+                format!("{name}.marathon.l4lb.thisdcos.directory"),
+                v6,
+                backends,
+            )
+        };
+        assert_eq!(
+            sides,
+            [
+                side("d-c", false, &["9.0.0.5:9090"]),
+                side("d-c", true, &["[fd00:9::5]:9090"]),
+                // The agent's one address: no IPv6 side.
+                side("d-h", false, &["10.0.0.5:31600"]),
+            ]
+        );
+    }
+
+    #[test]
     fn bridge_pod_uses_the_agent_and_allocated_port() {
         let p = r#"{"id":"/b","spec":{"networks":[{"mode":"container/bridge"}],
             "containers":[{"name":"a","endpoints":[
