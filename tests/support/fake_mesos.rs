@@ -36,6 +36,9 @@ pub struct Call {
 struct Inner {
     state: Value,
     heartbeat: Duration,
+    /// The framed `SUBSCRIBED` record for `state` and `heartbeat`, made once per change (a
+    /// large state is not re-serialized on every subscription).
+    subscribed: Option<Bytes>,
     redirect_to: Option<String>,
     unavailable: bool,
     authorization: Option<String>,
@@ -83,6 +86,7 @@ impl FakeMesos {
             inner: Mutex::new(Inner {
                 state,
                 heartbeat: Duration::from_millis(200),
+                subscribed: None,
                 redirect_to: None,
                 unavailable: false,
                 authorization: None,
@@ -121,11 +125,22 @@ impl FakeMesos {
 
     /// The `GetState` the next `SUBSCRIBED` carries.
     pub fn set_state(&self, state: Value) {
-        self.inner().state = state;
+        let mut inner = self.inner();
+        inner.state = state;
+        inner.subscribed = None;
     }
 
     pub fn set_heartbeat(&self, every: Duration) {
-        self.inner().heartbeat = every;
+        let mut inner = self.inner();
+        inner.heartbeat = every;
+        inner.subscribed = None;
+    }
+
+    /// Makes the `SUBSCRIBED` record now, so that a subscription's answer starts at once.
+    pub fn prepare_subscribed(&self) {
+        let mut inner = self.inner();
+        let record = subscribed_record(&inner.state, inner.heartbeat);
+        inner.subscribed = Some(record);
     }
 
     /// Not the leader: answer 307 to `//leader/master/api/v1` (protocol-relative).
@@ -206,7 +221,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .await
         .unwrap_or_default();
     let body = String::from_utf8_lossy(&body).into_owned();
-    let (state, heartbeat, chunk) = {
+    let (subscribed, heartbeat, chunk) = {
         let mut inner = shared.inner.lock().unwrap();
         inner.calls.push(Call {
             path: path.clone(),
@@ -242,19 +257,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         if call["type"] != "SUBSCRIBE" {
             return (StatusCode::BAD_REQUEST, "SUBSCRIBE only").into_response();
         }
-        (inner.state.clone(), inner.heartbeat, inner.chunk)
+        if inner.subscribed.is_none() {
+            inner.subscribed = Some(subscribed_record(&inner.state, inner.heartbeat));
+        }
+        (
+            inner.subscribed.clone().unwrap(),
+            inner.heartbeat,
+            inner.chunk,
+        )
     };
     shared.open.fetch_add(1, Ordering::SeqCst);
     shared.subscribed.fetch_add(1, Ordering::SeqCst);
     let guard = OpenGuard(shared.clone());
     let mut events = shared.events.subscribe();
     let mut cut = shared.cut.subscribe();
-    let subscribed = json!({"type": "SUBSCRIBED", "subscribed": {
-        "get_state": state, "heartbeat_interval_seconds": heartbeat.as_secs_f64()}});
-    let first = vec![
-        frame(subscribed.to_string().as_bytes()),
-        frame(br#"{"type":"HEARTBEAT"}"#),
-    ];
+    let first = vec![subscribed, frame(br#"{"type":"HEARTBEAT"}"#)];
     let stream = async_stream(move |tx| async move {
         let _guard = guard;
         let send = |b: Bytes| {
@@ -303,6 +320,13 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap()
+}
+
+/// The framed `SUBSCRIBED` record carrying `state`.
+fn subscribed_record(state: &Value, heartbeat: Duration) -> Bytes {
+    let subscribed = json!({"type": "SUBSCRIBED", "subscribed": {
+        "get_state": state, "heartbeat_interval_seconds": heartbeat.as_secs_f64()}});
+    frame(subscribed.to_string().as_bytes())
 }
 
 /// A body stream fed by a task.
